@@ -1,0 +1,14 @@
+//! pacserve: share pacman package caches across a LAN.
+//!
+//! Pure parsers and decisions live in their own modules and do no I/O; `http::server`,
+//! `http::client` and `main.rs` are the thin shell around them.
+
+pub mod cache;
+pub mod cli;
+pub mod http;
+pub mod limits;
+pub mod log;
+pub mod pacman_conf;
+pub mod resolve;
+pub mod route;
+pub mod sysinfo;

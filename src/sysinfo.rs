@@ -1,0 +1,1 @@
+//! Facts about this machine: its addresses, host name and architecture.
