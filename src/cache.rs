@@ -1,1 +1,149 @@
-//! TODO
+//! Open a package file from pacman's cache dirs, safely.
+//!
+//! The name has already passed `route::valid_file` (a single plain file name); here we only
+//! accept what is really a complete package: a non-empty regular file directly inside a
+//! CacheDir, opened without following a symlink and without blocking on a FIFO.
+
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use rustix::fs::OFlags;
+
+#[derive(Debug)]
+pub struct CachedFile {
+    pub file: File,
+    pub path: PathBuf,
+    pub len: u64,
+    /// Modification time, whole seconds since the Unix epoch (HTTP dates have no fractions).
+    pub mtime: u64,
+}
+
+/// Why a cache dir did not yield the file (for `--verbose` lookup detail).
+#[derive(Debug)]
+pub enum Skip {
+    Missing,
+    NotRegular,
+    Empty,
+    Io(std::io::Error),
+}
+
+/// The first cache dir holding a complete regular file `name`, opened for reading; with the
+/// reasons the others were skipped. Blocking: call it off the executor.
+pub fn open_cached(
+    cache_dirs: &[PathBuf],
+    name: &str,
+) -> (Option<CachedFile>, Vec<(PathBuf, Skip)>) {
+    debug_assert!(crate::route::valid_file(name));
+    let mut skipped = Vec::new();
+    for dir in cache_dirs {
+        let path = dir.join(name);
+        match open_one(&path) {
+            Ok(found) => return (Some(found), skipped),
+            Err(skip) => skipped.push((path, skip)),
+        }
+    }
+    (None, skipped)
+}
+
+fn open_one(path: &Path) -> Result<CachedFile, Skip> {
+    // O_NOFOLLOW: a symlink in the cache is not followed out of it. O_NONBLOCK: a FIFO of
+    // that name must not hang the open; we refuse it below anyway.
+    let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Skip::Missing,
+            // ELOOP from O_NOFOLLOW on a symlink.
+            _ if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                Skip::NotRegular
+            }
+            _ => Skip::Io(e),
+        })?;
+    let meta = file.metadata().map_err(Skip::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(Skip::NotRegular);
+    }
+    if meta.len() == 0 {
+        return Err(Skip::Empty);
+    }
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Ok(CachedFile {
+        file,
+        path: path.to_path_buf(),
+        len: meta.len(),
+        mtime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let p = std::env::temp_dir().join(format!(
+                "pacserve-cache-{tag}-{}-{nanos}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn first_complete_regular_file_wins() {
+        let a = Dir::new("a");
+        let b = Dir::new("b");
+        let name = "x-1-1-any.pkg.tar.zst";
+        std::fs::write(a.0.join(name), b"").unwrap(); // empty: not a package
+        std::fs::write(b.0.join(name), b"package").unwrap();
+        let (found, skipped) = open_cached(&[a.0.clone(), b.0.clone()], name);
+        let found = found.expect("found in b");
+        assert_eq!(found.path, b.0.join(name));
+        assert_eq!(found.len, 7);
+        assert!(matches!(skipped.as_slice(), [(_, Skip::Empty)]));
+    }
+
+    #[test]
+    fn refuses_symlinks_dirs_and_fifos() {
+        let d = Dir::new("odd");
+        let outside = Dir::new("outside");
+        std::fs::write(outside.0.join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(outside.0.join("secret"), d.0.join("link.pkg.tar.zst")).unwrap();
+        std::fs::create_dir(d.0.join("dir.pkg.tar.zst")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            d.0.join("fifo.pkg.tar.zst"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        for name in ["link.pkg.tar.zst", "dir.pkg.tar.zst", "fifo.pkg.tar.zst"] {
+            let (found, skipped) = open_cached(std::slice::from_ref(&d.0), name);
+            assert!(found.is_none(), "{name} must not be served");
+            assert!(
+                matches!(skipped.as_slice(), [(_, Skip::NotRegular)]),
+                "{name}: {skipped:?}"
+            );
+        }
+        let (found, skipped) = open_cached(std::slice::from_ref(&d.0), "none.pkg.tar.zst");
+        assert!(found.is_none());
+        assert!(matches!(skipped.as_slice(), [(_, Skip::Missing)]));
+    }
+}

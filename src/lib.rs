@@ -11,4 +11,5 @@ pub mod log;
 pub mod pacman_conf;
 pub mod resolve;
 pub mod route;
+pub mod service;
 pub mod sysinfo;

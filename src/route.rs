@@ -1,1 +1,374 @@
-//! TODO
+//! Request target → what is asked for, pure. Everything from the request is checked
+//! against an allow-list here, so later steps only ever see plain, safe names.
+
+/// The route prefixes pacserve answers on; both mean the same.
+pub const PREFIXES: [&str; 2] = ["request", "pacman"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `*.pkg.tar[.EXT]` or its `.sig`: served locally when cached.
+    Package,
+    /// Repository databases and their signatures: always from the mirrors.
+    Database,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRequest {
+    pub repo: String,
+    pub arch: String,
+    /// A single plain file name: safe to join to a cache dir or append to a mirror URL.
+    pub file: String,
+    pub kind: FileKind,
+}
+
+/// Why a target was not routed; every one of these is a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// Not one of our prefixes, or the wrong number of path segments.
+    UnknownPath,
+    /// A percent escape that is not two hex digits, or a decoded name that is not UTF-8.
+    BadEncoding,
+    /// A repo, arch or file name outside the allow-list (traversal, separators, control bytes).
+    BadName,
+    /// A plain file that is neither a package nor a database (e.g. `*.part`).
+    NotServable,
+}
+
+impl RouteError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteError::UnknownPath => "unknown path",
+            RouteError::BadEncoding => "bad percent-encoding",
+            RouteError::BadName => "name not allowed",
+            RouteError::NotServable => "not a package or database file",
+        }
+    }
+}
+
+/// Longest repo name, arch name and file name accepted.
+const MAX_REPO: usize = 64;
+const MAX_ARCH: usize = 32;
+const MAX_FILE: usize = 255;
+
+/// Route an origin-form request target (`/request/core/x86_64/FILE`, query ignored).
+pub fn route(target: &str) -> Result<FileRequest, RouteError> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let rest = path.strip_prefix('/').ok_or(RouteError::UnknownPath)?;
+    let mut segments = rest.split('/');
+    let (Some(prefix), Some(repo), Some(arch), Some(file), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(RouteError::UnknownPath);
+    };
+    if !PREFIXES.contains(&prefix) {
+        return Err(RouteError::UnknownPath);
+    }
+    let repo = decode_segment(repo)?;
+    let arch = decode_segment(arch)?;
+    let file = decode_segment(file)?;
+    if !valid_repo(&repo) || !valid_arch(&arch) || !valid_file(&file) {
+        return Err(RouteError::BadName);
+    }
+    let kind = classify(&file).ok_or(RouteError::NotServable)?;
+    Ok(FileRequest {
+        repo,
+        arch,
+        file,
+        kind,
+    })
+}
+
+/// Percent-decode one path segment exactly once.
+fn decode_segment(s: &str) -> Result<String, RouteError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16));
+            let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16));
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(RouteError::BadEncoding);
+            };
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| RouteError::BadEncoding)
+}
+
+fn valid_repo(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_REPO
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
+fn valid_arch(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ARCH
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Characters of pacman package file names (name, epoch `:`, version, release, arch).
+pub fn valid_file(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_FILE
+        && !s.starts_with('.')
+        && !s.starts_with('-')
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-' | b'@' | b':' | b'~')
+        })
+}
+
+/// What kind of file a (valid) name is; None for anything pacserve does not serve.
+pub fn classify(file: &str) -> Option<FileKind> {
+    let base = file.strip_suffix(".sig").unwrap_or(file);
+    if is_package(base) {
+        return Some(FileKind::Package);
+    }
+    if is_database(base) {
+        return Some(FileKind::Database);
+    }
+    None
+}
+
+/// `NAME.pkg.tar` or `NAME.pkg.tar.EXT` with an alphanumeric compression suffix.
+fn is_package(base: &str) -> bool {
+    let Some(idx) = base.rfind(".pkg.tar") else {
+        return false;
+    };
+    if idx == 0 {
+        return false;
+    }
+    let tail = &base[idx + ".pkg.tar".len()..];
+    tail.is_empty() || tail.strip_prefix('.').is_some_and(compression_ext)
+}
+
+/// `REPO.db`, `REPO.files`, or their `.tar.EXT` forms.
+fn is_database(base: &str) -> bool {
+    for kind in [".db", ".files"] {
+        if let Some(idx) = base.rfind(kind) {
+            if idx == 0 {
+                continue;
+            }
+            let tail = &base[idx + kind.len()..];
+            if tail.is_empty() {
+                return true;
+            }
+            if let Some(ext) = tail.strip_prefix(".tar") {
+                if ext.is_empty() || ext.strip_prefix('.').is_some_and(compression_ext) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+fn compression_ext(ext: &str) -> bool {
+    !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(target: &str, repo: &str, arch: &str, file: &str, kind: FileKind) {
+        let got = route(target).unwrap_or_else(|e| panic!("{target}: {e:?}"));
+        assert_eq!(
+            got,
+            FileRequest {
+                repo: repo.into(),
+                arch: arch.into(),
+                file: file.into(),
+                kind
+            },
+            "{target}"
+        );
+    }
+
+    #[test]
+    fn routes_packages_and_databases() {
+        use FileKind::*;
+        let p = "zstd-1.5.5-1-x86_64.pkg.tar.zst";
+        ok(
+            &format!("/request/core/x86_64/{p}"),
+            "core",
+            "x86_64",
+            p,
+            Package,
+        );
+        ok(
+            &format!("/pacman/core/x86_64/{p}"),
+            "core",
+            "x86_64",
+            p,
+            Package,
+        );
+        ok(
+            &format!("/pacman/core/x86_64/{p}.sig"),
+            "core",
+            "x86_64",
+            &format!("{p}.sig"),
+            Package,
+        );
+        ok(
+            "/request/extra/aarch64/a-1-1-any.pkg.tar.xz",
+            "extra",
+            "aarch64",
+            "a-1-1-any.pkg.tar.xz",
+            Package,
+        );
+        ok(
+            "/request/extra/x86_64/a-1-1-any.pkg.tar",
+            "extra",
+            "x86_64",
+            "a-1-1-any.pkg.tar",
+            Package,
+        );
+        ok(
+            "/request/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst",
+            "core",
+            "x86_64",
+            "vim-2:9.0-1-x86_64.pkg.tar.zst",
+            Package,
+        );
+        ok(
+            "/request/core/x86_64/vim-2%3A9.0-1-x86_64.pkg.tar.zst",
+            "core",
+            "x86_64",
+            "vim-2:9.0-1-x86_64.pkg.tar.zst",
+            Package,
+        );
+        ok(
+            "/request/core/x86_64/lib32-gcc-libs-13.2.1+r2-1-x86_64.pkg.tar.zst?x=1",
+            "core",
+            "x86_64",
+            "lib32-gcc-libs-13.2.1+r2-1-x86_64.pkg.tar.zst",
+            Package,
+        );
+        ok(
+            "/request/core/x86_64/core.db",
+            "core",
+            "x86_64",
+            "core.db",
+            Database,
+        );
+        ok(
+            "/request/core/x86_64/core.db.sig",
+            "core",
+            "x86_64",
+            "core.db.sig",
+            Database,
+        );
+        ok(
+            "/request/core/x86_64/core.files",
+            "core",
+            "x86_64",
+            "core.files",
+            Database,
+        );
+        ok(
+            "/request/core/x86_64/core.db.tar.gz",
+            "core",
+            "x86_64",
+            "core.db.tar.gz",
+            Database,
+        );
+        ok(
+            "/request/core/x86_64/core.files.tar.zst.sig",
+            "core",
+            "x86_64",
+            "core.files.tar.zst.sig",
+            Database,
+        );
+        ok(
+            "/request/my-repo_2/x86_64/my-repo_2.db",
+            "my-repo_2",
+            "x86_64",
+            "my-repo_2.db",
+            Database,
+        );
+    }
+
+    #[test]
+    fn rejects_hostile_targets() {
+        use RouteError::*;
+        let cases: &[(&str, RouteError)] = &[
+            ("", UnknownPath),
+            ("*", UnknownPath),
+            ("/", UnknownPath),
+            (
+                "http://example.com/request/core/x86_64/a.pkg.tar.zst",
+                UnknownPath,
+            ),
+            ("/request/core/x86_64", UnknownPath),
+            ("/request/core/x86_64/", BadName),
+            ("/other/core/x86_64/a.pkg.tar.zst", UnknownPath),
+            ("/request/core/x86_64/../../etc/passwd", UnknownPath),
+            ("/request/core/x86_64/sub/a.pkg.tar.zst", UnknownPath),
+            ("/request//x86_64/a.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/..", BadName),
+            ("/request/core/x86_64/.", BadName),
+            ("/request/../x86_64/a.pkg.tar.zst", BadName),
+            ("/request/core/../a.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/%2e%2e", BadName),
+            ("/request/core/x86_64/%2E%2E%2Fetc%2Fpasswd", BadName),
+            (
+                "/request/core/x86_64/..%2fetc%2fpasswd.pkg.tar.zst",
+                BadName,
+            ),
+            (
+                "/request/core/x86_64/%252e%252e%252fetc.pkg.tar.zst",
+                BadName,
+            ),
+            ("/request/core/x86_64/a%2fb.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/a%5cb.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/a\\b.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/a%00.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/a%0d%0a.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/a%20b.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/%ff.pkg.tar.zst", BadEncoding),
+            ("/request/core/x86_64/a%2.pkg.tar.zst", BadEncoding),
+            ("/request/core/x86_64/a%zz.pkg.tar.zst", BadEncoding),
+            ("/request/core/x86_64/a%", BadEncoding),
+            ("/request/core/x86_64/.hidden.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/-rf.pkg.tar.zst", BadName),
+            ("/request/core/x86%2f64/a.pkg.tar.zst", BadName),
+            ("/request/co%2fre/x86_64/a.pkg.tar.zst", BadName),
+            (
+                "/request/core/x86_64/a-1-1-x86_64.pkg.tar.zst.part",
+                NotServable,
+            ),
+            ("/request/core/x86_64/a.pkg.tar.zst.sig.part", NotServable),
+            ("/request/core/x86_64/core.db.part", NotServable),
+            ("/request/core/x86_64/download-abc123", NotServable),
+            ("/request/core/x86_64/passwd", NotServable),
+            ("/request/core/x86_64/.pkg.tar.zst", BadName),
+            ("/request/core/x86_64/a.pkg.tar.zst.sig.sig", NotServable),
+            ("/request/core/x86_64/a.pkg.tar.z-st", NotServable),
+            ("/request/core/x86_64/a.pkg.tarball", NotServable),
+            ("/request/core/x86_64/a.dbx", NotServable),
+        ];
+        for (target, want) in cases {
+            assert_eq!(route(target), Err(*want), "{target:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_overlong_names() {
+        let long = format!("/request/core/x86_64/{}.pkg.tar.zst", "a".repeat(300));
+        assert_eq!(route(&long), Err(RouteError::BadName));
+        let long_repo = format!("/request/{}/x86_64/a.pkg.tar.zst", "r".repeat(65));
+        assert_eq!(route(&long_repo), Err(RouteError::BadName));
+    }
+}

@@ -1,1 +1,465 @@
-//! TODO
+//! The HTTP/1.1 server shell: accept loop, one task per connection, keep-alive and
+//! pipelining, time limits on every read and write, zero-copy file bodies.
+//!
+//! Decisions about what to answer live in `crate::service`; this module only moves bytes.
+
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use smol::Async;
+use smol::Timer;
+use smol::future::FutureExt;
+use smol::io::AsyncWriteExt;
+
+use crate::http::date::format_http_date;
+use crate::http::parse::{ParseError, Parsed, parse_request};
+use crate::limits::{
+    HEAD_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES, SENDFILE_CHUNK,
+    WRITE_STALL_TIMEOUT,
+};
+use crate::log::escape;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// A request head, copied out of the connection buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    pub method_text: String,
+    pub target: String,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub has_body: bool,
+    pub has_host: bool,
+    pub http11: bool,
+}
+
+/// How a request ended, for the log (and later the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the local cache (200, 206, 304, 416).
+    Local,
+    /// Redirected to a mirror.
+    Mirror,
+    /// Not found anywhere.
+    Miss,
+    /// Rejected: malformed, hostile or unsupported.
+    Bad,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Local => "local",
+            Outcome::Mirror => "mirror",
+            Outcome::Miss => "miss",
+            Outcome::Bad => "bad",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    Text(&'static str),
+    /// `len` bytes of `file` from `start`, sent with sendfile(2).
+    File {
+        file: Arc<File>,
+        start: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Text(t) => t.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+    pub outcome: Outcome,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16, outcome: Outcome) -> Response {
+        let body = match status {
+            200..=399 => Body::Empty,
+            _ => Body::Text(error_text(status)),
+        };
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
+            outcome,
+            close: false,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn closing(mut self) -> Response {
+        self.close = true;
+        self
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+fn error_text(status: u16) -> &'static str {
+    match status {
+        400 => "400 Bad Request\n",
+        404 => "404 Not Found\n",
+        405 => "405 Method Not Allowed\n",
+        408 => "408 Request Timeout\n",
+        414 => "414 URI Too Long\n",
+        416 => "416 Range Not Satisfiable\n",
+        431 => "431 Request Header Fields Too Large\n",
+        503 => "503 Service Unavailable\n",
+        505 => "505 HTTP Version Not Supported\n",
+        _ => "error\n",
+    }
+}
+
+/// Something that answers requests.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send;
+}
+
+/// Accept connections forever, each on its own task, at most `MAX_CONNECTIONS` at a time.
+pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                crate::error!("accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            refuse_busy(stream.get_ref(), peer);
+            continue;
+        }
+        let guard = ConnectionSlot::take(&active);
+        let handler = handler.clone();
+        smol::spawn(async move {
+            let _guard = guard;
+            let _ = stream.get_ref().set_nodelay(true);
+            if let Err(e) = connection(stream, peer, &*handler).await {
+                crate::verbose!("{peer}: connection ended: {e}");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Over the cap: one non-blocking write of a 503 and close, no task and no waiting.
+fn refuse_busy(stream: &TcpStream, peer: SocketAddr) {
+    use std::io::Write as _;
+    let text = error_text(503);
+    let head = format!(
+        "HTTP/1.1 503 {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{text}",
+        reason(503),
+        text.len()
+    );
+    let mut s = stream;
+    let _ = s.write(head.as_bytes());
+    crate::info!("{peer} - - 503 0 busy");
+}
+
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(active: &Arc<AtomicUsize>) -> ConnectionSlot {
+        active.fetch_add(1, Ordering::Relaxed);
+        ConnectionSlot(active.clone())
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn timed_out(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
+}
+
+/// Race `fut` against a timer.
+async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    fut: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    fut.or(async {
+        Timer::after(limit).await;
+        Err(timed_out(what))
+    })
+    .await
+}
+
+async fn connection<H: Handler>(
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    handler: &H,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    let mut filled = 0usize;
+    loop {
+        // Read until one whole head is buffered; leftover bytes are the next pipelined request.
+        let head_deadline = if filled > 0 {
+            Some(Instant::now() + HEAD_READ_TIMEOUT)
+        } else {
+            None
+        };
+        let mut head_deadline = head_deadline;
+        let (req, consumed) = loop {
+            match parse_request(&buf[..filled]) {
+                Ok(Parsed::Complete { value, len }) => {
+                    let req = Request {
+                        method: match value.method {
+                            "GET" => Method::Get,
+                            "HEAD" => Method::Head,
+                            _ => Method::Other,
+                        },
+                        method_text: value.method.to_string(),
+                        target: value.target.to_string(),
+                        range: value.range.map(str::to_string),
+                        if_range: value.if_range.map(str::to_string),
+                        if_modified_since: value.if_modified_since.map(str::to_string),
+                        has_body: value.transfer_encoding
+                            || value.content_length.is_some_and(|n| n > 0),
+                        has_host: value.host.is_some(),
+                        http11: value.minor_version == 1,
+                    };
+                    let keep = value.keep_alive();
+                    break (Some((req, keep)), len);
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => {
+                    reject(&stream, peer, e).await;
+                    return Ok(());
+                }
+            }
+            if filled == buf.len() {
+                reject(&stream, peer, ParseError::HeadTooLarge).await;
+                return Ok(());
+            }
+            let limit = match head_deadline {
+                None => IDLE_TIMEOUT,
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            };
+            let read = within(
+                limit,
+                "timed out reading a request",
+                stream.read_with(|s| {
+                    use std::io::Read as _;
+                    let mut s = s;
+                    s.read(&mut buf[filled..])
+                }),
+            )
+            .await;
+            match read {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_READ_TIMEOUT);
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && filled == 0 => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    let resp = Response::new(408, Outcome::Bad).closing();
+                    let _ = write_response(&stream, &resp, false).await;
+                    crate::info!("{peer} - - 408 0 bad");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let Some((req, keep_alive)) = req else {
+            return Ok(());
+        };
+        buf.copy_within(consumed..filled, 0);
+        filled -= consumed;
+
+        let mut resp = if req.http11 && !req.has_host {
+            Response::new(400, Outcome::Bad).closing()
+        } else if req.has_body {
+            // We never expect a body; rather than skip one of unknown size, close.
+            Response::new(400, Outcome::Bad).closing()
+        } else {
+            handler.handle(&req).await
+        };
+        if !keep_alive {
+            resp.close = true;
+        }
+        let with_body = req.method != Method::Head;
+        let sent = write_response(&stream, &resp, with_body).await;
+        crate::info!(
+            "{peer} {} {} {} {} {}",
+            escape(req.method_text.as_bytes()),
+            escape(req.target.as_bytes()),
+            resp.status,
+            sent.as_ref().map_or(0, |n| *n),
+            resp.outcome.as_str()
+        );
+        sent?;
+        if resp.close {
+            return Ok(());
+        }
+    }
+}
+
+async fn reject(stream: &Async<TcpStream>, peer: SocketAddr, e: ParseError) {
+    let resp = Response::new(e.status(), Outcome::Bad).closing();
+    let _ = write_response(stream, &resp, true).await;
+    crate::info!("{peer} - - {} 0 bad ({})", resp.status, e.reason());
+}
+
+/// Write head and (unless `with_body` is false) body; the body bytes written.
+async fn write_response(
+    stream: &Async<TcpStream>,
+    resp: &Response,
+    with_body: bool,
+) -> io::Result<u64> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut head = String::with_capacity(256);
+    head.push_str("HTTP/1.1 ");
+    head.push_str(&resp.status.to_string());
+    head.push(' ');
+    head.push_str(reason(resp.status));
+    head.push_str("\r\nDate: ");
+    head.push_str(&format_http_date(now));
+    head.push_str("\r\nServer: pacserve\r\n");
+    for (name, value) in &resp.headers {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    if resp.status != 304 {
+        head.push_str("Content-Length: ");
+        head.push_str(&resp.body.len().to_string());
+        head.push_str("\r\n");
+    }
+    if let Body::Text(_) = resp.body {
+        head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+    }
+    if resp.close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+
+    let mut s = stream;
+    match (&resp.body, with_body) {
+        (Body::Text(text), true) => {
+            head.push_str(text);
+            within(
+                WRITE_STALL_TIMEOUT,
+                "write stalled",
+                s.write_all(head.as_bytes()),
+            )
+            .await?;
+            Ok(text.len() as u64)
+        }
+        (Body::File { file, start, len }, true) => {
+            within(
+                WRITE_STALL_TIMEOUT,
+                "write stalled",
+                s.write_all(head.as_bytes()),
+            )
+            .await?;
+            send_file(stream, file, *start, *len).await
+        }
+        _ => {
+            within(
+                WRITE_STALL_TIMEOUT,
+                "write stalled",
+                s.write_all(head.as_bytes()),
+            )
+            .await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Zero-copy: sendfile(2) from the cache file straight into the socket.
+async fn send_file(
+    stream: &Async<TcpStream>,
+    file: &File,
+    start: u64,
+    len: u64,
+) -> io::Result<u64> {
+    let end = start + len;
+    let mut offset = start;
+    while offset < end {
+        let chunk = (end - offset).min(SENDFILE_CHUNK as u64) as usize;
+        let n = within(
+            WRITE_STALL_TIMEOUT,
+            "write stalled",
+            stream.write_with(|sock| {
+                let mut off = offset;
+                rustix::fs::sendfile(sock, file, Some(&mut off), chunk).map_err(io::Error::from)
+            }),
+        )
+        .await?;
+        if n == 0 {
+            // The file shrank under us; the client cannot get what Content-Length promised.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "cache file shrank while sending",
+            ));
+        }
+        offset += n as u64;
+        // A fast client on loopback could otherwise keep this task running without a pause.
+        smol::future::yield_now().await;
+    }
+    Ok(len)
+}

@@ -1,0 +1,204 @@
+//! What pacserve answers: local cache → mirrors, databases straight to the mirrors.
+//!
+//! The I/O shell around the pure decisions in `route`, `resolve` and `http::range`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::cache::{CachedFile, open_cached};
+use crate::http::client::head_status;
+use crate::http::date::{format_http_date, parse_http_date};
+use crate::http::range::{RangeDecision, decide_range};
+use crate::http::server::{Body, Handler, Method, Outcome, Request, Response};
+use crate::http::url::Url;
+use crate::limits::MIRROR_PROBE_TIMEOUT;
+use crate::resolve::{
+    DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
+    probe_verdict,
+};
+use crate::route::{FileKind, FileRequest, route};
+
+/// What a (re)load of pacman.conf yields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cache_dirs: Vec<PathBuf>,
+    pub repos: RepoTable,
+}
+
+pub struct Service {
+    config: RwLock<Arc<Config>>,
+    dead_mirrors: Mutex<DeadMirrors>,
+}
+
+impl Service {
+    pub fn new(config: Config) -> Service {
+        Service {
+            config: RwLock::new(Arc::new(config)),
+            dead_mirrors: Mutex::new(DeadMirrors::default()),
+        }
+    }
+
+    /// Swap in a new configuration; requests in flight keep the one they started with.
+    pub fn replace_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn dead(&self) -> std::sync::MutexGuard<'_, DeadMirrors> {
+        // A panic elsewhere cannot leave this table half-updated in a harmful way.
+        self.dead_mirrors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn answer(&self, req: &Request) -> Response {
+        if req.method == Method::Other {
+            return Response::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
+        }
+        let file_req = match route(&req.target) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::verbose!(
+                    "{}: {}",
+                    crate::log::escape(req.target.as_bytes()),
+                    e.as_str()
+                );
+                return Response::new(404, Outcome::Bad);
+            }
+        };
+        let config = self.config();
+        if !config.repos.has_repo(&file_req.repo) {
+            crate::verbose!("{}: repository not in pacman.conf", file_req.repo);
+            return Response::new(404, Outcome::Miss);
+        }
+        if !config.repos.serves_arch(&file_req.arch) {
+            crate::verbose!("{}: architecture not in pacman.conf", file_req.arch);
+            return Response::new(404, Outcome::Miss);
+        }
+        match file_req.kind {
+            FileKind::Database => self.database(&config, &file_req),
+            FileKind::Package => self.package(&config, &file_req, req).await,
+        }
+    }
+
+    fn database(&self, config: &Config, f: &FileRequest) -> Response {
+        let mirrors = config.repos.mirror_urls(&f.repo, &f.arch, &f.file);
+        let picked = pick_database_mirror(mirrors, &self.dead(), Instant::now());
+        match picked {
+            Some(url) => redirect(&url),
+            None => Response::new(404, Outcome::Miss),
+        }
+    }
+
+    async fn package(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+        let dirs = config.cache_dirs.clone();
+        let name = f.file.clone();
+        // open/stat may block on a slow disk: keep it off the executor.
+        let (found, skipped) = smol::unblock(move || open_cached(&dirs, &name)).await;
+        for (path, why) in &skipped {
+            crate::verbose!("{}: not served: {why:?}", path.display());
+        }
+        if let Some(cached) = found {
+            return serve_local(cached, req);
+        }
+        match self.find_on_mirrors(config, f).await {
+            Some(url) => redirect(&url),
+            None => Response::new(404, Outcome::Miss),
+        }
+    }
+
+    /// The first mirror that has the file: plain-http mirrors are probed in order, the
+    /// first https one is taken unprobed.
+    async fn find_on_mirrors(&self, config: &Config, f: &FileRequest) -> Option<Url> {
+        let mirrors = config.repos.mirror_urls(&f.repo, &f.arch, &f.file);
+        let steps = plan_package(mirrors, &self.dead(), Instant::now());
+        for step in steps {
+            match step {
+                MirrorStep::Redirect(url) => return Some(url),
+                MirrorStep::SkipDead(url) => crate::verbose!("{url}: skipped, failed recently"),
+                MirrorStep::Probe(url) => match head_status(&url, MIRROR_PROBE_TIMEOUT).await {
+                    Ok(status) => match probe_verdict(status) {
+                        ProbeVerdict::Has => {
+                            crate::verbose!("{url}: {status}, has it");
+                            return Some(url);
+                        }
+                        ProbeVerdict::Lacks => crate::verbose!("{url}: {status}, lacks it"),
+                        ProbeVerdict::Failed => {
+                            crate::error!(
+                                "mirror {url} answered {status}; skipping it for a while"
+                            );
+                            self.dead().mark_dead(&url, Instant::now());
+                        }
+                    },
+                    Err(e) => {
+                        crate::error!("mirror {url} failed: {e}; skipping it for a while");
+                        self.dead().mark_dead(&url, Instant::now());
+                    }
+                },
+            }
+        }
+        None
+    }
+}
+
+impl Handler for Service {
+    fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send {
+        self.answer(req)
+    }
+}
+
+fn redirect(url: &Url) -> Response {
+    Response::new(307, Outcome::Mirror).header("Location", url.to_string())
+}
+
+/// A cache hit: 200, 206, 304 or 416 as the conditional and range headers ask.
+fn serve_local(cached: CachedFile, req: &Request) -> Response {
+    let last_modified = format_http_date(cached.mtime);
+    if let Some(since) = req.if_modified_since.as_deref().and_then(parse_http_date) {
+        if cached.mtime <= since {
+            return Response::new(304, Outcome::Local).header("Last-Modified", last_modified);
+        }
+    }
+    // If-Range with a date other than ours: the client's partial copy is of another file.
+    let range = match &req.if_range {
+        Some(tag) if *tag != last_modified => None,
+        _ => req.range.as_deref(),
+    };
+    let file = Arc::new(cached.file);
+    let resp = |status| {
+        Response::new(status, Outcome::Local)
+            .header("Content-Type", "application/octet-stream")
+            .header("Last-Modified", last_modified.clone())
+            .header("Accept-Ranges", "bytes")
+    };
+    match decide_range(range, cached.len) {
+        RangeDecision::Full => {
+            let mut r = resp(200);
+            r.body = Body::File {
+                file,
+                start: 0,
+                len: cached.len,
+            };
+            r
+        }
+        RangeDecision::Partial { start, end } => {
+            let mut r = resp(206).header(
+                "Content-Range",
+                format!("bytes {start}-{end}/{}", cached.len),
+            );
+            r.body = Body::File {
+                file,
+                start,
+                len: end - start + 1,
+            };
+            r
+        }
+        RangeDecision::Unsatisfiable => Response::new(416, Outcome::Local)
+            .header("Content-Range", format!("bytes */{}", cached.len)),
+    }
+}
