@@ -83,6 +83,44 @@ fn open_one(path: &Path) -> Result<CachedFile, Skip> {
     })
 }
 
+/// Every package file (name, size) directly in the cache dirs; a name in several dirs is
+/// listed once, from the first (the one that would be served). Sorted by name. Blocking.
+pub fn list_packages(cache_dirs: &[PathBuf]) -> Vec<(String, u64)> {
+    let mut seen = std::collections::BTreeMap::new();
+    for dir in cache_dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if seen.contains_key(&name)
+                || !crate::route::valid_file(&name)
+                || crate::route::classify(&name) != Some(crate::route::FileKind::Package)
+            {
+                continue;
+            }
+            // DirEntry::metadata does not follow symlinks, like the serving path.
+            match entry.metadata() {
+                Ok(m) if m.file_type().is_file() && m.len() > 0 => {
+                    seen.insert(name, m.len());
+                }
+                _ => {}
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// Modification times of the cache dirs: the listing changes only when one of these does.
+pub fn dirs_stamp(cache_dirs: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    cache_dirs
+        .iter()
+        .map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +157,31 @@ mod tests {
         assert_eq!(found.path, b.0.join(name));
         assert_eq!(found.len, 7);
         assert!(matches!(skipped.as_slice(), [(_, Skip::Empty)]));
+    }
+
+    #[test]
+    fn lists_only_servable_packages() {
+        let a = Dir::new("la");
+        let b = Dir::new("lb");
+        std::fs::write(a.0.join("x-1-1-any.pkg.tar.zst"), b"12345").unwrap();
+        std::fs::write(a.0.join("x-1-1-any.pkg.tar.zst.sig"), b"sig").unwrap();
+        std::fs::write(a.0.join("y-1-1-any.pkg.tar.zst.part"), b"partial").unwrap();
+        std::fs::write(a.0.join("empty-1-1-any.pkg.tar.zst"), b"").unwrap();
+        std::fs::write(a.0.join("notes.txt"), b"hello").unwrap();
+        std::fs::create_dir(a.0.join("download-abc")).unwrap();
+        std::fs::write(a.0.join("download-abc/z-1-1-any.pkg.tar.zst"), b"zz").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", a.0.join("l-1-1-any.pkg.tar.zst")).unwrap();
+        std::fs::write(b.0.join("x-1-1-any.pkg.tar.zst"), b"longer file").unwrap();
+        std::fs::write(b.0.join("w-1-1-any.pkg.tar.xz"), b"w").unwrap();
+        let got = list_packages(&[a.0.clone(), b.0.clone(), PathBuf::from("/nonexistent")]);
+        assert_eq!(
+            got,
+            [
+                ("w-1-1-any.pkg.tar.xz".to_string(), 1),
+                ("x-1-1-any.pkg.tar.zst".to_string(), 5),
+                ("x-1-1-any.pkg.tar.zst.sig".to_string(), 3),
+            ]
+        );
     }
 
     #[test]

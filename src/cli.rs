@@ -1,8 +1,11 @@
 //! Command-line arguments → a plain `Args` struct (pico-args), and the help texts.
 
 use std::ffi::OsString;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::peers::{Filters, PeerAddr, parse_peer_addr};
 
 /// Default TCP port, the one the original pacserve used.
 pub const DEFAULT_PORT: u16 = 15678;
@@ -25,6 +28,34 @@ pub struct Args {
     pub port: u16,
     pub pacman_conf: PathBuf,
     pub verbosity: Verbosity,
+    /// `--pacserver`, in order given.
+    pub pacservers: Vec<PeerAddr>,
+    /// Per-peer limit for one lookup (connect + answer).
+    pub peer_timeout: Duration,
+    pub multicast: Option<MulticastArgs>,
+}
+
+/// `--multicast` and its options; None fields take discovery's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MulticastArgs {
+    pub group: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    pub interfaces: Vec<Ipv4Addr>,
+    pub ttl: Option<u32>,
+    pub interval: Option<Duration>,
+    /// `i:REGEX` / `x:REGEX`, already checked to compile.
+    pub filters: Vec<String>,
+}
+
+impl MulticastArgs {
+    pub fn filters(&self) -> Filters {
+        let mut f = Filters::default();
+        for spec in &self.filters {
+            // Checked in parse_args.
+            let _ = f.add(spec);
+        }
+        f
+    }
 }
 
 /// What the command line asks for.
@@ -75,6 +106,45 @@ pub fn parse_args(raw: Vec<OsString>) -> Result<Command, UsageError> {
         })
         .map_err(|e| option_error("--pacman-conf", e))?
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PACMAN_CONF));
+    let pacservers = p
+        .values_from_fn("--pacserver", parse_peer_addr)
+        .map_err(|e| option_error("--pacserver", e))?;
+    let peer_timeout = p
+        .opt_value_from_fn("--peer-timeout", parse_seconds)
+        .map_err(|e| option_error("--peer-timeout", e))?
+        .unwrap_or(crate::limits::PEER_TIMEOUT_DEFAULT);
+    let multicast_on = p.contains("--multicast");
+    let mc = MulticastArgs {
+        group: p
+            .opt_value_from_str("--multicast-group")
+            .map_err(|e| option_error("--multicast-group", e))?,
+        port: p
+            .opt_value_from_str("--multicast-port")
+            .map_err(|e| option_error("--multicast-port", e))?,
+        interfaces: p
+            .values_from_str("--multicast-interface")
+            .map_err(|e| option_error("--multicast-interface", e))?,
+        ttl: p
+            .opt_value_from_str("--multicast-ttl")
+            .map_err(|e| option_error("--multicast-ttl", e))?,
+        interval: p
+            .opt_value_from_fn("--multicast-interval", parse_seconds)
+            .map_err(|e| option_error("--multicast-interval", e))?,
+        filters: p
+            .values_from_fn("--multicast-filter", |s: &str| {
+                Filters::default().add(s).map(|_| s.to_string())
+            })
+            .map_err(|e| option_error("--multicast-filter", e))?,
+    };
+    let multicast = if multicast_on {
+        Some(mc)
+    } else if mc != MulticastArgs::default() {
+        return Err(UsageError(
+            "--multicast-* options need --multicast to turn discovery on".into(),
+        ));
+    } else {
+        None
+    };
     let verbose = p.contains(["-v", "--verbose"]);
     let quiet = p.contains(["-q", "--quiet"]);
     let verbosity = match (verbose, quiet) {
@@ -101,7 +171,21 @@ pub fn parse_args(raw: Vec<OsString>) -> Result<Command, UsageError> {
         port,
         pacman_conf,
         verbosity,
+        pacservers,
+        peer_timeout,
+        multicast,
     }))
+}
+
+/// Seconds as a decimal (`1`, `0.5`), between 10 ms and one day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.01..=86_400.0).contains(&secs) {
+        return Err(format!("'{s}' is out of range (0.01 to 86400 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn option_error(name: &str, e: pico_args::Error) -> UsageError {
@@ -123,14 +207,24 @@ pacserve — share pacman package caches across a LAN
 Usage: pacserve [OPTIONS]
 
 Options:
-  --address ADDR      address to listen on (default 0.0.0.0)
-  --port PORT         TCP port to listen on (default 15678; 0 picks a free one)
-  --pacman-conf FILE  pacman configuration to read (default /etc/pacman.conf)
-  -v, --verbose       also log lookup detail
-  -q, --quiet         log only errors
-  -h, --help          this text
-  --more-help         the full manual
-  -V, --version       print the version
+  --address ADDR              address to listen on (default 0.0.0.0)
+  --port PORT                 TCP port to listen on (default 15678; 0 picks a free one)
+  --pacman-conf FILE          pacman configuration to read (default /etc/pacman.conf)
+  --pacserver HOST:PORT       a static peer (repeatable; [IPv6]:PORT for IPv6)
+  --peer-timeout SECS         time one peer may take to answer a lookup (default 1)
+  --multicast                 find peers by UDP multicast (port 15679)
+  --multicast-group ADDR      multicast group (default 239.255.15.78)
+  --multicast-port PORT       multicast UDP port (default 15679)
+  --multicast-interface ADDR  interface address to announce on (repeatable)
+  --multicast-ttl N           multicast TTL (default 1: this LAN only)
+  --multicast-interval SECS   re-announce period (default 60)
+  --multicast-filter i:RE|x:RE
+                              include/exclude discovered peers (repeatable)
+  -v, --verbose               also log lookup detail
+  -q, --quiet                 log only errors
+  -h, --help                  this text
+  --more-help                 the full manual
+  -V, --version               print the version
 
 Point pacman at it by putting this first in /etc/pacman.d/mirrorlist:
   Server = http://localhost:15678/request/$repo/$arch
@@ -143,24 +237,30 @@ ABOUT
   pacserve runs beside pacman on every host of a LAN. pacman's mirror list points at the
   local pacserve. When pacman asks for a package, pacserve
     1. serves it from the local pacman cache (CacheDir) if a complete copy is there;
-    2. otherwise redirects pacman to the first mirror of that repository (from pacman.conf)
-       that has it. Plain-http mirrors are probed with HEAD; a mirror that fails a probe is
-       skipped for a minute; https mirrors are redirected to without a probe;
-    3. answers 404 when no mirror has it, so pacman moves on to its next Server.
-  Databases (*.db, *.files and their signatures) are never served locally: pacman is always
-  redirected to the repository's first mirror, so it sees fresh databases (a repeat -Sy still
-  gets its 304 Not Modified from the mirror).
+    2. otherwise asks the other pacserves of the LAN (its peers) in parallel, and
+       redirects pacman to the first that holds it (preferring one that also holds the
+       package's .sig);
+    3. otherwise redirects pacman to the first mirror of that repository (from
+       pacman.conf) that has it. Plain-http mirrors are probed with HEAD; a mirror that
+       fails a probe is skipped for a minute; https mirrors are redirected to unprobed;
+    4. answers 404 when no mirror has it, so pacman moves on to its next Server.
+  Databases (*.db, *.files and their signatures) are never served locally nor taken from
+  peers: pacman is always redirected to the repository's first mirror, so it sees fresh
+  databases (a repeat -Sy still gets its 304 Not Modified from the mirror).
 
   Only complete regular files directly inside a CacheDir are served: never *.part files,
-  never pacman's temporary download directories, never anything outside the cache dirs.
-  Requests are percent-decoded once and must name a single plain file.
+  never pacman's temporary download directories, never symlinks, never anything outside the
+  cache dirs. Requests are percent-decoded once and must name a single plain file.
 
   Routes (GET and HEAD):
-    /request/$repo/$arch/FILE   the original pacserve path
+    /request/$repo/$arch/FILE   pacman's route (the original pacserve path)
     /pacman/$repo/$arch/FILE    the later pacserve path; identical
+    /peer/$repo/$arch/FILE      for other pacserves: this host's cache only, never
+                                forwarded, so lookups cannot recurse or loop
+    /info                       the package files this host holds: NAME SIZE lines
 
   Log: one line per request on stderr (peer, method, path, status, bytes, outcome:
-  local, mirror, miss, bad). --verbose adds lookup detail; --quiet only errors.
+  local, peer, mirror, miss, bad). --verbose adds lookup detail; --quiet only errors.
 
 PACMAN.CONF
   pacserve reads the same pacman.conf as pacman (--pacman-conf, default /etc/pacman.conf):
@@ -168,7 +268,8 @@ PACMAN.CONF
   repository's Server and Include lines (mirrorlists; Include may be a glob). $repo and
   $arch are substituted as pacman does. Server lines that point back at this pacserve
   (its own port on localhost, 127.0.0.0/8, ::1, 0.0.0.0 or one of this host's addresses)
-  are skipped, so there is no loop.
+  are skipped, so there is no loop. SIGHUP re-reads the file; a broken file keeps the
+  previous configuration.
 
   To use pacserve, put this line at the top of /etc/pacman.d/mirrorlist, and at the top of
   each repository section in /etc/pacman.conf that does not include the mirrorlist:
@@ -178,16 +279,37 @@ PACMAN.CONF
   If pacserve is not running, pacman simply moves on to the next Server.
 
 PACSERVE NETWORKS
-  Every host runs its own pacserve and points its own pacman at localhost. Open TCP port
-  15678 to the LAN so that other hosts can be sent to this one (and UDP port 15679 for
-  multicast discovery, where it is used).
+  Every host runs its own pacserve and points its own pacman at localhost. Peers are
+  found in two ways:
+    --pacserver HOST:PORT   static peers, always asked, never filtered;
+    --multicast             discovery: each pacserve announces itself to a multicast
+                            group (default 239.255.15.78, UDP port 15679, TTL 1) at
+                            start and every --multicast-interval seconds, asks who is
+                            there at start (so running peers answer at once), and says
+                            goodbye on a clean stop. A peer not heard from for three
+                            intervals is forgotten.
+  A lookup asks every live peer at once; each may take at most --peer-timeout. A peer
+  that is down (refused) or hung (never answers) costs that timeout once, then is backed
+  off (2 s, doubling, at most 2 min) until it answers again. Answers are remembered
+  briefly (10 s for a hit, 2 s for a miss), and identical lookups in flight are merged,
+  so a burst of parallel downloads costs one query per peer.
+  Open TCP port 15678 to the LAN, and UDP port 15679 for the multicast group.
 
 MULTICAST FILTERING
-  Not available in this version: pacserve serves the local cache and the mirrors only.
+  --multicast-filter i:REGEX includes, x:REGEX excludes (repeatable). A server found by
+  multicast, written as HOST:PORT (e.g. 10.0.0.7:15678), is rejected if there are
+  inclusive filters and it matches none of them, or if it matches any exclusive filter.
+  Static peers (--pacserver) are never filtered. Example, only the 10.0.0.0/24 hosts but
+  not the laptop: --multicast-filter 'i:^10\\.0\\.0\\.' --multicast-filter 'x:^10\\.0\\.0\\.99:'
 
 CONFIGURATION FILE
   pacserve has no configuration file of its own: everything is a command-line option, and
-  repositories, mirrors and cache directories come from pacman.conf.
+  repositories, mirrors and cache directories come from pacman.conf. Under systemd, the
+  unit reads extra options from /etc/conf.d/pacserve (PACSERVE_ARGS=...).
+
+SIGNALS
+  SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say
+  goodbye to the multicast group, exit 0. SIGHUP: reload pacman.conf.
 
 EXIT STATUS
   0 on a clean stop, 1 when the configuration cannot be loaded or the port cannot be
@@ -234,6 +356,46 @@ mod tests {
     }
 
     #[test]
+    fn peers_and_multicast() {
+        let Command::Run(a) = parse(&[
+            "--pacserver",
+            "10.0.0.2:15678",
+            "--pacserver",
+            "[::1]:1",
+            "--peer-timeout",
+            "0.5",
+            "--multicast",
+            "--multicast-interface",
+            "10.0.0.1",
+            "--multicast-interface",
+            "10.0.1.1",
+            "--multicast-ttl",
+            "2",
+            "--multicast-interval",
+            "5",
+            "--multicast-filter",
+            "x:^10\\.0\\.0\\.9:",
+        ])
+        .unwrap() else {
+            panic!("expected run")
+        };
+        assert_eq!(a.pacservers.len(), 2);
+        assert_eq!(a.pacservers[1].authority(), "[::1]:1");
+        assert_eq!(a.peer_timeout, Duration::from_millis(500));
+        let m = a.multicast.expect("multicast on");
+        assert_eq!(m.interfaces.len(), 2);
+        assert_eq!(m.ttl, Some(2));
+        assert_eq!(m.interval, Some(Duration::from_secs(5)));
+        assert!(!m.filters().allows("10.0.0.9:15678"));
+        assert!(m.filters().allows("10.0.0.8:15678"));
+        let Command::Run(plain) = parse(&[]).unwrap() else {
+            panic!("expected run")
+        };
+        assert!(plain.multicast.is_none());
+        assert!(plain.pacservers.is_empty());
+    }
+
+    #[test]
     fn help_and_version() {
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert_eq!(parse(&["-h"]), Ok(Command::Help));
@@ -252,6 +414,15 @@ mod tests {
             (&["--address", "nowhere"], "'--address'"),
             (&["--pacman-conf"], "'--pacman-conf'"),
             (&["--verbose", "--quiet"], "--quiet"),
+            (&["--pacserver", "nohost"], "'--pacserver'"),
+            (&["--pacserver", "h:0"], "'--pacserver'"),
+            (&["--peer-timeout", "0"], "'--peer-timeout'"),
+            (&["--peer-timeout", "soon"], "'--peer-timeout'"),
+            (&["--multicast", "--multicast-filter", "y:abc"], "'--multicast-filter'"),
+            (&["--multicast", "--multicast-filter", "i:("], "'--multicast-filter'"),
+            (&["--multicast", "--multicast-group", "x"], "'--multicast-group'"),
+            (&["--multicast", "--multicast-interval", "-1"], "'--multicast-interval'"),
+            (&["--multicast-ttl", "2"], "need --multicast"),
         ];
         for (args, needle) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));

@@ -5,10 +5,14 @@
 
 pub mod cache;
 pub mod cli;
+pub mod discovery;
 pub mod http;
 pub mod limits;
 pub mod log;
+pub mod lookup;
+pub mod notify;
 pub mod pacman_conf;
+pub mod peers;
 pub mod resolve;
 pub mod route;
 pub mod service;

@@ -56,3 +56,88 @@ pub const MAX_GLOB_MATCHES: usize = 256;
 
 /// Longest request path and file name we log before truncating.
 pub const MAX_LOGGED_PATH: usize = 512;
+
+/// On SIGTERM/SIGINT, how long responses in flight may go on before pacserve exits anyway.
+/// systemd's default stop timeout is 90 s; a package download on a LAN rarely needs more.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the drain checks whether the last connection has closed.
+pub const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Most peers (static + discovered) in the table; announcements beyond it are dropped, so a
+/// flood of forged datagrams cannot grow memory.
+pub const MAX_PEERS: usize = 256;
+
+/// First wait after a peer fails a query; doubled on each further failure.
+pub const PEER_BACKOFF_BASE: Duration = Duration::from_secs(2);
+
+/// Longest wait between retries of a failing peer.
+pub const PEER_BACKOFF_MAX: Duration = Duration::from_secs(120);
+
+/// Default `--peer-timeout`: how long one peer may take to answer a lookup (connect +
+/// response). Peers are on the LAN: a healthy one answers in a millisecond.
+pub const PEER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+
+/// How long "peer X has it" is believed without asking again. pacman fetches a package and
+/// its signature within seconds; a peer's cache rarely loses a package (paccache).
+pub const POSITIVE_ANSWER_TTL: Duration = Duration::from_secs(10);
+
+/// How long "no peer has it" is believed: short, so a package a peer has just downloaded
+/// is found soon.
+pub const NEGATIVE_ANSWER_TTL: Duration = Duration::from_secs(2);
+
+/// Most remembered lookup answers; bounds memory under a flood of distinct names.
+pub const MAX_CACHED_ANSWERS: usize = 4096;
+
+/// Largest multicast announcement, sent or accepted. A hello is about 70 bytes; 512 stays far
+/// below any LAN MTU, so an announcement is never fragmented.
+pub const MAX_ANNOUNCE_BYTES: usize = 512;
+
+/// Receive buffer for announcements. Larger than `MAX_ANNOUNCE_BYTES`, so that an oversize
+/// datagram (which the kernel truncates to the buffer) is recognised as oversize.
+pub const ANNOUNCE_RECV_BUFFER: usize = 1024;
+
+/// Most architectures in one announcement. pacman hosts have one or two plus `any`.
+pub const MAX_ANNOUNCE_ARCHS: usize = 16;
+
+/// Longest architecture name in an announcement (`x86_64_v3`, `armv7h`, `pentium4` are all
+/// under 12 bytes). With `MAX_ANNOUNCE_ARCHS` it keeps every valid hello under
+/// `MAX_ANNOUNCE_BYTES`.
+pub const MAX_ARCH_NAME: usize = 24;
+
+/// Default `--multicast-interval`: how often a hello is repeated. Peers also answer a query
+/// at once, so a new host finds the others in a round trip; the interval only bounds how
+/// long a peer that vanished without a goodbye is still asked (see
+/// `MISSED_HELLOS_BEFORE_EXPIRY`). The 2013 pacserve used 300 s; multipkg expires after 60 s.
+pub const MULTICAST_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Shortest accepted multicast interval: below one hello a second pacserve becomes noise.
+pub const MULTICAST_INTERVAL_MIN: Duration = Duration::from_secs(1);
+
+/// Default multicast TTL: 1 keeps announcements on the local link, which is where peers
+/// that can serve packages quickly are, and matches the kernel's default.
+pub const MULTICAST_TTL_DEFAULT: u32 = 1;
+
+/// Interfaces one discovery socket may join the group on. Linux allows 20 memberships per
+/// socket by default (net.ipv4.igmp_max_memberships).
+pub const MAX_MULTICAST_INTERFACES: usize = 20;
+
+/// A discovered peer is forgotten after this many intervals without a hello: one lost
+/// datagram must not drop a healthy peer, and a dead one costs peer timeouts meanwhile.
+pub const MISSED_HELLOS_BEFORE_EXPIRY: u32 = 3;
+
+/// Least time between two hellos sent in answer to queries. A query flood (even with forged
+/// sources) then makes us send at most one datagram a second: we are no amplifier. A query
+/// that arrives during the pause is answered when it ends.
+pub const QUERY_ANSWER_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Time one announcement may wait for room in the socket's send buffer.
+pub const ANNOUNCE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Pause after a failed receive (ENOMEM and the like), so that a persistent error does not
+/// spin the discovery task.
+pub const DISCOVERY_RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Longest accepted multicast interval. A peer that vanished without a goodbye is asked for
+/// `MISSED_HELLOS_BEFORE_EXPIRY` intervals; longer than 3 hours is never what anyone wants.
+pub const MULTICAST_INTERVAL_MAX: Duration = Duration::from_secs(3600);

@@ -1,16 +1,22 @@
-//! Wiring only: arguments, configuration, the listener, the server.
+//! Wiring only: arguments, configuration, the listener, the server, signals.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use async_signal::{Signal, Signals};
+use smol::stream::StreamExt;
 
 use pacserve::cli::{self, Args, Command};
 use pacserve::http::server::serve;
 use pacserve::http::url::points_at_self;
-use pacserve::pacman_conf::{self, PacmanConf};
+use pacserve::lookup::PeerLookup;
+use pacserve::pacman_conf;
+use pacserve::peers::PeerTable;
 use pacserve::resolve::RepoTable;
 use pacserve::service::{Config, Service};
-use pacserve::{error, sysinfo};
+use pacserve::{error, info, notify, sysinfo};
 
 fn main() -> ExitCode {
     match cli::parse_args(std::env::args_os().skip(1).collect()) {
@@ -28,6 +34,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> ExitCode {
     pacserve::log::set_verbosity(args.verbosity);
+    let bind = SocketAddr::new(args.address, args.port);
+    // Load before binding, so a broken pacman.conf never leaves a half-started daemon.
     let conf = match pacman_conf::load(&args.pacman_conf) {
         Ok(conf) => conf,
         Err(e) => {
@@ -35,31 +43,76 @@ fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let bind = SocketAddr::new(args.address, args.port);
-    let listener = match TcpListener::bind(bind) {
+    let listener = match TcpListener::bind(bind).and_then(smol::Async::new) {
         Ok(l) => l,
         Err(e) => {
             error!("cannot listen on {bind}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let local = listener.local_addr().unwrap_or(bind);
-    let config = build_config(&conf, local.port());
-    let listener = match smol::Async::new(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("cannot use the listening socket: {e}");
-            return ExitCode::FAILURE;
+    let port = listener
+        .get_ref()
+        .local_addr()
+        .map_or(args.port, |a| a.port());
+    let filters = args
+        .multicast
+        .as_ref()
+        .map(|m| m.filters())
+        .unwrap_or_default();
+    let mut table = PeerTable::new(filters);
+    for peer in &args.pacservers {
+        table.add_static(peer.clone());
+    }
+    let table = Arc::new(Mutex::new(table));
+    let lookup = PeerLookup::new(table.clone(), args.peer_timeout);
+    let service = Arc::new(Service::new(build_config(&conf, port), lookup));
+    // Installed before READY=1, so a signal sent right after readiness is never fatal.
+    let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup]);
+    if let Err(e) = &signals {
+        error!("warning: cannot handle signals ({e}); SIGTERM will stop pacserve abruptly");
+    }
+
+    smol::block_on(async {
+        let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+        let server = smol::spawn(serve(listener, service.clone(), stop_rx));
+        let shown = SocketAddr::new(args.address, port);
+        info!("listening on {shown}");
+        if let Err(e) = notify::notify("READY=1") {
+            error!("warning: cannot notify systemd: {e}");
         }
-    };
-    let service = Arc::new(Service::new(config));
-    error!("listening on {local}");
-    smol::block_on(serve(listener, service));
+        if let Ok(mut signals) = signals {
+            while let Some(signal) = signals.next().await {
+                match signal {
+                    Ok(Signal::Hup) => reload(&service, &args.pacman_conf, port),
+                    Ok(_) => break,
+                    Err(e) => error!("signal handling failed: {e}"),
+                }
+            }
+            info!("stopping: finishing responses in flight");
+            let _ = notify::notify("STOPPING=1");
+            stop_tx.close();
+        }
+        server.await;
+    });
+    info!("stopped");
     ExitCode::SUCCESS
 }
 
+/// SIGHUP: read pacman.conf again; keep the old configuration if the new one is broken.
+fn reload(service: &Service, path: &Path, port: u16) {
+    let _ = notify::notify("RELOADING=1");
+    match pacman_conf::load(path) {
+        Ok(conf) => {
+            service.replace_config(build_config(&conf, port));
+            info!("reloaded {}", path.display());
+        }
+        Err(e) => error!("reload failed, keeping the previous configuration: {e}"),
+    }
+    let _ = notify::notify("READY=1");
+}
+
 /// The served configuration: cache dirs, and mirrors less those that point back at us.
-fn build_config(conf: &PacmanConf, port: u16) -> Config {
+fn build_config(conf: &pacman_conf::PacmanConf, port: u16) -> Config {
     let own_addrs = sysinfo::local_addresses();
     let hostname = sysinfo::hostname();
     let (repos, warnings) = RepoTable::from_conf(conf, |url| {

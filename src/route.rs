@@ -1,8 +1,23 @@
 //! Request target → what is asked for, pure. Everything from the request is checked
 //! against an allow-list here, so later steps only ever see plain, safe names.
 
-/// The route prefixes pacserve answers on; both mean the same.
-pub const PREFIXES: [&str; 2] = ["request", "pacman"];
+/// Who a file route is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/request/…` (the original pacserve path) and `/pacman/…` (the later one): pacman's
+    /// route, answered from the cache, the LAN, or the mirrors.
+    Request,
+    /// `/peer/…`: another pacserve asking; answered from this cache only, so lookups never
+    /// recurse.
+    Peer,
+}
+
+/// The path prefixes of file routes.
+pub const PREFIXES: [(&str, Endpoint); 3] = [
+    ("request", Endpoint::Request),
+    ("pacman", Endpoint::Request),
+    ("peer", Endpoint::Peer),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -14,6 +29,7 @@ pub enum FileKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRequest {
+    pub endpoint: Endpoint,
     pub repo: String,
     pub arch: String,
     /// A single plain file name: safe to join to a cache dir or append to a mirror URL.
@@ -64,9 +80,9 @@ pub fn route(target: &str) -> Result<FileRequest, RouteError> {
     ) else {
         return Err(RouteError::UnknownPath);
     };
-    if !PREFIXES.contains(&prefix) {
+    let Some(&(_, endpoint)) = PREFIXES.iter().find(|(p, _)| *p == prefix) else {
         return Err(RouteError::UnknownPath);
-    }
+    };
     let repo = decode_segment(repo)?;
     let arch = decode_segment(arch)?;
     let file = decode_segment(file)?;
@@ -75,6 +91,7 @@ pub fn route(target: &str) -> Result<FileRequest, RouteError> {
     }
     let kind = classify(&file).ok_or(RouteError::NotServable)?;
     Ok(FileRequest {
+        endpoint,
         repo,
         arch,
         file,
@@ -184,9 +201,15 @@ mod tests {
 
     fn ok(target: &str, repo: &str, arch: &str, file: &str, kind: FileKind) {
         let got = route(target).unwrap_or_else(|e| panic!("{target}: {e:?}"));
+        let endpoint = if target.starts_with("/peer/") {
+            Endpoint::Peer
+        } else {
+            Endpoint::Request
+        };
         assert_eq!(
             got,
             FileRequest {
+                endpoint,
                 repo: repo.into(),
                 arch: arch.into(),
                 file: file.into(),

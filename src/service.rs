@@ -6,18 +6,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::cache::{CachedFile, open_cached};
+use crate::cache::{CachedFile, dirs_stamp, list_packages, open_cached};
 use crate::http::client::head_status;
 use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::range::{RangeDecision, decide_range};
 use crate::http::server::{Body, Handler, Method, Outcome, Request, Response};
 use crate::http::url::Url;
 use crate::limits::MIRROR_PROBE_TIMEOUT;
+use crate::lookup::PeerLookup;
 use crate::resolve::{
     DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
     probe_verdict,
 };
-use crate::route::{FileKind, FileRequest, route};
+use crate::route::{Endpoint, FileKind, FileRequest, route};
+
+/// The package listing other pacserves may fetch: `NAME SIZE` lines.
+pub const INFO_PATH: &str = "/info";
 
 /// What a (re)load of pacman.conf yields.
 #[derive(Debug, Clone)]
@@ -26,17 +30,29 @@ pub struct Config {
     pub repos: RepoTable,
 }
 
+/// The cache dirs' mtimes and the `/info` body rendered from them.
+type InfoListing = (Vec<Option<std::time::SystemTime>>, Arc<Vec<u8>>);
+
 pub struct Service {
     config: RwLock<Arc<Config>>,
     dead_mirrors: Mutex<DeadMirrors>,
+    peers: PeerLookup,
+    /// The rendered `/info` listing and the cache dirs' mtimes it was made from.
+    info: Mutex<Option<InfoListing>>,
 }
 
 impl Service {
-    pub fn new(config: Config) -> Service {
+    pub fn new(config: Config, peers: PeerLookup) -> Service {
         Service {
             config: RwLock::new(Arc::new(config)),
             dead_mirrors: Mutex::new(DeadMirrors::default()),
+            peers,
+            info: Mutex::new(None),
         }
+    }
+
+    pub fn peers(&self) -> &PeerLookup {
+        &self.peers
     }
 
     /// Swap in a new configuration; requests in flight keep the one they started with.
@@ -60,6 +76,9 @@ impl Service {
         if req.method == Method::Other {
             return Response::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
+        if req.target == INFO_PATH {
+            return self.info().await;
+        }
         let file_req = match route(&req.target) {
             Ok(r) => r,
             Err(e) => {
@@ -80,10 +99,63 @@ impl Service {
             crate::verbose!("{}: architecture not in pacman.conf", file_req.arch);
             return Response::new(404, Outcome::Miss);
         }
-        match file_req.kind {
-            FileKind::Database => self.database(&config, &file_req),
-            FileKind::Package => self.package(&config, &file_req, req).await,
+        match (file_req.endpoint, file_req.kind) {
+            (Endpoint::Request, FileKind::Database) => self.database(&config, &file_req),
+            (Endpoint::Request, FileKind::Package) => self.package(&config, &file_req, req).await,
+            (Endpoint::Peer, FileKind::Package) => self.peer_query(&config, &file_req, req).await,
+            // Databases are never taken from peers.
+            (Endpoint::Peer, FileKind::Database) => Response::new(404, Outcome::Miss),
         }
+    }
+
+    /// Another pacserve asks: answer from this cache only, never from peers or mirrors, so
+    /// a lookup cannot recurse or loop. `X-Pacserve-Sig` says whether the `.sig` is here too.
+    async fn peer_query(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+        let dirs = config.cache_dirs.clone();
+        let name = f.file.clone();
+        let (found, has_sig) = smol::unblock(move || {
+            let (found, _) = open_cached(&dirs, &name);
+            let has_sig = found.is_some()
+                && !name.ends_with(".sig")
+                && open_cached(&dirs, &format!("{name}.sig")).0.is_some();
+            (found, has_sig)
+        })
+        .await;
+        match found {
+            Some(cached) => serve_local(cached, req)
+                .header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" }),
+            None => Response::new(404, Outcome::Miss),
+        }
+    }
+
+    /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
+    async fn info(&self) -> Response {
+        let dirs = self.config().cache_dirs.clone();
+        let cached = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (stamp, body) = smol::unblock(move || {
+            let stamp = dirs_stamp(&dirs);
+            match cached {
+                Some((old, body)) if old == stamp && stamp.iter().all(Option::is_some) => {
+                    (stamp, body)
+                }
+                _ => {
+                    let mut text = String::from("# pacserve info 1: NAME SIZE\n");
+                    for (name, size) in list_packages(&dirs) {
+                        text.push_str(&name);
+                        text.push(' ');
+                        text.push_str(&size.to_string());
+                        text.push('\n');
+                    }
+                    (stamp, Arc::new(text.into_bytes()))
+                }
+            }
+        })
+        .await;
+        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, body.clone()));
+        let mut r =
+            Response::new(200, Outcome::Local).header("Content-Type", "text/plain; charset=utf-8");
+        r.body = Body::Shared(body);
+        r
     }
 
     fn database(&self, config: &Config, f: &FileRequest) -> Response {
@@ -105,6 +177,22 @@ impl Service {
         }
         if let Some(cached) = found {
             return serve_local(cached, req);
+        }
+        if let Some(hit) = self.peers.find(f).await {
+            crate::verbose!(
+                "{}: held by peer {} (sig: {})",
+                f.file,
+                hit.peer,
+                hit.has_sig
+            );
+            let location = format!(
+                "http://{}/request/{}/{}/{}",
+                hit.peer.authority(),
+                f.repo,
+                f.arch,
+                f.file
+            );
+            return Response::new(307, Outcome::Peer).header("Location", location);
         }
         match self.find_on_mirrors(config, f).await {
             Some(url) => redirect(&url),

@@ -1,1 +1,246 @@
 //! Facts about this machine: its addresses, host name and architecture.
+//!
+//! Everything is read from `/proc`; the parsers are pure functions of the text so they can be
+//! tested on samples and fuzzed. Garbage lines are skipped, never fatal: a host whose `/proc`
+//! looks odd simply reports fewer addresses.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// pacman's name for this machine's architecture (what `Architecture = auto` means).
+///
+/// pacman takes `uname -m`; Rust's names differ for 32-bit ARM and x86, and Arch Linux ARM
+/// builds for `armv7h`.
+pub fn machine_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "aarch64",
+        "arm" => "armv7h",
+        "x86" => "i686",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// This host's name from `/proc/sys/kernel/hostname`, trimmed; `None` if unreadable or empty.
+pub fn hostname() -> Option<String> {
+    let text = read_small("/proc/sys/kernel/hostname")?;
+    let name = text.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Every address of this host, IPv4 first, without duplicates. Empty if `/proc` is unreadable.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    if let Some(text) = read_small("/proc/net/fib_trie") {
+        out.extend(parse_fib_trie(&text).into_iter().map(IpAddr::V4));
+    }
+    if let Some(text) = read_small("/proc/net/if_inet6") {
+        out.extend(parse_if_inet6(&text).into_iter().map(IpAddr::V6));
+    }
+    out
+}
+
+/// Local IPv4 addresses from the text of `/proc/net/fib_trie`.
+///
+/// Each local address appears as a leaf line (`|-- 192.0.2.2`) followed by a line
+/// `/32 host LOCAL`. The file lists the `Main` and `Local` tables, so addresses repeat; the
+/// result is deduplicated in order of first appearance.
+pub fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut previous: Option<&str> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "/32 host LOCAL" {
+            let addr = previous
+                .and_then(|p| p.strip_prefix("|--"))
+                .and_then(|a| a.trim().parse::<Ipv4Addr>().ok());
+            if let Some(addr) = addr.filter(|a| !out.contains(a)) {
+                out.push(addr);
+            }
+        }
+        previous = Some(line);
+    }
+    out
+}
+
+/// IPv6 addresses from the text of `/proc/net/if_inet6`: the first column of each line is the
+/// address as 32 hex digits. Lines that do not fit are skipped; duplicates (one address on
+/// two interfaces) are dropped.
+pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(hex) = line.split_whitespace().next() else {
+            continue;
+        };
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        // Cannot fail: 32 ASCII hex digits checked just above.
+        let Ok(bits) = u128::from_str_radix(hex, 16) else {
+            continue;
+        };
+        let addr = Ipv6Addr::from(bits);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// Reads a small `/proc` file. These are a few KiB at most; the cap only guards against a
+/// kernel (or a bind mount) handing us something endless.
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read;
+    const CAP: u64 = 1024 * 1024;
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(CAP).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// From a VM with loopback and one interface in 192.0.2.0/24.
+    const FIB_TRIE: &str = "\
+Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     +-- 192.0.2.0/24 2 0 2
+        +-- 192.0.2.0/30 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     +-- 192.0.2.0/24 2 0 2
+        +-- 192.0.2.0/30 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+";
+
+    /// A host with two addresses on one interface; a single `/32` route that is not LOCAL and a
+    /// leaf carrying two route lines (`/32 host LOCAL` second).
+    const FIB_TRIE_MULTI: &str = "\
+Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.1.2.3
+        /32 host LOCAL
+     |-- 10.9.9.9
+        /32 link UNICAST
+     |-- 172.16.0.1
+        /32 host LOCAL
+";
+
+    const IF_INET6: &str = "\
+fe8000000000000000fc00fffe000001 04 40 20 80     eth0
+00000000000000000000000000000001 01 80 10 80       lo
+fd000000000000000000000000000002 04 40 00 82     eth0
+";
+
+    #[test]
+    fn fib_trie_samples() {
+        let cases: &[(&str, &[&str])] = &[
+            (FIB_TRIE, &["127.0.0.1", "192.0.2.2"]),
+            (FIB_TRIE_MULTI, &["10.1.2.3", "172.16.0.1"]),
+            ("", &[]),
+            ("/32 host LOCAL\n", &[]),
+            ("|-- 1.2.3.4\n/32 host LOCAL", &["1.2.3.4"]),
+            ("|-- 1.2.3.4\r\n   /32 host LOCAL\r\n", &["1.2.3.4"]),
+            ("|-- 1.2.3.400\n/32 host LOCAL\n", &[]),
+            ("|-- ::1\n/32 host LOCAL\n", &[]),
+            ("|-- 1.2.3.4\n\n/32 host LOCAL\n", &[]),
+            ("+-- 1.2.3.4/32\n/32 host LOCAL\n", &[]),
+            ("|-- 1.2.3.4\n/8 host LOCAL\n", &[]),
+            ("|--\n/32 host LOCAL\n", &[]),
+            ("\u{0}\u{ffff}|-- \n/32 host LOCAL /32 host LOCAL\n", &[]),
+        ];
+        for (text, want) in cases {
+            let want: Vec<Ipv4Addr> = want.iter().map(|a| a.parse().unwrap()).collect();
+            assert_eq!(parse_fib_trie(text), want, "input {text:?}");
+        }
+    }
+
+    #[test]
+    fn if_inet6_samples() {
+        let cases: &[(&str, &[&str])] = &[
+            (IF_INET6, &["fe80::fc:ff:fe00:1", "::1", "fd00::2"]),
+            ("", &[]),
+            ("\n\n   \n", &[]),
+            // The same address on two interfaces.
+            (
+                "fd000000000000000000000000000002 04 40 00 82 eth0\n\
+                 fd000000000000000000000000000002 05 40 00 82 eth1\n",
+                &["fd00::2"],
+            ),
+            // Too short, too long, not hex, sign characters that from_str_radix would accept.
+            ("0000000000000000000000000000001 01 80 10 80 lo\n", &[]),
+            ("000000000000000000000000000000001 01 80 10 80 lo\n", &[]),
+            ("0000000000000000000000000000000g 01 80 10 80 lo\n", &[]),
+            ("+0000000000000000000000000000001 01 80 10 80 lo\n", &[]),
+            (
+                "ffffffffffffffffffffffffffffffff",
+                &["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"],
+            ),
+            ("\tFE800000000000000000000000000001\r\n", &["fe80::1"]),
+            ("é00000000000000000000000000000001 x\n", &[]),
+        ];
+        for (text, want) in cases {
+            let want: Vec<Ipv6Addr> = want.iter().map(|a| a.parse().unwrap()).collect();
+            assert_eq!(parse_if_inet6(text), want, "input {text:?}");
+        }
+    }
+
+    #[test]
+    fn machine_arch_is_a_pacman_name() {
+        let arch = machine_arch();
+        assert!(!arch.is_empty());
+        assert_ne!(arch, "arm");
+        assert_ne!(arch, "x86");
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(arch, "x86_64");
+        }
+    }
+
+    #[test]
+    fn this_host() {
+        // Whatever the machine, these must not panic; on Linux loopback is always there.
+        let _ = hostname();
+        let addrs = local_addresses();
+        if std::path::Path::new("/proc/net/fib_trie").exists() {
+            assert!(
+                addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                "{addrs:?}"
+            );
+        }
+        let unique: std::collections::HashSet<_> = addrs.iter().collect();
+        assert_eq!(unique.len(), addrs.len(), "{addrs:?}");
+    }
+}

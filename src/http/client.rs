@@ -72,3 +72,19 @@ async fn read_status(stream: &mut TcpStream) -> io::Result<u16> {
         filled += n;
     }
 }
+
+/// Ask a peer's peer route with HEAD: (status, whether it also holds the `.sig`).
+pub async fn ask_peer(
+    peer: &crate::peers::PeerAddr,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, bool)> {
+    let url = Url {
+        scheme: Scheme::Http,
+        host: peer.host.clone(),
+        port: peer.port,
+        path: path.to_string(),
+    };
+    let status = head_status(&url, timeout).await?;
+    Ok((status, false))
+}

@@ -12,14 +12,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::Async;
 use smol::Timer;
+use smol::channel::Receiver;
 use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 
 use crate::http::date::format_http_date;
 use crate::http::parse::{ParseError, Parsed, parse_request};
 use crate::limits::{
-    HEAD_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES, SENDFILE_CHUNK,
-    WRITE_STALL_TIMEOUT,
+    DRAIN_POLL, DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES,
+    SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
 };
 use crate::log::escape;
 
@@ -49,6 +50,8 @@ pub struct Request {
 pub enum Outcome {
     /// Served from the local cache (200, 206, 304, 416).
     Local,
+    /// Redirected to a LAN peer.
+    Peer,
     /// Redirected to a mirror.
     Mirror,
     /// Not found anywhere.
@@ -61,6 +64,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Local => "local",
+            Outcome::Peer => "peer",
             Outcome::Mirror => "mirror",
             Outcome::Miss => "miss",
             Outcome::Bad => "bad",
@@ -72,6 +76,8 @@ impl Outcome {
 pub enum Body {
     Empty,
     Text(&'static str),
+    /// A body built once and shared (e.g. the package listing).
+    Shared(Arc<Vec<u8>>),
     /// `len` bytes of `file` from `start`, sent with sendfile(2).
     File {
         file: Arc<File>,
@@ -85,6 +91,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Text(t) => t.len() as u64,
+            Body::Shared(b) => b.len() as u64,
             Body::File { len, .. } => *len,
         }
     }
@@ -168,12 +175,22 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send;
 }
 
-/// Accept connections forever, each on its own task, at most `MAX_CONNECTIONS` at a time.
-pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>) {
+/// Accept connections, each on its own task, at most `MAX_CONNECTIONS` at a time, until
+/// `stop` is closed. Then stop accepting, close idle connections, let responses in flight
+/// finish for at most `DRAIN_TIMEOUT`, and return.
+pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, stop: Receiver<()>) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = listener
+            .accept()
+            .or(async {
+                let _ = stop.recv().await;
+                Err(io::Error::new(io::ErrorKind::Interrupted, "stopping"))
+            })
+            .await;
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
+            Err(_) if stop.is_closed() => break,
             Err(e) => {
                 // EMFILE and friends: wait a little rather than spin.
                 crate::error!("accept failed: {e}");
@@ -187,14 +204,25 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>) {
         }
         let guard = ConnectionSlot::take(&active);
         let handler = handler.clone();
+        let stop = stop.clone();
         smol::spawn(async move {
             let _guard = guard;
             let _ = stream.get_ref().set_nodelay(true);
-            if let Err(e) = connection(stream, peer, &*handler).await {
+            if let Err(e) = connection(stream, peer, &*handler, &stop).await {
                 crate::verbose!("{peer}: connection ended: {e}");
             }
         })
         .detach();
+    }
+    // New connections are refused from here on.
+    drop(listener);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while active.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        Timer::after(DRAIN_POLL).await;
+    }
+    let left = active.load(Ordering::Relaxed);
+    if left > 0 {
+        crate::error!("stopping with {left} connection(s) still open");
     }
 }
 
@@ -248,6 +276,7 @@ async fn connection<H: Handler>(
     stream: Async<TcpStream>,
     peer: SocketAddr,
     handler: &H,
+    stop: &Receiver<()>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut filled = 0usize;
@@ -295,6 +324,7 @@ async fn connection<H: Handler>(
                 None => IDLE_TIMEOUT,
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
             };
+            let idle = filled == 0;
             let read = within(
                 limit,
                 "timed out reading a request",
@@ -304,6 +334,15 @@ async fn connection<H: Handler>(
                     s.read(&mut buf[filled..])
                 }),
             )
+            .or(async {
+                // Between requests, a shutdown closes the connection at once.
+                if idle {
+                    let _ = stop.recv().await;
+                    Ok(0)
+                } else {
+                    std::future::pending().await
+                }
+            })
             .await;
             match read {
                 Ok(0) => return Ok(()),
@@ -349,7 +388,7 @@ async fn connection<H: Handler>(
             resp.outcome.as_str()
         );
         sent?;
-        if resp.close {
+        if resp.close || stop.is_closed() {
             return Ok(());
         }
     }
@@ -408,6 +447,16 @@ async fn write_response(
             )
             .await?;
             Ok(text.len() as u64)
+        }
+        (Body::Shared(bytes), true) => {
+            within(
+                WRITE_STALL_TIMEOUT,
+                "write stalled",
+                s.write_all(head.as_bytes()),
+            )
+            .await?;
+            within(WRITE_STALL_TIMEOUT, "write stalled", s.write_all(bytes)).await?;
+            Ok(bytes.len() as u64)
         }
         (Body::File { file, start, len }, true) => {
             within(

@@ -1,0 +1,184 @@
+//! Asking the LAN: which peer holds a package? All live peers are asked in parallel on their
+//! peer route (which answers from its own cache only, so queries never recurse); answers are
+//! cached briefly and identical concurrent lookups share one round of queries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smol::lock::OnceCell;
+
+use crate::http::client::ask_peer;
+use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL};
+use crate::peers::{PeerAddr, PeerTable};
+use crate::route::FileRequest;
+
+/// The path a peer answers lookups on: its own cache only.
+pub const PEER_ROUTE: &str = "peer";
+
+/// A peer that holds the file, and whether it also holds the file's `.sig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerHit {
+    pub peer: PeerAddr,
+    pub has_sig: bool,
+}
+
+type Answer = Option<PeerHit>;
+
+struct Entry {
+    cell: Arc<OnceCell<Answer>>,
+    created: Instant,
+}
+
+impl Entry {
+    /// A finished answer past its time-to-live; an unfinished one is always shared.
+    fn expired(&self, now: Instant) -> bool {
+        let age = now.saturating_duration_since(self.created);
+        match self.cell.get() {
+            None => false,
+            Some(Some(_)) => age > POSITIVE_ANSWER_TTL,
+            Some(None) => age > NEGATIVE_ANSWER_TTL,
+        }
+    }
+}
+
+pub struct PeerLookup {
+    table: Arc<Mutex<PeerTable>>,
+    timeout: Duration,
+    answers: Mutex<HashMap<String, Entry>>,
+}
+
+/// Which answer wins: the first peer with the package and its signature; else the first
+/// peer with the package.
+pub fn better(current: &Answer, candidate: &PeerHit) -> bool {
+    match current {
+        None => true,
+        Some(hit) => !hit.has_sig && candidate.has_sig,
+    }
+}
+
+impl PeerLookup {
+    pub fn new(table: Arc<Mutex<PeerTable>>, timeout: Duration) -> PeerLookup {
+        PeerLookup {
+            table,
+            timeout,
+            answers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn table(&self) -> &Arc<Mutex<PeerTable>> {
+        &self.table
+    }
+
+    fn lock_table(table: &Mutex<PeerTable>) -> std::sync::MutexGuard<'_, PeerTable> {
+        // Every table update is a single call; a panic cannot leave it half-done.
+        table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer to send pacman to for `f`, if any holds it.
+    pub async fn find(&self, f: &FileRequest) -> Answer {
+        let key = format!("{}/{}/{}", f.repo, f.arch, f.file);
+        let cell = {
+            let now = Instant::now();
+            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            match answers.get(&key) {
+                Some(e) if !e.expired(now) => e.cell.clone(),
+                _ => {
+                    if answers.len() >= MAX_CACHED_ANSWERS {
+                        answers.retain(|_, e| !e.expired(now));
+                        if answers.len() >= MAX_CACHED_ANSWERS {
+                            answers.retain(|_, e| e.cell.get().is_none());
+                        }
+                    }
+                    let cell = Arc::new(OnceCell::new());
+                    answers.insert(
+                        key,
+                        Entry {
+                            cell: cell.clone(),
+                            created: now,
+                        },
+                    );
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| self.ask_all(f)).await.clone()
+    }
+
+    /// Ask every askable peer at once; each answer or failure also updates its backoff.
+    async fn ask_all(&self, f: &FileRequest) -> Answer {
+        let peers = Self::lock_table(&self.table).askable(Instant::now());
+        if peers.is_empty() {
+            return None;
+        }
+        let path = format!("/{PEER_ROUTE}/{}/{}/{}", f.repo, f.arch, f.file);
+        let (tx, rx) = smol::channel::bounded(peers.len());
+        for peer in peers {
+            let tx = tx.clone();
+            let table = self.table.clone();
+            let path = path.clone();
+            let timeout = self.timeout;
+            // Detached: a slow peer's answer still updates its backoff after we have moved on.
+            smol::spawn(async move {
+                let answer = match ask_peer(&peer, &path, timeout).await {
+                    Ok((200, has_sig)) => {
+                        Self::lock_table(&table).succeeded(&peer);
+                        Some(PeerHit { peer, has_sig })
+                    }
+                    Ok((404, _)) => {
+                        Self::lock_table(&table).succeeded(&peer);
+                        None
+                    }
+                    Ok((status, _)) => {
+                        crate::verbose!("peer {peer} answered {status}; backing off");
+                        Self::lock_table(&table).failed(&peer, Instant::now());
+                        None
+                    }
+                    Err(e) => {
+                        let wait = Self::lock_table(&table).failed(&peer, Instant::now());
+                        crate::verbose!("peer {peer} failed: {e}; next try in {wait:?}");
+                        None
+                    }
+                };
+                let _ = tx.send(answer).await;
+            })
+            .detach();
+        }
+        drop(tx);
+        let mut best: Answer = None;
+        // Ends when every task has answered; each is bounded by `timeout`.
+        while let Ok(answer) = rx.recv().await {
+            if let Some(hit) = answer {
+                if hit.has_sig {
+                    return Some(hit);
+                }
+                if better(&best, &hit) {
+                    best = Some(hit);
+                }
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::parse_peer_addr;
+
+    #[test]
+    fn prefers_peers_with_signatures() {
+        let a = PeerHit {
+            peer: parse_peer_addr("10.0.0.1:1").unwrap(),
+            has_sig: false,
+        };
+        let b = PeerHit {
+            peer: parse_peer_addr("10.0.0.2:1").unwrap(),
+            has_sig: true,
+        };
+        assert!(better(&None, &a));
+        assert!(better(&Some(a.clone()), &b));
+        assert!(!better(&Some(b.clone()), &a));
+        assert!(!better(&Some(a.clone()), &a));
+    }
+}

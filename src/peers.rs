@@ -1,0 +1,413 @@
+//! The peer table: static and discovered pacserves, their expiry and backoff, and the
+//! multicast filters. Pure: the time is always an argument.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use regex_lite::Regex;
+
+use crate::limits::{MAX_PEERS, PEER_BACKOFF_BASE, PEER_BACKOFF_MAX};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// From `--pacserver`: never filtered, never expires.
+    Static,
+    /// Heard by multicast: filtered, forgotten after silence or a goodbye.
+    Multicast,
+}
+
+/// Where a peer's HTTP server is: `host` is an IP literal (no brackets) or a host name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl PeerAddr {
+    /// `host:port`, IPv6 in brackets: the string filters match and redirects use.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.authority())
+    }
+}
+
+/// Parse `HOST:PORT`, `[IPv6]:PORT` or `IPv4:PORT` (as given to `--pacserver`).
+pub fn parse_peer_addr(s: &str) -> Result<PeerAddr, String> {
+    let bad = || format!("'{s}': expected HOST:PORT, [IPv6]:PORT or IPv4:PORT");
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = after.strip_prefix(':').ok_or_else(bad)?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("'{s}': '{host}' is not an IPv6 address"));
+        }
+        (host, port)
+    } else {
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        if host.contains(':') {
+            return Err(format!(
+                "'{s}': put an IPv6 address in brackets, e.g. [{host}]:{port}"
+            ));
+        }
+        (host, port)
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("'{s}': bad port '{port}'"))?;
+    if port == 0 {
+        return Err(format!("'{s}': port 0"));
+    }
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if !valid_host {
+        return Err(format!("'{s}': bad host name '{host}'"));
+    }
+    Ok(PeerAddr {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// `--multicast-filter i:REGEX|x:REGEX`, in order given.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+}
+
+impl Filters {
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        let (kind, pattern) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("'{spec}': expected i:REGEX or x:REGEX"))?;
+        let re = Regex::new(pattern).map_err(|e| format!("'{spec}': {e}"))?;
+        match kind {
+            "i" => self.include.push(re),
+            "x" => self.exclude.push(re),
+            _ => {
+                return Err(format!(
+                    "'{spec}': '{kind}' is neither i (include) nor x (exclude)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A discovered `host:port` is kept if it matches an inclusive filter (when there are
+    /// any) and no exclusive one.
+    pub fn allows(&self, authority: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(authority)))
+            && !self.exclude.iter().any(|r| r.is_match(authority))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: PeerAddr,
+    pub source: Source,
+    /// The announcing instance (multicast only): a restart is a new instance.
+    pub instance: Option<u64>,
+    pub last_seen: Option<Instant>,
+    /// Consecutive failed queries (refused, timed out, garbage).
+    pub failures: u32,
+    /// Not asked again before this, after failures.
+    pub retry_at: Option<Instant>,
+}
+
+impl Peer {
+    pub fn backed_off(&self, now: Instant) -> bool {
+        self.retry_at.is_some_and(|t| now < t)
+    }
+}
+
+/// What happened to a multicast announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    New,
+    Refreshed,
+    Filtered,
+    TableFull,
+}
+
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    peers: HashMap<PeerAddr, Peer>,
+    filters: Filters,
+}
+
+/// The wait after `failures` consecutive failures: base × 2^(failures-1), capped.
+pub fn backoff(failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(16);
+    PEER_BACKOFF_BASE
+        .saturating_mul(1u32 << shift)
+        .min(PEER_BACKOFF_MAX)
+}
+
+impl PeerTable {
+    pub fn new(filters: Filters) -> PeerTable {
+        PeerTable {
+            peers: HashMap::new(),
+            filters,
+        }
+    }
+
+    pub fn add_static(&mut self, addr: PeerAddr) {
+        self.peers.insert(
+            addr.clone(),
+            Peer {
+                addr,
+                source: Source::Static,
+                instance: None,
+                last_seen: None,
+                failures: 0,
+                retry_at: None,
+            },
+        );
+    }
+
+    /// A multicast hello from `addr`.
+    pub fn seen(&mut self, addr: PeerAddr, instance: u64, now: Instant) -> Seen {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.last_seen = Some(now);
+            if p.source == Source::Multicast && p.instance != Some(instance) {
+                // A restarted pacserve: give it a clean slate.
+                p.instance = Some(instance);
+                p.failures = 0;
+                p.retry_at = None;
+            }
+            return Seen::Refreshed;
+        }
+        if !self.filters.allows(&addr.authority()) {
+            return Seen::Filtered;
+        }
+        if self.peers.len() >= MAX_PEERS {
+            return Seen::TableFull;
+        }
+        self.peers.insert(
+            addr.clone(),
+            Peer {
+                addr,
+                source: Source::Multicast,
+                instance: Some(instance),
+                last_seen: Some(now),
+                failures: 0,
+                retry_at: None,
+            },
+        );
+        Seen::New
+    }
+
+    /// A multicast goodbye: forget a discovered peer at once (static peers stay).
+    pub fn gone(&mut self, addr: &PeerAddr, instance: u64) -> bool {
+        let forget = self
+            .peers
+            .get(addr)
+            .is_some_and(|p| p.source == Source::Multicast && p.instance == Some(instance));
+        if forget {
+            self.peers.remove(addr);
+        }
+        forget
+    }
+
+    /// Forget discovered peers silent for longer than `max_silence`; the ones forgotten.
+    pub fn expire(&mut self, now: Instant, max_silence: Duration) -> Vec<PeerAddr> {
+        let stale: Vec<PeerAddr> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.source == Source::Multicast
+                    && p.last_seen
+                        .is_none_or(|t| now.saturating_duration_since(t) > max_silence)
+            })
+            .map(|p| p.addr.clone())
+            .collect();
+        for a in &stale {
+            self.peers.remove(a);
+        }
+        stale
+    }
+
+    /// Peers worth asking now (not backed off), in a stable order.
+    pub fn askable(&self, now: Instant) -> Vec<PeerAddr> {
+        let mut v: Vec<PeerAddr> = self
+            .peers
+            .values()
+            .filter(|p| !p.backed_off(now))
+            .map(|p| p.addr.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn succeeded(&mut self, addr: &PeerAddr) {
+        if let Some(p) = self.peers.get_mut(addr) {
+            p.failures = 0;
+            p.retry_at = None;
+        }
+    }
+
+    /// A failed query: back the peer off exponentially; the wait chosen.
+    pub fn failed(&mut self, addr: &PeerAddr, now: Instant) -> Option<Duration> {
+        let p = self.peers.get_mut(addr)?;
+        p.failures = p.failures.saturating_add(1);
+        let wait = backoff(p.failures);
+        p.retry_at = Some(now + wait);
+        Some(wait)
+    }
+
+    pub fn get(&self, addr: &PeerAddr) -> Option<&Peer> {
+        self.peers.get(addr)
+    }
+
+    pub fn all(&self) -> Vec<Peer> {
+        let mut v: Vec<Peer> = self.peers.values().cloned().collect();
+        v.sort_by(|a, b| a.addr.cmp(&b.addr));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> PeerAddr {
+        parse_peer_addr(s).unwrap()
+    }
+
+    #[test]
+    fn parses_peer_addresses() {
+        let ok: &[(&str, &str, u16)] = &[
+            ("10.0.0.2:15678", "10.0.0.2", 15678),
+            ("[::1]:8080", "::1", 8080),
+            ("[fe80::1]:1", "fe80::1", 1),
+            ("Pi.LAN:15678", "pi.lan", 15678),
+            ("hub-1:99", "hub-1", 99),
+        ];
+        for (s, host, port) in ok {
+            let a = addr(s);
+            assert_eq!((a.host.as_str(), a.port), (*host, *port), "{s}");
+        }
+        assert_eq!(addr("[::1]:8080").authority(), "[::1]:8080");
+        let bad = [
+            "",
+            "host",
+            ":15678",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:x",
+            "::1:15678",
+            "[::1]",
+            "[::1]15678",
+            "[nothex]:1",
+            "a b:1",
+            "a/b:1",
+            "a@b:1",
+        ];
+        for s in bad {
+            assert!(parse_peer_addr(s).is_err(), "{s:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let mut f = Filters::default();
+        assert!(f.allows("10.0.0.1:15678"));
+        f.add(r"x:^10\.0\.0\.3:").unwrap();
+        assert!(f.allows("10.0.0.1:15678"));
+        assert!(!f.allows("10.0.0.3:15678"));
+        f.add(r"i:^10\.0\.0\.").unwrap();
+        assert!(f.allows("10.0.0.2:15678"));
+        assert!(!f.allows("192.168.1.2:15678"));
+        assert!(!f.allows("10.0.0.3:15678"), "exclusive wins over inclusive");
+        for bad in ["", "i", "y:abc", "i:(", "x:["] {
+            assert!(Filters::default().add(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn discovery_lifecycle() {
+        let t0 = Instant::now();
+        let mut f = Filters::default();
+        f.add("x:^10\\.0\\.0\\.9:").unwrap();
+        let mut table = PeerTable::new(f);
+        table.add_static(addr("10.0.0.9:15678"));
+        assert_eq!(table.seen(addr("10.0.0.2:15678"), 1, t0), Seen::New);
+        assert_eq!(table.seen(addr("10.0.0.2:15678"), 1, t0), Seen::Refreshed);
+        assert_eq!(table.seen(addr("10.0.0.9:1"), 5, t0), Seen::Filtered);
+        // A static peer is never filtered nor expired.
+        assert_eq!(table.seen(addr("10.0.0.9:15678"), 7, t0), Seen::Refreshed);
+        assert_eq!(table.seen(addr("10.0.0.3:15678"), 2, t0), Seen::New);
+        // Goodbye with the wrong instance is ignored; with the right one it forgets.
+        assert!(!table.gone(&addr("10.0.0.3:15678"), 99));
+        assert!(table.gone(&addr("10.0.0.3:15678"), 2));
+        assert!(!table.gone(&addr("10.0.0.9:15678"), 7), "static peers stay");
+        let later = t0 + Duration::from_secs(181);
+        table.seen(addr("10.0.0.4:15678"), 4, later);
+        let gone = table.expire(later, Duration::from_secs(180));
+        assert_eq!(gone, [addr("10.0.0.2:15678")]);
+        assert_eq!(
+            table.askable(later),
+            [addr("10.0.0.4:15678"), addr("10.0.0.9:15678")]
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        let a = addr("10.0.0.2:15678");
+        table.add_static(a.clone());
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            waits.push(table.failed(&a, t0).unwrap());
+        }
+        assert_eq!(waits[0], PEER_BACKOFF_BASE);
+        assert_eq!(waits[1], PEER_BACKOFF_BASE * 2);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*waits.last().unwrap(), PEER_BACKOFF_MAX);
+        assert!(table.askable(t0).is_empty());
+        assert_eq!(table.askable(t0 + PEER_BACKOFF_MAX), std::slice::from_ref(&a));
+        table.succeeded(&a);
+        assert!(!table.get(&a).unwrap().backed_off(t0));
+        // A restarted discovered peer starts clean.
+        let b = addr("10.0.0.5:15678");
+        table.seen(b.clone(), 1, t0);
+        table.failed(&b, t0);
+        table.seen(b.clone(), 2, t0);
+        assert_eq!(table.get(&b).unwrap().failures, 0);
+    }
+
+    #[test]
+    fn table_is_capped() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        for i in 0..MAX_PEERS {
+            assert_eq!(
+                table.seen(addr(&format!("10.1.{}.{}:1", i / 250, i % 250 + 1)), 1, t0),
+                Seen::New
+            );
+        }
+        assert_eq!(table.seen(addr("10.9.9.9:1"), 1, t0), Seen::TableFull);
+        assert_eq!(table.len(), MAX_PEERS);
+    }
+}
