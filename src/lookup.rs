@@ -135,8 +135,13 @@ impl PeerLookup {
                         None
                     }
                     Err(e) => {
-                        let wait = Self::lock_table(&table).failed(&peer, Instant::now());
-                        crate::verbose!("peer {peer} failed: {e}; next try in {wait:?}");
+                        match Self::lock_table(&table).failed(&peer, Instant::now()) {
+                            Some(wait) => crate::verbose!(
+                                "peer {peer} failed: {e}; next try in {}s",
+                                wait.as_secs()
+                            ),
+                            None => crate::verbose!("peer {peer} failed: {e}"),
+                        }
                         None
                     }
                 };

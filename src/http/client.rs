@@ -13,9 +13,22 @@ use crate::http::parse::{Parsed, parse_response};
 use crate::http::url::{Scheme, Url};
 use crate::limits::MAX_HEAD_BYTES;
 
+/// What a server answered to HEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadAnswer {
+    pub status: u16,
+    /// A pacserve peer's `X-Pacserve-Sig: yes`.
+    pub has_sig: bool,
+}
+
 /// The status a server answers to `HEAD url`, within `timeout` for the whole exchange
 /// (name lookup, connect, request, response head).
 pub async fn head_status(url: &Url, timeout: Duration) -> io::Result<u16> {
+    Ok(head(url, timeout).await?.status)
+}
+
+/// `HEAD url`, bounded by `timeout` for the whole exchange.
+pub async fn head(url: &Url, timeout: Duration) -> io::Result<HeadAnswer> {
     if url.scheme != Scheme::Http {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -32,7 +45,7 @@ pub async fn head_status(url: &Url, timeout: Duration) -> io::Result<u16> {
             env!("CARGO_PKG_VERSION")
         );
         stream.write_all(request.as_bytes()).await?;
-        read_status(&mut stream).await
+        read_answer(&mut stream).await
     };
     exchange
         .or(async {
@@ -42,12 +55,19 @@ pub async fn head_status(url: &Url, timeout: Duration) -> io::Result<u16> {
         .await
 }
 
-async fn read_status(stream: &mut TcpStream) -> io::Result<u16> {
+async fn read_answer(stream: &mut TcpStream) -> io::Result<HeadAnswer> {
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut filled = 0;
     loop {
         match parse_response(&buf[..filled]) {
-            Ok(Parsed::Complete { value, .. }) => return Ok(value.status),
+            Ok(Parsed::Complete { value, .. }) => {
+                return Ok(HeadAnswer {
+                    status: value.status,
+                    has_sig: value
+                        .pacserve_sig
+                        .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+                });
+            }
             Ok(Parsed::Partial) => {}
             Err(e) => {
                 return Err(io::Error::new(
@@ -85,6 +105,6 @@ pub async fn ask_peer(
         port: peer.port,
         path: path.to_string(),
     };
-    let status = head_status(&url, timeout).await?;
-    Ok((status, false))
+    let answer = head(&url, timeout).await?;
+    Ok((answer.status, answer.has_sig))
 }

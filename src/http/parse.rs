@@ -123,6 +123,8 @@ pub struct ResponseHead<'a> {
     pub location: Option<&'a str>,
     pub last_modified: Option<&'a str>,
     pub connection_close: bool,
+    /// `X-Pacserve-Sig` of a peer's answer: whether it also holds the `.sig`.
+    pub pacserve_sig: Option<&'a str>,
 }
 
 /// Parse a request head from the start of `buf`.
@@ -254,6 +256,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<ResponseHead<'_>>, ParseError
         location: None,
         last_modified: None,
         connection_close: false,
+        pacserve_sig: None,
     };
     let mut transfer_encoding = false;
     let fields = fields(buf, next, |name, value| {
@@ -275,6 +278,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<ResponseHead<'_>>, ParseError
         } else if is("transfer-encoding") {
             transfer_encoding = true;
             Ok(())
+        } else if is("x-pacserve-sig") {
+            once(&mut head.pacserve_sig, value)
         } else {
             Ok(())
         }
@@ -1331,8 +1336,11 @@ mod tests {
                 location: None,
                 last_modified: Some("Sun, 06 Nov 1994 08:49:37 GMT"),
                 connection_close: false,
+                pacserve_sig: None,
             }
         );
+        let h = resp(b"HTTP/1.1 200 OK\r\nX-Pacserve-Sig: yes\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.pacserve_sig, Some("yes"));
         let h = resp(
             b"HTTP/1.0 301 Moved Permanently\nLocation: https://mirror/x\nConnection: close\n\n",
         );

@@ -165,6 +165,20 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
+/// Poll `cond` every 20 ms until it holds (true) or `limit` passes (false).
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Run `cmd` with stdin closed, capturing stdout and stderr; kill it (by pid) after `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Ran {
     let mut child = cmd
@@ -1035,16 +1049,7 @@ impl Pacserve {
 
     /// Wait (bounded) for `needle` anywhere in the log.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.log().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(limit, || self.log().contains(needle))
     }
 
     /// True while the process has not exited.
