@@ -418,10 +418,22 @@ mod tests {
             (&["--pacserver", "h:0"], "'--pacserver'"),
             (&["--peer-timeout", "0"], "'--peer-timeout'"),
             (&["--peer-timeout", "soon"], "'--peer-timeout'"),
-            (&["--multicast", "--multicast-filter", "y:abc"], "'--multicast-filter'"),
-            (&["--multicast", "--multicast-filter", "i:("], "'--multicast-filter'"),
-            (&["--multicast", "--multicast-group", "x"], "'--multicast-group'"),
-            (&["--multicast", "--multicast-interval", "-1"], "'--multicast-interval'"),
+            (
+                &["--multicast", "--multicast-filter", "y:abc"],
+                "'--multicast-filter'",
+            ),
+            (
+                &["--multicast", "--multicast-filter", "i:("],
+                "'--multicast-filter'",
+            ),
+            (
+                &["--multicast", "--multicast-group", "x"],
+                "'--multicast-group'",
+            ),
+            (
+                &["--multicast", "--multicast-interval", "-1"],
+                "'--multicast-interval'",
+            ),
             (&["--multicast-ttl", "2"], "need --multicast"),
         ];
         for (args, needle) in cases {

@@ -386,7 +386,10 @@ mod tests {
         assert!(waits.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(*waits.last().unwrap(), PEER_BACKOFF_MAX);
         assert!(table.askable(t0).is_empty());
-        assert_eq!(table.askable(t0 + PEER_BACKOFF_MAX), std::slice::from_ref(&a));
+        assert_eq!(
+            table.askable(t0 + PEER_BACKOFF_MAX),
+            std::slice::from_ref(&a)
+        );
         table.succeeded(&a);
         assert!(!table.get(&a).unwrap().backed_off(t0));
         // A restarted discovered peer starts clean.
