@@ -62,10 +62,10 @@ use crate::log::escape;
 use crate::peers::{PeerAddr, PeerTable, Seen};
 
 /// The default multicast group: administratively scoped (RFC 2365), so it stays inside the
-/// organisation, and spelling the ports 15678/15679.
+/// organisation, and its last two bytes spell the HTTP port 15678.
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 15, 78);
 
-/// The default UDP port, the one the 2011 Python pacserve used.
+/// The default UDP port, the one the Python pacserve used.
 pub const DEFAULT_PORT: u16 = 15679;
 
 const MAGIC: &str = "pacserve";

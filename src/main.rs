@@ -9,6 +9,7 @@ use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
 use pacserve::cli::{self, Args, Command};
+use pacserve::discovery::{self, Announce, DiscoveryStats, Kind, MulticastConfig};
 use pacserve::http::server::serve;
 use pacserve::http::url::points_at_self;
 use pacserve::lookup::PeerLookup;
@@ -72,9 +73,31 @@ fn run(args: Args) -> ExitCode {
         error!("warning: cannot handle signals ({e}); SIGTERM will stop pacserve abruptly");
     }
 
+    let discovery = match &args.multicast {
+        None => None,
+        Some(m) => match start_discovery(m, port, &conf) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+
     smol::block_on(async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let server = smol::spawn(serve(listener, service.clone(), stop_rx));
+        let server = smol::spawn(serve(listener, service.clone(), stop_rx.clone()));
+        let discovery = discovery.map(|(disc, cfg, me)| {
+            let stats = Arc::new(DiscoveryStats::default());
+            smol::spawn(discovery::run(
+                disc,
+                cfg,
+                me,
+                table.clone(),
+                stats,
+                stop_rx.clone(),
+            ))
+        });
         let shown = SocketAddr::new(args.address, port);
         info!("listening on {shown}");
         if let Err(e) = notify::notify("READY=1") {
@@ -93,9 +116,48 @@ fn run(args: Args) -> ExitCode {
             stop_tx.close();
         }
         server.await;
+        if let Some(d) = discovery {
+            d.await;
+        }
     });
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Open the multicast socket (before READY=1, so a bad group or interface stops start-up).
+fn start_discovery(
+    m: &cli::MulticastArgs,
+    port: u16,
+    conf: &pacman_conf::PacmanConf,
+) -> Result<(discovery::Discovery, MulticastConfig, Announce), String> {
+    let defaults = MulticastConfig::default();
+    let cfg = MulticastConfig {
+        group: m.group.unwrap_or(defaults.group),
+        port: m.port.unwrap_or(defaults.port),
+        interfaces: m.interfaces.clone(),
+        ttl: m.ttl.unwrap_or(defaults.ttl),
+        interval: m.interval.unwrap_or(defaults.interval),
+    };
+    let disc = discovery::open(&cfg).map_err(|e| format!("multicast: {e}"))?;
+    let me = Announce {
+        kind: Kind::Hello,
+        instance: discovery::new_instance_id(),
+        http_port: port,
+        archs: conf
+            .architectures
+            .iter()
+            .filter(|a| discovery::valid_arch(a))
+            .cloned()
+            .collect(),
+    };
+    info!(
+        "multicast discovery on {}:{} (ttl {}, every {}s)",
+        cfg.group,
+        cfg.port,
+        cfg.ttl,
+        cfg.interval.as_secs()
+    );
+    Ok((disc, cfg, me))
 }
 
 /// SIGHUP: read pacman.conf again; keep the old configuration if the new one is broken.
