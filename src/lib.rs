@@ -16,4 +16,6 @@ pub mod peers;
 pub mod resolve;
 pub mod route;
 pub mod service;
+pub mod stats;
+pub mod status;
 pub mod sysinfo;

@@ -141,3 +141,6 @@ pub const DISCOVERY_RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Longest accepted multicast interval. A peer that vanished without a goodbye is asked for
 /// `MISSED_HELLOS_BEFORE_EXPIRY` intervals; longer than 3 hours is never what anyone wants.
 pub const MULTICAST_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+
+/// Lookups kept for the status page.
+pub const RECENT_LOOKUPS: usize = 30;

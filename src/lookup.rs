@@ -122,11 +122,11 @@ impl PeerLookup {
             smol::spawn(async move {
                 let answer = match ask_peer(&peer, &path, timeout).await {
                     Ok((200, has_sig)) => {
-                        Self::lock_table(&table).succeeded(&peer);
+                        Self::lock_table(&table).succeeded(&peer, Instant::now());
                         Some(PeerHit { peer, has_sig })
                     }
                     Ok((404, _)) => {
-                        Self::lock_table(&table).succeeded(&peer);
+                        Self::lock_table(&table).succeeded(&peer, Instant::now());
                         None
                     }
                     Ok((status, _)) => {

@@ -66,7 +66,6 @@ fn run(args: Args) -> ExitCode {
     }
     let table = Arc::new(Mutex::new(table));
     let lookup = PeerLookup::new(table.clone(), args.peer_timeout);
-    let service = Arc::new(Service::new(build_config(&conf, port), lookup));
     // Installed before READY=1, so a signal sent right after readiness is never fatal.
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup]);
     if let Err(e) = &signals {
@@ -83,6 +82,12 @@ fn run(args: Args) -> ExitCode {
             }
         },
     };
+
+    let mut service = Service::new(build_config(&conf, port), lookup);
+    if let Some((_, cfg, _)) = &discovery {
+        service = service.with_multicast(format!("{}:{}", cfg.group, cfg.port));
+    }
+    let service = Arc::new(service);
 
     smol::block_on(async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);

@@ -119,6 +119,8 @@ pub struct Peer {
     /// The announcing instance (multicast only): a restart is a new instance.
     pub instance: Option<u64>,
     pub last_seen: Option<Instant>,
+    /// Last time it answered a lookup (200 or 404).
+    pub last_answer: Option<Instant>,
     /// Consecutive failed queries (refused, timed out, garbage).
     pub failures: u32,
     /// Not asked again before this, after failures.
@@ -170,6 +172,7 @@ impl PeerTable {
                 source: Source::Static,
                 instance: None,
                 last_seen: None,
+                last_answer: None,
                 failures: 0,
                 retry_at: None,
             },
@@ -201,6 +204,7 @@ impl PeerTable {
                 source: Source::Multicast,
                 instance: Some(instance),
                 last_seen: Some(now),
+                last_answer: None,
                 failures: 0,
                 retry_at: None,
             },
@@ -250,10 +254,11 @@ impl PeerTable {
         v
     }
 
-    pub fn succeeded(&mut self, addr: &PeerAddr) {
+    pub fn succeeded(&mut self, addr: &PeerAddr, now: Instant) {
         if let Some(p) = self.peers.get_mut(addr) {
             p.failures = 0;
             p.retry_at = None;
+            p.last_answer = Some(now);
         }
     }
 
@@ -390,7 +395,7 @@ mod tests {
             table.askable(t0 + PEER_BACKOFF_MAX),
             std::slice::from_ref(&a)
         );
-        table.succeeded(&a);
+        table.succeeded(&a, t0);
         assert!(!table.get(&a).unwrap().backed_off(t0));
         // A restarted discovered peer starts clean.
         let b = addr("10.0.0.5:15678");

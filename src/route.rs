@@ -10,13 +10,17 @@ pub enum Endpoint {
     /// `/peer/…`: another pacserve asking; answered from this cache only, so lookups never
     /// recurse.
     Peer,
+    /// `/cache/…`: pacman ≥ 6.1's `CacheServer`: the cache, then the LAN; a miss is a plain
+    /// 404 (never a mirror redirect), so pacman quietly moves on to its own mirrors.
+    Cache,
 }
 
 /// The path prefixes of file routes.
-pub const PREFIXES: [(&str, Endpoint); 3] = [
+pub const PREFIXES: [(&str, Endpoint); 4] = [
     ("request", Endpoint::Request),
     ("pacman", Endpoint::Request),
     ("peer", Endpoint::Peer),
+    ("cache", Endpoint::Cache),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +207,8 @@ mod tests {
         let got = route(target).unwrap_or_else(|e| panic!("{target}: {e:?}"));
         let endpoint = if target.starts_with("/peer/") {
             Endpoint::Peer
+        } else if target.starts_with("/cache/") {
+            Endpoint::Cache
         } else {
             Endpoint::Request
         };

@@ -14,14 +14,21 @@ use crate::http::server::{Body, Handler, Method, Outcome, Request, Response};
 use crate::http::url::Url;
 use crate::limits::MIRROR_PROBE_TIMEOUT;
 use crate::lookup::PeerLookup;
+use crate::peers::Source;
 use crate::resolve::{
     DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
     probe_verdict,
 };
 use crate::route::{Endpoint, FileKind, FileRequest, route};
+use crate::stats::Stats;
+use crate::status::{self, PeerView, StatusView};
 
 /// The package listing other pacserves may fetch: `NAME SIZE` lines.
 pub const INFO_PATH: &str = "/info";
+/// The status page for a browser, and the same data for programs.
+pub const STATUS_PATH: &str = "/";
+pub const STATUS_JSON_PATH: &str = "/status.json";
+pub const METRICS_PATH: &str = "/metrics";
 
 /// What a (re)load of pacman.conf yields.
 #[derive(Debug, Clone)]
@@ -31,12 +38,20 @@ pub struct Config {
 }
 
 /// The cache dirs' mtimes and the `/info` body rendered from them.
-type InfoListing = (Vec<Option<std::time::SystemTime>>, Arc<Vec<u8>>);
+#[derive(Clone)]
+struct InfoListing {
+    stamp: Vec<Option<std::time::SystemTime>>,
+    body: Arc<Vec<u8>>,
+    count: u64,
+}
 
 pub struct Service {
     config: RwLock<Arc<Config>>,
     dead_mirrors: Mutex<DeadMirrors>,
     peers: PeerLookup,
+    stats: Stats,
+    /// `group:port` when multicast discovery is on, for the status page.
+    multicast: Option<String>,
     /// The rendered `/info` listing and the cache dirs' mtimes it was made from.
     info: Mutex<Option<InfoListing>>,
 }
@@ -48,7 +63,19 @@ impl Service {
             dead_mirrors: Mutex::new(DeadMirrors::default()),
             peers,
             info: Mutex::new(None),
+            stats: Stats::default(),
+            multicast: None,
         }
+    }
+
+    /// Say on the status page that discovery runs, and where.
+    pub fn with_multicast(mut self, description: String) -> Service {
+        self.multicast = Some(description);
+        self
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     pub fn peers(&self) -> &PeerLookup {
@@ -76,8 +103,16 @@ impl Service {
         if req.method == Method::Other {
             return Response::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
-        if req.target == INFO_PATH {
-            return self.info().await;
+        match req
+            .target
+            .split_once('?')
+            .map_or(req.target.as_str(), |(p, _)| p)
+        {
+            INFO_PATH => return self.info().await,
+            p @ (STATUS_PATH | STATUS_JSON_PATH | METRICS_PATH) => {
+                return self.status_page(p).await;
+            }
+            _ => {}
         }
         let file_req = match route(&req.target) {
             Ok(r) => r,
@@ -103,8 +138,14 @@ impl Service {
             (Endpoint::Request, FileKind::Database) => self.database(&config, &file_req),
             (Endpoint::Request, FileKind::Package) => self.package(&config, &file_req, req).await,
             (Endpoint::Peer, FileKind::Package) => self.peer_query(&config, &file_req, req).await,
-            // Databases are never taken from peers.
-            (Endpoint::Peer, FileKind::Database) => Response::new(404, Outcome::Miss),
+            (Endpoint::Cache, FileKind::Package) => {
+                self.cache_server(&config, &file_req, req).await
+            }
+            // Databases are never taken from peers, nor offered as a CacheServer (pacman
+            // does not ask one for them).
+            (Endpoint::Peer | Endpoint::Cache, FileKind::Database) => {
+                Response::new(404, Outcome::Miss)
+            }
         }
     }
 
@@ -130,31 +171,110 @@ impl Service {
 
     /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
     async fn info(&self) -> Response {
+        let (body, _) = self.listing().await;
+        let mut r =
+            Response::new(200, Outcome::Status).header("Content-Type", "text/plain; charset=utf-8");
+        r.body = Body::Shared(body);
+        r
+    }
+
+    /// The `/info` body and its package count, rebuilt only when a cache dir changed.
+    async fn listing(&self) -> (Arc<Vec<u8>>, u64) {
         let dirs = self.config().cache_dirs.clone();
         let cached = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (stamp, body) = smol::unblock(move || {
+        let listing = smol::unblock(move || {
             let stamp = dirs_stamp(&dirs);
             match cached {
-                Some((old, body)) if old == stamp && stamp.iter().all(Option::is_some) => {
-                    (stamp, body)
-                }
+                Some(old) if old.stamp == stamp && stamp.iter().all(Option::is_some) => old,
                 _ => {
                     let mut text = String::from("# pacserve info 1: NAME SIZE\n");
-                    for (name, size) in list_packages(&dirs) {
-                        text.push_str(&name);
+                    let packages = list_packages(&dirs);
+                    for (name, size) in &packages {
+                        text.push_str(name);
                         text.push(' ');
                         text.push_str(&size.to_string());
                         text.push('\n');
                     }
-                    (stamp, Arc::new(text.into_bytes()))
+                    InfoListing {
+                        stamp,
+                        body: Arc::new(text.into_bytes()),
+                        count: packages.len() as u64,
+                    }
                 }
             }
         })
         .await;
-        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, body.clone()));
-        let mut r =
-            Response::new(200, Outcome::Local).header("Content-Type", "text/plain; charset=utf-8");
-        r.body = Body::Shared(body);
+        let out = (listing.body.clone(), listing.count);
+        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(listing);
+        out
+    }
+
+    /// Everything the status page, JSON and metrics show.
+    async fn status_view(&self) -> StatusView {
+        let (_, packages) = self.listing().await;
+        let now = Instant::now();
+        let peers = self
+            .peers
+            .table()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all();
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
+        StatusView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            cache_dirs: self
+                .config()
+                .cache_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+            packages,
+            multicast: self.multicast.clone(),
+            peers: peers
+                .iter()
+                .map(|p| PeerView {
+                    address: p.addr.authority(),
+                    source: match p.source {
+                        Source::Static => "static",
+                        Source::Multicast => "multicast",
+                    },
+                    last_seen_secs: since(p.last_seen.max(p.last_answer)),
+                    state: if p.backed_off(now) {
+                        "backed off"
+                    } else if p.last_answer.is_none() && p.failures == 0 {
+                        "unknown"
+                    } else {
+                        "ok"
+                    },
+                    failures: p.failures,
+                    retry_in_secs: p
+                        .retry_at
+                        .filter(|t| *t > now)
+                        .map(|t| t.saturating_duration_since(now).as_secs().max(1)),
+                })
+                .collect(),
+            recent: self.stats.recent(),
+            now_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            counters: self.stats.counters(),
+        }
+    }
+
+    async fn status_page(&self, path: &str) -> Response {
+        let view = self.status_view().await;
+        let (body, kind) = match path {
+            STATUS_JSON_PATH => (status::json(&view), "application/json"),
+            METRICS_PATH => (
+                status::metrics(&view),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            _ => (status::html(&view), "text/html; charset=utf-8"),
+        };
+        let mut r = Response::new(200, Outcome::Status)
+            .header("Content-Type", kind)
+            .header("Cache-Control", "no-store");
+        r.body = Body::Shared(Arc::new(body.into_bytes()));
         r
     }
 
@@ -167,7 +287,31 @@ impl Service {
         }
     }
 
+    /// `/cache/`: the cache, then the LAN; a miss is a plain 404, never a mirror redirect.
+    async fn cache_server(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+        match self.local_or_peer(config, f, req).await {
+            Some(r) => r,
+            None => Response::new(404, Outcome::Miss),
+        }
+    }
+
     async fn package(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+        if let Some(r) = self.local_or_peer(config, f, req).await {
+            return r;
+        }
+        match self.find_on_mirrors(config, f).await {
+            Some(url) => redirect(&url),
+            None => Response::new(404, Outcome::Miss),
+        }
+    }
+
+    /// A cache hit, or a redirect to a peer that holds the file.
+    async fn local_or_peer(
+        &self,
+        config: &Config,
+        f: &FileRequest,
+        req: &Request,
+    ) -> Option<Response> {
         let dirs = config.cache_dirs.clone();
         let name = f.file.clone();
         // open/stat may block on a slow disk: keep it off the executor.
@@ -176,7 +320,7 @@ impl Service {
             crate::verbose!("{}: not served: {why:?}", path.display());
         }
         if let Some(cached) = found {
-            return serve_local(cached, req);
+            return Some(serve_local(cached, req));
         }
         if let Some(hit) = self.peers.find(f).await {
             crate::verbose!(
@@ -192,12 +336,9 @@ impl Service {
                 f.arch,
                 f.file
             );
-            return Response::new(307, Outcome::Peer).header("Location", location);
+            return Some(Response::new(307, Outcome::Peer).header("Location", location));
         }
-        match self.find_on_mirrors(config, f).await {
-            Some(url) => redirect(&url),
-            None => Response::new(404, Outcome::Miss),
-        }
+        None
     }
 
     /// The first mirror that has the file: plain-http mirrors are probed in order, the
@@ -237,6 +378,19 @@ impl Service {
 impl Handler for Service {
     fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send {
         self.answer(req)
+    }
+
+    fn record(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        outcome: Outcome,
+        bytes: u64,
+        from_cache: bool,
+    ) {
+        self.stats
+            .record(method, path, status, outcome, bytes, from_cache);
     }
 }
 

@@ -58,6 +58,8 @@ pub enum Outcome {
     Miss,
     /// Rejected: malformed, hostile or unsupported.
     Bad,
+    /// The status page, metrics and listings: not a lookup.
+    Status,
 }
 
 impl Outcome {
@@ -68,6 +70,7 @@ impl Outcome {
             Outcome::Mirror => "mirror",
             Outcome::Miss => "miss",
             Outcome::Bad => "bad",
+            Outcome::Status => "status",
         }
     }
 }
@@ -173,6 +176,20 @@ fn error_text(status: u16) -> &'static str {
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send;
+
+    /// A request is done: `bytes` of body were sent; `from_cache` when the body was a
+    /// cached file. For counters; the default keeps none.
+    fn record(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        outcome: Outcome,
+        bytes: u64,
+        from_cache: bool,
+    ) {
+        let _ = (method, path, status, outcome, bytes, from_cache);
+    }
 }
 
 /// Accept connections, each on its own task, at most `MAX_CONNECTIONS` at a time, until
@@ -312,12 +329,12 @@ async fn connection<H: Handler>(
                 }
                 Ok(Parsed::Partial) => {}
                 Err(e) => {
-                    reject(&stream, peer, e).await;
+                    reject(&stream, peer, e, handler).await;
                     return Ok(());
                 }
             }
             if filled == buf.len() {
-                reject(&stream, peer, ParseError::HeadTooLarge).await;
+                reject(&stream, peer, ParseError::HeadTooLarge, handler).await;
                 return Ok(());
             }
             let limit = match head_deadline {
@@ -379,14 +396,16 @@ async fn connection<H: Handler>(
         }
         let with_body = req.method != Method::Head;
         let sent = write_response(&stream, &resp, with_body).await;
+        let method = escape(req.method_text.as_bytes());
+        let path = escape(req.target.as_bytes());
+        let bytes = sent.as_ref().map_or(0, |n| *n);
         crate::info!(
-            "{peer} {} {} {} {} {}",
-            escape(req.method_text.as_bytes()),
-            escape(req.target.as_bytes()),
+            "{peer} {method} {path} {} {bytes} {}",
             resp.status,
-            sent.as_ref().map_or(0, |n| *n),
             resp.outcome.as_str()
         );
+        let from_cache = matches!(resp.body, Body::File { .. });
+        handler.record(&method, &path, resp.status, resp.outcome, bytes, from_cache);
         sent?;
         if resp.close || stop.is_closed() {
             return Ok(());
@@ -394,10 +413,16 @@ async fn connection<H: Handler>(
     }
 }
 
-async fn reject(stream: &Async<TcpStream>, peer: SocketAddr, e: ParseError) {
+async fn reject<H: Handler>(
+    stream: &Async<TcpStream>,
+    peer: SocketAddr,
+    e: ParseError,
+    handler: &H,
+) {
     let resp = Response::new(e.status(), Outcome::Bad).closing();
-    let _ = write_response(stream, &resp, true).await;
-    crate::info!("{peer} - - {} 0 bad ({})", resp.status, e.reason());
+    let bytes = write_response(stream, &resp, true).await.unwrap_or(0);
+    crate::info!("{peer} - - {} {bytes} bad ({})", resp.status, e.reason());
+    handler.record("-", "-", resp.status, Outcome::Bad, bytes, false);
 }
 
 /// Write head and (unless `with_body` is false) body; the body bytes written.
