@@ -62,6 +62,16 @@ impl MulticastArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Args),
+    /// `pacserve pacsrv [--port PORT] PACMAN_ARGS…`
+    Pacsrv {
+        port: u16,
+        pacman_args: Vec<OsString>,
+    },
+    /// `pacserve print-pacman-conf [--port PORT] [--pacman-conf FILE]`
+    PrintPacmanConf {
+        port: u16,
+        pacman_conf: PathBuf,
+    },
     Help,
     MoreHelp,
     Version,
@@ -77,7 +87,49 @@ impl std::fmt::Display for UsageError {
     }
 }
 
-pub fn parse_args(raw: Vec<OsString>) -> Result<Command, UsageError> {
+pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
+    if raw.first().is_some_and(|a| a == "pacsrv") {
+        raw.remove(0);
+        // Only a leading --port is ours; everything else is pacman's, unchanged.
+        let mut port = DEFAULT_PORT;
+        if raw.first().is_some_and(|a| a == "--port") {
+            let value = raw
+                .get(1)
+                .ok_or_else(|| UsageError("option '--port' needs a value".into()))?;
+            port = value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                UsageError(format!(
+                    "option '--port': bad port '{}'",
+                    value.to_string_lossy()
+                ))
+            })?;
+            raw.drain(..2);
+        }
+        return Ok(Command::Pacsrv {
+            port,
+            pacman_args: raw,
+        });
+    }
+    if raw.first().is_some_and(|a| a == "print-pacman-conf") {
+        raw.remove(0);
+        let mut p = pico_args::Arguments::from_vec(raw);
+        let port = p
+            .opt_value_from_str("--port")
+            .map_err(|e| option_error("--port", e))?
+            .unwrap_or(DEFAULT_PORT);
+        let pacman_conf = p
+            .opt_value_from_os_str("--pacman-conf", |s| -> Result<PathBuf, String> {
+                Ok(PathBuf::from(s))
+            })
+            .map_err(|e| option_error("--pacman-conf", e))?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PACMAN_CONF));
+        if let Some(first) = p.finish().first() {
+            return Err(UsageError(format!(
+                "print-pacman-conf: unexpected argument '{}'",
+                first.to_string_lossy()
+            )));
+        }
+        return Ok(Command::PrintPacmanConf { port, pacman_conf });
+    }
     let mut p = pico_args::Arguments::from_vec(raw);
     if p.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -205,6 +257,8 @@ pub const HELP: &str = "\
 pacserve — share pacman package caches across a LAN
 
 Usage: pacserve [OPTIONS]
+       pacserve pacsrv [--port PORT] PACMAN_ARGS...
+       pacserve print-pacman-conf [--port PORT] [--pacman-conf FILE]
 
 Options:
   --address ADDR              address to listen on (default 0.0.0.0)
@@ -302,6 +356,28 @@ MULTICAST FILTERING
   Static peers (--pacserver) are never filtered. Example, only the 10.0.0.0/24 hosts but
   not the laptop: --multicast-filter 'i:^10\\.0\\.0\\.' --multicast-filter 'x:^10\\.0\\.0\\.99:'
 
+CACHESERVER (pacman >= 6.1)
+  pacman 6.1 added CacheServer: tried before Server for packages, never for databases,
+  and a 404 from it is neither logged nor counted against it. pacserve's /cache/ route
+  is made for it: a local hit or a peer redirect as on /request/, but a LAN miss is a
+  plain 404 (never a mirror redirect), so pacman moves on quietly to its own mirrors:
+
+    CacheServer = http://localhost:15678/cache/$repo/$arch
+
+  With pacman >= 6.1 prefer this; with older pacman use the Server line above.
+
+PACSRV AND PRINT-PACMAN-CONF
+  pacserve pacsrv [--port PORT] PACMAN_ARGS...
+    runs pacman with pacserve inserted: a temporary copy of pacman.conf (the one given
+    with --config, else /etc/pacman.conf) gets `Server = http://localhost:PORT/request/
+    $repo/$arch` first in every repository; all other arguments go to pacman unchanged;
+    pacman's exit code is returned and the temporary file removed. If no pacserve is
+    listening on localhost:PORT it says so and runs pacman unchanged. $PACMAN names
+    another pacman binary.
+  pacserve print-pacman-conf [--port PORT] [--pacman-conf FILE]
+    prints pacman.conf with that Server line first in every repository, for those who
+    want to keep it (`pacserve print-pacman-conf > /etc/pacman.conf.new`).
+
 CONFIGURATION FILE
   pacserve has no configuration file of its own: everything is a command-line option, and
   repositories, mirrors and cache directories come from pacman.conf. Under systemd, the
@@ -393,6 +469,34 @@ mod tests {
         };
         assert!(plain.multicast.is_none());
         assert!(plain.pacservers.is_empty());
+    }
+
+    #[test]
+    fn subcommands() {
+        assert_eq!(
+            parse(&["pacsrv", "-Syu", "--noconfirm"]),
+            Ok(Command::Pacsrv {
+                port: DEFAULT_PORT,
+                pacman_args: vec!["-Syu".into(), "--noconfirm".into()]
+            })
+        );
+        assert_eq!(
+            parse(&["pacsrv", "--port", "9", "-S", "--port"]),
+            Ok(Command::Pacsrv {
+                port: 9,
+                pacman_args: vec!["-S".into(), "--port".into()]
+            })
+        );
+        assert!(parse(&["pacsrv", "--port", "x"]).is_err());
+        assert!(parse(&["pacsrv", "--port"]).is_err());
+        assert_eq!(
+            parse(&["print-pacman-conf", "--pacman-conf", "/a", "--port", "7"]),
+            Ok(Command::PrintPacmanConf {
+                port: 7,
+                pacman_conf: PathBuf::from("/a")
+            })
+        );
+        assert!(parse(&["print-pacman-conf", "extra"]).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod log;
 pub mod lookup;
 pub mod notify;
 pub mod pacman_conf;
+pub mod pacsrv;
 pub mod peers;
 pub mod resolve;
 pub mod route;

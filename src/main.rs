@@ -17,7 +17,7 @@ use pacserve::pacman_conf;
 use pacserve::peers::PeerTable;
 use pacserve::resolve::RepoTable;
 use pacserve::service::{Config, Service};
-use pacserve::{error, info, notify, sysinfo};
+use pacserve::{error, info, notify, pacsrv, sysinfo};
 
 fn main() -> ExitCode {
     match cli::parse_args(std::env::args_os().skip(1).collect()) {
@@ -25,6 +25,10 @@ fn main() -> ExitCode {
         Ok(Command::MoreHelp) => print!("{}", cli::MORE_HELP),
         Ok(Command::Version) => println!("pacserve {}", env!("CARGO_PKG_VERSION")),
         Ok(Command::Run(args)) => return run(args),
+        Ok(Command::Pacsrv { port, pacman_args }) => return pacsrv::pacsrv(port, pacman_args),
+        Ok(Command::PrintPacmanConf { port, pacman_conf }) => {
+            return pacsrv::print_conf(&pacman_conf, port);
+        }
         Err(e) => {
             eprintln!("pacserve: {e}");
             return ExitCode::from(2);
