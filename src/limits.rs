@@ -28,8 +28,10 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Concurrent client connections. Above this a new connection is answered 503 and closed at
 /// once, so a flood cannot exhaust file descriptors or memory. Each connection costs one
-/// buffer of `MAX_HEAD_BYTES`.
-pub const MAX_CONNECTIONS: usize = 512;
+/// buffer of `MAX_HEAD_BYTES` (16 MiB at the cap) and up to two descriptors (socket and
+/// package file); pacserve raises its open-file limit to fit. A LAN of a thousand hosts
+/// downloading at once still fits.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Bytes handed to one sendfile(2) call; bounded so one fast client cannot hog the executor.
 pub const SENDFILE_CHUNK: usize = 1024 * 1024;

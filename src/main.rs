@@ -39,6 +39,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> ExitCode {
     pacserve::log::set_verbosity(args.verbosity);
+    raise_fd_limit();
     let bind = SocketAddr::new(args.address, args.port);
     // Load before binding, so a broken pacman.conf never leaves a half-started daemon.
     let conf = match pacman_conf::load(&args.pacman_conf) {
@@ -131,6 +132,25 @@ fn run(args: Args) -> ExitCode {
     });
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Each connection may hold a socket and an open package file; the usual soft limit of
+/// 1024 descriptors is below what `MAX_CONNECTIONS` needs. Raise it toward the hard limit.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = (2 * pacserve::limits::MAX_CONNECTIONS + 64) as u64;
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    let target = lim.maximum.map_or(want, |m| m.min(want));
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: lim.maximum,
+    };
+    if let Err(e) = setrlimit(Resource::Nofile, raised) {
+        error!("warning: cannot raise the open-file limit to {target}: {e}");
+    }
 }
 
 /// Open the multicast socket (before READY=1, so a bad group or interface stops start-up).

@@ -1,0 +1,628 @@
+//! pacserve as a daemon: SIGHUP reloads pacman.conf without dropping connections (and keeps
+//! the old configuration when the new one is broken), SIGTERM and SIGINT drain downloads in
+//! flight and exit 0, and systemd's readiness protocol (`NOTIFY_SOCKET`, path and abstract).
+//!
+//! The harness's `Pacserve` cannot set environment variables, so this file starts the
+//! daemon itself ([`Daemon`]): same arguments, stderr captured by a thread, killed by pid on
+//! drop. Signals go through the real `kill(1)`.
+
+mod common;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// How long a log line may lag behind what it reports (a reload, a signal).
+const LOG_WAIT: Duration = Duration::from_secs(10);
+/// How long a notification datagram may take to arrive.
+const NOTIFY_WAIT: Duration = Duration::from_secs(10);
+/// Longest the daemon may take to exit after SIGTERM/SIGINT: its drain limit
+/// (`DRAIN_TIMEOUT`, 30 s) plus room.
+const EXIT_WAIT: Duration = Duration::from_secs(40);
+/// Overall deadline for reading the rest of the large body after SIGTERM; well within the
+/// daemon's 30 s drain, and loopback moves 64 MiB in well under a second.
+const BODY_WAIT: Duration = Duration::from_secs(25);
+/// Size of the package that is downloaded across SIGTERM: far larger than the loopback
+/// socket buffers, so a daemon that exits early cannot hide behind them.
+const BIG_PAYLOAD: usize = 64 * 1024 * 1024;
+/// Payload of the small test packages.
+const PAYLOAD: usize = 100_000;
+/// The states of sd_notify(3) this daemon sends; other assignments are ignored.
+const STATES: [&str; 3] = ["READY=1", "RELOADING=1", "STOPPING=1"];
+
+// ---------------------------------------------------------------------------------------------
+// The daemon, started by hand
+
+/// A running pacserve started with our own environment; killed by pid on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<u8>>>,
+    reader: Option<JoinHandle<()>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// `pacserve --address 127.0.0.1 --port 0 --pacman-conf CONF --verbose` with `env`
+    /// (and without an inherited `NOTIFY_SOCKET`); waits (bounded) for `listening on`.
+    fn start(conf: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacserve"));
+        cmd.args(["--address", "127.0.0.1", "--port", "0", "--verbose"])
+            .arg("--pacman-conf")
+            .arg(conf)
+            .env_remove("NOTIFY_SOCKET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn pacserve: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let reader = {
+            let log = log.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                // Ends at EOF, which comes when the daemon exits or is killed.
+                while let Ok(n) = stderr.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            })
+        };
+        let mut d = Daemon {
+            child,
+            port: 0,
+            log,
+            reader: Some(reader),
+            exited: None,
+        };
+        let started = wait_until(START_LIMIT, || {
+            listening_port(&d.log()).is_some() || d.has_exited()
+        });
+        match listening_port(&d.log()) {
+            Some(port) => d.port = port,
+            None => panic!(
+                "pacserve did not print `listening on` (started: {started}, exited: {:?}); \
+                 stderr:\n{}",
+                d.exited,
+                d.log()
+            ),
+        }
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    /// How many lines of the log contain `needle`.
+    fn lines_with(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Wait (bounded) until `needle` is on more than `before` lines; false on timeout.
+    fn wait_more_lines(&self, needle: &str, before: usize) -> bool {
+        wait_until(LOG_WAIT, || self.lines_with(needle) > before)
+    }
+
+    /// True once the process has exited (and been reaped).
+    fn has_exited(&mut self) -> bool {
+        if self.exited.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(status);
+            }
+        }
+        self.exited.is_some()
+    }
+
+    /// `kill -SIG PID`, only while the process is known to be unreaped (so the pid is still
+    /// ours).
+    fn signal(&mut self, sig: &str) {
+        assert!(
+            !self.has_exited(),
+            "pacserve exited ({:?}) before SIG{sig}; stderr:\n{}",
+            self.exited,
+            self.log()
+        );
+        let ran = run_bounded(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(self.pid().to_string()),
+            Duration::from_secs(10),
+        );
+        assert!(ran.success(), "kill -{sig} failed: {}", ran.text());
+    }
+
+    /// Wait (bounded) for the process to exit; None if it is still running at `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_until(limit, || self.has_exited());
+        self.exited
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            // The pipe closes with the process; don't hang if something else holds it.
+            wait_until(Duration::from_secs(5), || r.is_finished());
+            if r.is_finished() {
+                let _ = r.join();
+            }
+        }
+    }
+}
+
+/// The port of the first `listening on ADDR:PORT` in `log`.
+fn listening_port(log: &str) -> Option<u16> {
+    let rest = &log[log.find("listening on ")? + "listening on ".len()..];
+    let addr = rest.split_whitespace().next()?;
+    addr.parse::<SocketAddr>().ok().map(|a| a.port())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A world: repos `core` and `extra`, each with a mirror and a cache dir
+
+struct Pkg {
+    file: String,
+    bytes: Vec<u8>,
+}
+
+impl Pkg {
+    fn build(dir: &Path, name: &str, payload: usize) -> Pkg {
+        let path = make_package(dir, name, "1.0-1", payload);
+        let bytes = fs::read(&path).expect("read built package");
+        let file = package_file_name(name, "1.0-1");
+        Pkg { file, bytes }
+    }
+
+    fn path(&self, repo: &str) -> String {
+        format!("/request/{repo}/x86_64/{}", self.file)
+    }
+}
+
+/// Fields drop in order: mirrors first, the directory they serve last.
+struct World {
+    core_mirror: Mirror,
+    extra_mirror: Mirror,
+    core_cache: PathBuf,
+    extra_cache: PathBuf,
+    core_pkg: Pkg,
+    extra_pkg: Pkg,
+    dir: TempDir,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let dir = TempDir::new(tag);
+        let core_cache = dir.mkdir("cache-core");
+        let extra_cache = dir.mkdir("cache-extra");
+        let core_repo = dir.mkdir("mirror-core/core/os/x86_64");
+        let extra_repo = dir.mkdir("mirror-extra/extra/os/x86_64");
+        let core_pkg = Pkg::build(&core_cache, "corepkg", PAYLOAD);
+        let extra_pkg = Pkg::build(&extra_cache, "extrapkg", PAYLOAD);
+        repo_add(
+            &core_repo.join("core.db.tar.gz"),
+            &[core_cache.join(&core_pkg.file)],
+        );
+        repo_add(
+            &extra_repo.join("extra.db.tar.gz"),
+            &[extra_cache.join(&extra_pkg.file)],
+        );
+        World {
+            core_mirror: Mirror::start(&dir.join("mirror-core")),
+            extra_mirror: Mirror::start(&dir.join("mirror-extra")),
+            core_cache,
+            extra_cache,
+            core_pkg,
+            extra_pkg,
+            dir,
+        }
+    }
+
+    /// pacman.conf with `[core]` only, its cache dir only.
+    fn conf_core(&self) -> PathBuf {
+        write_server_conf(
+            self.dir.path(),
+            &[&self.core_cache],
+            &[("core", &[self.core_mirror.url("/$repo/os/$arch")])],
+        )
+    }
+
+    /// Rewrite the same file with `[core]` and `[extra]` and both cache dirs.
+    fn conf_both(&self) -> PathBuf {
+        write_server_conf(
+            self.dir.path(),
+            &[&self.core_cache, &self.extra_cache],
+            &[
+                ("core", &[self.core_mirror.url("/$repo/os/$arch")]),
+                ("extra", &[self.extra_mirror.url("/$repo/os/$arch")]),
+            ],
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small clients
+
+/// A keep-alive GET (no `Connection: close`).
+fn keep_alive_get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: pacserve-tests\r\n\r\n")
+        .into_bytes()
+}
+
+/// GET `path` on `conn` (kept alive) and read one response.
+fn get_on(conn: &mut RawConn, path: &str) -> Response {
+    conn.send(&keep_alive_get(path))
+        .unwrap_or_else(|e| panic!("send GET {path}: {e}"));
+    conn.read_response(false)
+        .unwrap_or_else(|e| panic!("GET {path} on the kept-alive connection: {e}"))
+}
+
+/// Fail with a short message (not 64 MiB of bytes) when `got` is not `want`.
+fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: {} bytes received, {} expected; first difference at {first_diff:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// After shutdown began: a new connection must be refused, or closed without a byte of
+/// response. Err says what happened instead.
+fn refused_or_closed_silently(port: u16) -> Result<String, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok("refused".into()),
+        Err(e) => return Err(format!("connect failed oddly: {e}")),
+        Ok(s) => s,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set read timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("set write timeout");
+    // The request may not even be accepted by a closing socket; what matters is the answer.
+    let _ = s.write_all(&request_bytes("GET", "/info", &[]));
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(0) => Ok("closed".into()),
+        Ok(n) => Err(format!(
+            "answered after shutdown began: {}",
+            preview(&buf[..n])
+        )),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(
+                "connection accepted but neither answered nor closed within 10 s: still listening"
+                    .into(),
+            )
+        }
+        Err(e) => Ok(format!("reset ({e})")),
+    }
+}
+
+/// Bytes up to and including the blank line that ends a response head (bounded).
+fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let deadline = Instant::now() + RESPONSE_LIMIT;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let rest = buf[end + 4..].to_vec();
+            return (head, rest);
+        }
+        assert!(buf.len() < 64 * 1024, "response head too large");
+        assert!(Instant::now() < deadline, "no response head in time");
+        let n = s.read(&mut chunk).expect("read response head");
+        assert!(n > 0, "closed inside the response head: {}", preview(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// sd_notify
+
+/// Receive datagrams on `sock` until `n` known states (READY=1, RELOADING=1, STOPPING=1)
+/// have come or `NOTIFY_WAIT` passes; the states in order of arrival.
+fn recv_states(sock: &UnixDatagram, n: usize) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("set notify socket timeout");
+    let deadline = Instant::now() + NOTIFY_WAIT;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < n && Instant::now() < deadline {
+        let Ok(len) = sock.recv(&mut buf) else {
+            continue;
+        };
+        // One datagram may carry several newline-separated assignments.
+        for line in String::from_utf8_lossy(&buf[..len]).lines() {
+            if STATES.contains(&line) {
+                got.push(line.to_string());
+            }
+        }
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
+    let w = World::new("reload");
+    let conf = w.conf_core();
+    let mut d = Daemon::start(&conf, &[]);
+
+    let mut conn = RawConn::connect(d.port).expect("connect");
+    let r = get_on(&mut conn, &w.core_pkg.path("core"));
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_same_bytes(&r.body, &w.core_pkg.bytes, "core package before reload");
+    assert!(
+        !r.head.to_ascii_lowercase().contains("connection: close"),
+        "a keep-alive GET was answered with close:\n{}",
+        r.head
+    );
+    // Before the reload, `extra` is unknown: its package and database are not served.
+    let before = get(d.port, &w.extra_pkg.path("extra"));
+    assert_eq!(before.status, 404, "extra before reload:\n{}", before.head);
+    let before_db = get(d.port, "/request/extra/x86_64/extra.db");
+    assert_eq!(
+        before_db.status, 404,
+        "extra.db before reload:\n{}",
+        before_db.head
+    );
+
+    w.conf_both();
+    let reloaded = d.lines_with("reloaded");
+    d.signal("HUP");
+    assert!(
+        d.wait_more_lines("reloaded", reloaded),
+        "no `reloaded` line after SIGHUP; stderr:\n{}",
+        d.log()
+    );
+
+    // The same connection, now serving the new repo from the new cache dir.
+    let r = get_on(&mut conn, &w.extra_pkg.path("extra"));
+    assert_eq!(
+        r.status,
+        200,
+        "extra after reload:\n{}\n{}",
+        r.head,
+        d.log()
+    );
+    assert_same_bytes(&r.body, &w.extra_pkg.bytes, "extra package after reload");
+    let r = get_on(&mut conn, "/request/extra/x86_64/extra.db");
+    assert_eq!(r.status, 307, "extra.db after reload:\n{}", r.head);
+    assert_eq!(
+        r.header("location"),
+        Some(&*w.extra_mirror.url("/extra/os/x86_64/extra.db")),
+        "{}",
+        r.head
+    );
+
+    // A broken file: a directive on line 1, before any section.
+    fs::write(
+        &conf,
+        "Server = http://127.0.0.1:1/oops\n[options]\nArchitecture = x86_64\n",
+    )
+    .expect("write broken conf");
+    let failed = d.lines_with("reload failed");
+    d.signal("HUP");
+    assert!(
+        d.wait_more_lines("reload failed", failed),
+        "no `reload failed` line after SIGHUP with a broken file; stderr:\n{}",
+        d.log()
+    );
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reload failed"))
+        .expect("the line waited for");
+    let at = format!("{}:1:", conf.display());
+    assert!(
+        line.contains(&at),
+        "`reload failed` line does not name {at}: {line}"
+    );
+
+    // The previous configuration is kept: extra still served, here and on a new connection.
+    let r = get_on(&mut conn, &w.extra_pkg.path("extra"));
+    assert_eq!(r.status, 200, "extra after failed reload:\n{}", r.head);
+    assert_same_bytes(&r.body, &w.extra_pkg.bytes, "extra after failed reload");
+    let r = get(d.port, &w.extra_pkg.path("extra"));
+    assert_eq!(r.status, 200, "extra on a new connection:\n{}", r.head);
+    assert_same_bytes(&r.body, &w.extra_pkg.bytes, "extra on a new connection");
+    assert!(
+        !d.has_exited(),
+        "pacserve exited after a failed reload: {:?}\n{}",
+        d.exited,
+        d.log()
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_download_in_flight_refuses_new_ones_and_exits_0() {
+    let w = World::new("drain");
+    let big = Pkg::build(&w.core_cache, "bigpkg", BIG_PAYLOAD);
+    let mut d = Daemon::start(&w.conf_core(), &[]);
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], d.port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
+        .expect("set read timeout");
+    s.write_all(&request_bytes("GET", &big.path("core"), &[]))
+        .expect("send GET");
+    let (head, mut body) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(content_length(&head), Some(big.bytes.len()), "{head}");
+    // A little of the body, then pause with most of it still on the server's side.
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut reads = 0;
+    while body.is_empty() && reads < 100 {
+        let n = s.read(&mut chunk).expect("read the first body bytes");
+        assert!(n > 0, "closed before any body");
+        body.extend_from_slice(&chunk[..n]);
+        reads += 1;
+    }
+    assert!(!body.is_empty(), "no body bytes");
+
+    let stopping = d.lines_with("stopping");
+    d.signal("TERM");
+    assert!(
+        d.wait_more_lines("stopping", stopping),
+        "no `stopping` line after SIGTERM; stderr:\n{}",
+        d.log()
+    );
+    let new_conn = refused_or_closed_silently(d.port);
+    assert!(
+        new_conn.is_ok(),
+        "new connection after SIGTERM: {new_conn:?}\n{}",
+        d.log()
+    );
+
+    // The rest of the download, promptly (the drain limit is 30 s).
+    body.reserve(big.bytes.len());
+    let deadline = Instant::now() + BODY_WAIT;
+    while body.len() < big.bytes.len() && Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!(
+                "reading the body after SIGTERM, {} of {} bytes: {e}\n{}",
+                body.len(),
+                big.bytes.len(),
+                d.log()
+            ),
+        }
+    }
+    assert_same_bytes(&body, &big.bytes, "body across SIGTERM");
+    let _ = s.shutdown(Shutdown::Both);
+
+    let status = d.wait_exit(EXIT_WAIT);
+    assert!(
+        status.is_some(),
+        "pacserve still running {EXIT_WAIT:?} after SIGTERM; stderr:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGTERM: {status:?}; stderr:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn sigint_stops_like_sigterm_with_exit_0() {
+    let w = World::new("sigint");
+    let mut d = Daemon::start(&w.conf_core(), &[]);
+    let r = get(d.port, &w.core_pkg.path("core"));
+    assert_eq!(r.status, 200, "{}", r.head);
+
+    d.signal("INT");
+    let status = d.wait_exit(EXIT_WAIT);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGINT: {status:?}; stderr:\n{}",
+        d.log()
+    );
+    assert!(
+        d.lines_with("stopping") > 0,
+        "no `stopping` line after SIGINT; stderr:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn sd_notify_on_a_path_socket_ready_reloading_stopping() {
+    let w = World::new("notify");
+    let sock_path = w.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    let sock_env = sock_path.display().to_string();
+    let mut d = Daemon::start(&w.conf_core(), &[("NOTIFY_SOCKET", &sock_env)]);
+
+    assert_eq!(recv_states(&sock, 1), ["READY=1"], "{}", d.log());
+    // Ready means serving.
+    let r = get(d.port, &w.core_pkg.path("core"));
+    assert_eq!(r.status, 200, "{}", r.head);
+
+    d.signal("HUP");
+    assert_eq!(
+        recv_states(&sock, 2),
+        ["RELOADING=1", "READY=1"],
+        "after SIGHUP; stderr:\n{}",
+        d.log()
+    );
+
+    d.signal("TERM");
+    assert_eq!(
+        recv_states(&sock, 1),
+        ["STOPPING=1"],
+        "after SIGTERM; stderr:\n{}",
+        d.log()
+    );
+    let status = d.wait_exit(EXIT_WAIT);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGTERM: {status:?}; stderr:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn sd_notify_on_an_abstract_socket_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::SocketAddr as UnixAddr;
+
+    let w = World::new("notify-abstract");
+    // The abstract namespace is shared by the whole host: borrow the temp dir's unique name.
+    let name = w
+        .dir
+        .path()
+        .file_name()
+        .expect("temp dir has a name")
+        .to_string_lossy()
+        .into_owned();
+    let addr = UnixAddr::from_abstract_name(name.as_bytes()).expect("abstract address");
+    let sock = UnixDatagram::bind_addr(&addr).expect("bind abstract notify socket");
+    let env = format!("@{name}");
+    let d = Daemon::start(&w.conf_core(), &[("NOTIFY_SOCKET", &env)]);
+    assert_eq!(recv_states(&sock, 1), ["READY=1"], "{}", d.log());
+}
