@@ -205,9 +205,12 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, st
                 Err(io::Error::new(io::ErrorKind::Interrupted, "stopping"))
             })
             .await;
+        if stop.is_closed() {
+            // A connection accepted in the same instant as the stop is dropped unanswered.
+            break;
+        }
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
-            Err(_) if stop.is_closed() => break,
             Err(e) => {
                 // EMFILE and friends: wait a little rather than spin.
                 crate::error!("accept failed: {e}");
