@@ -309,9 +309,14 @@ ABOUT
   Routes (GET and HEAD):
     /request/$repo/$arch/FILE   pacman's route (the original pacserve path)
     /pacman/$repo/$arch/FILE    the later pacserve path; identical
+    /cache/$repo/$arch/FILE     for pacman >= 6.1's CacheServer: cache, then LAN; a miss
+                                is a plain 404 (see CACHESERVER)
     /peer/$repo/$arch/FILE      for other pacserves: this host's cache only, never
                                 forwarded, so lookups cannot recurse or loop
     /info                       the package files this host holds: NAME SIZE lines
+    /                           status page for a browser: counters, peers, recent lookups
+    /status.json                the same as JSON
+    /metrics                    the same as Prometheus text (pacserve_* metrics)
 
   Log: one line per request on stderr (peer, method, path, status, bytes, outcome:
   local, peer, mirror, miss, bad). --verbose adds lookup detail; --quiet only errors.

@@ -109,6 +109,8 @@ impl Service {
             .map_or(req.target.as_str(), |(p, _)| p)
         {
             INFO_PATH => return self.info().await,
+            // Browsers ask for it with every view of the status page; not a lookup.
+            "/favicon.ico" => return Response::new(404, Outcome::Status),
             p @ (STATUS_PATH | STATUS_JSON_PATH | METRICS_PATH) => {
                 return self.status_page(p).await;
             }
@@ -241,7 +243,10 @@ impl Service {
                     last_seen_secs: since(p.last_seen.max(p.last_answer)),
                     state: if p.backed_off(now) {
                         "backed off"
-                    } else if p.last_answer.is_none() && p.failures == 0 {
+                    } else if p.failures > 0 {
+                        // Backoff over, not yet asked again: still not known to be up.
+                        "failing"
+                    } else if p.last_answer.is_none() {
                         "unknown"
                     } else {
                         "ok"

@@ -56,7 +56,7 @@ pub struct Counters {
     pub uptime_secs: u64,
     /// Requests by outcome, in `COUNTED` order.
     pub by_outcome: [u64; 5],
-    /// Every body byte sent.
+    /// Every body byte sent for lookups (not for status pages).
     pub bytes_served: u64,
     /// Package bytes sent from this host's cache, to this host's pacman or to another
     /// host's: bytes the LAN did not fetch from the internet.
@@ -86,12 +86,13 @@ impl Stats {
         if let Some(i) = COUNTED.iter().position(|o| *o == outcome) {
             self.by_outcome[i].fetch_add(1, Ordering::Relaxed);
         }
+        if outcome == Outcome::Status {
+            // Monitoring traffic is neither a lookup nor package bytes.
+            return;
+        }
         self.bytes_served.fetch_add(bytes, Ordering::Relaxed);
         if from_cache {
             self.bytes_from_cache.fetch_add(bytes, Ordering::Relaxed);
-        }
-        if outcome == Outcome::Status {
-            return;
         }
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -181,7 +182,7 @@ mod tests {
         assert_eq!(c.count(Outcome::Miss), 1);
         assert_eq!(c.count(Outcome::Bad), 0);
         assert_eq!(c.count(Outcome::Status), 0);
-        assert_eq!(c.bytes_served, 624);
+        assert_eq!(c.bytes_served, 124, "status pages are not counted");
         assert_eq!(c.bytes_saved, 110);
         let recent = s.recent();
         assert_eq!(recent.len(), 5, "status requests are not lookups");

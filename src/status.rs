@@ -14,7 +14,7 @@ pub struct PeerView {
     pub source: &'static str,
     /// Seconds since its last announcement (multicast) or answer, if ever.
     pub last_seen_secs: Option<u64>,
-    /// `ok`, `unknown` (never asked yet) or `backed off`.
+    /// `ok`, `unknown` (never asked yet), `failing` (failed, backoff over) or `backed off`.
     pub state: &'static str,
     pub failures: u32,
     /// Seconds until it is asked again, when backed off.
@@ -108,7 +108,7 @@ pub fn html(v: &StatusView) -> String {
     h.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>pacserve</title>\n<style>\n\
+         <title>pacserve</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>\n\
          body{font-family:system-ui,sans-serif;margin:1em auto;max-width:60em;padding:0 1em;color:#222}\n\
          table{border-collapse:collapse;width:100%;margin-bottom:1.5em;font-size:.95em}\n\
          th,td{text-align:left;padding:.3em .5em;border-bottom:1px solid #ddd;word-break:break-all}\n\
@@ -121,10 +121,11 @@ pub fn html(v: &StatusView) -> String {
     let c = &v.counters;
     let _ = write!(
         h,
-        "<h1>pacserve {}</h1>\n<p>Up {} · {} packages in {} · multicast: {}</p>\n",
+        "<h1>pacserve {}</h1>\n<p>Up {} · {} package{} in {} · multicast: {}</p>\n",
         html_escape(&v.version),
         human_duration(c.uptime_secs),
         v.packages,
+        if v.packages == 1 { "" } else { "s" },
         html_escape(&v.cache_dirs.join(", ")),
         html_escape(v.multicast.as_deref().unwrap_or("off")),
     );
@@ -313,11 +314,11 @@ pub fn metrics(v: &StatusView) -> String {
         );
     }
     m.push_str(
-        "# HELP pacserve_peer_up Whether a peer is being asked (1) or backed off (0).\n\
+        "# HELP pacserve_peer_up Whether a peer answers lookups (1) or is failing (0).\n\
          # TYPE pacserve_peer_up gauge\n",
     );
     for p in &v.peers {
-        let up = u8::from(p.state != "backed off");
+        let up = u8::from(p.state == "ok" || p.state == "unknown");
         // Label values: backslash, quote and newline escaped per the exposition format.
         let addr = p
             .address
