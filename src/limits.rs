@@ -146,3 +146,8 @@ pub const MULTICAST_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 
 /// Lookups kept for the status page.
 pub const RECENT_LOOKUPS: usize = 30;
+
+/// After a peer without the package's `.sig` says it has the package, how long other peers
+/// may still offer both. Healthy LAN peers answer within a millisecond or two; waiting the
+/// whole `--peer-timeout` would let one hung peer delay every such hit.
+pub const SIG_GRACE: Duration = Duration::from_millis(25);

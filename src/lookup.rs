@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use smol::future::FutureExt;
 use smol::lock::OnceCell;
 
 use crate::http::client::ask_peer;
-use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL};
+use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, SIG_GRACE};
 use crate::peers::{PeerAddr, PeerTable};
 use crate::route::FileRequest;
 
@@ -151,14 +152,30 @@ impl PeerLookup {
         }
         drop(tx);
         let mut best: Answer = None;
-        // Ends when every task has answered; each is bounded by `timeout`.
-        while let Ok(answer) = rx.recv().await {
+        // Once a peer without the .sig has the package, others get a short grace to offer
+        // both, not the whole timeout: a hung peer must not hold up a hit.
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            let next = match grace_until {
+                None => rx.recv().await.ok(),
+                Some(until) => {
+                    async { rx.recv().await.ok() }
+                        .or(async {
+                            smol::Timer::at(until).await;
+                            None
+                        })
+                        .await
+                }
+            };
+            // None: every task has answered (each bounded by `timeout`), or the grace ended.
+            let Some(answer) = next else { break };
             if let Some(hit) = answer {
                 if hit.has_sig {
                     return Some(hit);
                 }
                 if better(&best, &hit) {
                     best = Some(hit);
+                    grace_until.get_or_insert_with(|| Instant::now() + SIG_GRACE);
                 }
             }
         }

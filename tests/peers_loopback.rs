@@ -945,3 +945,33 @@ fn databases_are_never_taken_from_peers() {
     assert_redirect(&r, &peer_location(&a, x), "package", &b);
     assert_eq!(wait_line(&a, "HEAD", &x.peer_path(), 200).outcome, "local");
 }
+
+/// A peer without the `.sig` has the package and another peer hangs: the hit must not wait
+/// for the hung peer's whole timeout (60 s here, far beyond the client's 15 s I/O limit).
+#[test]
+fn a_hung_peer_does_not_hold_up_a_hit_without_signature() {
+    let lan = Lan::new("sig-grace", &["nosig"]);
+    let x = lan.pkg("nosig");
+    let holder_host = lan.host("holder");
+    holder_host.hold(x);
+    let holder = holder_host.start(&[]);
+    let hung = HungServer::start();
+    let hung_peer = format!("127.0.0.1:{}", hung.port());
+    let b = lan.host("b").start(&[
+        "--pacserver",
+        &hung_peer,
+        "--pacserver",
+        &peer_of(&holder),
+        "--peer-timeout",
+        "60",
+    ]);
+    let r = get(b.port(), &x.request_path());
+    assert_redirect(&r, &peer_location(&holder, x), "hit beside a hung peer", &b);
+    assert_eq!(wait_line(&b, "GET", &x.request_path(), 307).outcome, "peer");
+    assert_eq!(
+        lan.mirror.asked(&x.mirror_path()),
+        0,
+        "{}",
+        lan.mirror.dump()
+    );
+}
