@@ -56,7 +56,7 @@ RUN_TIME_LIMIT = 120.0
 
 PEER_COUNTS = [1, 10, 50]
 PEER_TIMEOUT = 1
-WARM_REQUESTS = 1000
+WARM_REQUESTS = 1000  # per cold sample: 3000 warm requests per configuration
 COLD_SAMPLES = 3
 
 RSS_DOWNLOADS = 100
@@ -514,25 +514,37 @@ class KeepAlive:
         self.s.close()
 
 
+def lookup_configs():
+    """(static peers, live, dead, hung): the issue's thirds, then the extremes that show
+    whether dead or hung peers alone change the cold time."""
+    out = []
+    for n in PEER_COUNTS:
+        dead = n // 3
+        hung = n // 3
+        out.append((n, n - dead - hung, dead, hung, True))
+    most = max(PEER_COUNTS)
+    out.append((most, 1, most - 1, 0, False))
+    out.append((most, 1, 0, most - 1, False))
+    return out
+
+
 def lookup_bench(procs, binary, tmp, holder_port, empty_ports, dead_ports, hung_ports):
     results = []
     a_cache = os.path.join(tmp, "lookup-cache")
     os.makedirs(a_cache, exist_ok=True)
     conf = os.path.join(tmp, "lookup.conf")
     write_pacman_conf(conf, a_cache, free_port())
-    for n in PEER_COUNTS:
-        dead = n // 3
-        hung = n // 3
-        live = n - dead - hung
+    for n, live, dead, hung, main_curve in lookup_configs():
         peers = [f"127.0.0.1:{holder_port}"]
         peers += [f"127.0.0.1:{p}" for p in empty_ports[: live - 1]]
         peers += [f"127.0.0.1:{p}" for p in dead_ports[:dead]]
         peers += [f"127.0.0.1:{p}" for p in hung_ports[:hung]]
-        row = {"peers": n, "live": live, "dead": dead, "hung": hung,
-               "cold_sig": [], "cold_nosig": []}
+        row = {"peers": n, "live": live, "dead": dead, "hung": hung, "curve": main_curve,
+               "cold_sig": [], "cold_nosig": [], "warm": []}
         want_location = f"http://127.0.0.1:{holder_port}{ROUTE}/"
         for kind in ("sig", "nosig"):
             for i in range(COLD_SAMPLES):
+                # A fresh pacserve per cold sample: no remembered answer, no backoff yet.
                 port = free_port()
                 p = start_pacserve(procs, binary, conf, port, peers)
                 c = KeepAlive(port)
@@ -541,23 +553,25 @@ def lookup_bench(procs, binary, tmp, holder_port, empty_ports, dead_ports, hung_
                 if status != 307 or not (loc or "").startswith(want_location):
                     raise RuntimeError(f"{n} peers: cold lookup answered {status} {loc}")
                 row[f"cold_{kind}"].append(ms)
-                if kind == "sig" and i == 0:
-                    warm = []
-                    deadline = time.monotonic() + 30
-                    while len(warm) < WARM_REQUESTS and time.monotonic() < deadline:
+                if kind == "sig":
+                    # Warm: the same package again on the same connection, well within
+                    # the 10 s an answer is remembered.
+                    deadline = time.monotonic() + 5
+                    for _ in range(WARM_REQUESTS):
+                        if time.monotonic() > deadline:
+                            break
                         ms, status, loc = c.timed("GET", f"{ROUTE}/{name}")
                         if status != 307:
                             raise RuntimeError(f"{n} peers: warm lookup answered {status}")
-                        warm.append(ms)
-                    row["warm"] = warm
-                    # Time to a 307 when pacserve has just been asked by another
-                    # client too: the answer cache must make this as fast as warm.
+                        row["warm"].append(ms)
                 c.close()
                 procs.stop(p)
         log(
-            f"lookup {n} peers: cold sig {statistics.median(row['cold_sig']):.1f} ms, "
+            f"lookup {n} peers ({live}/{dead}/{hung}): "
+            f"cold sig {statistics.median(row['cold_sig']):.1f} ms, "
             f"cold no-sig {statistics.median(row['cold_nosig']):.1f} ms, "
-            f"warm p50 {percentile(row['warm'], 50):.3f} ms p99 {percentile(row['warm'], 99):.3f} ms"
+            f"warm p50 {percentile(row['warm'], 50):.3f} ms p99 {percentile(row['warm'], 99):.3f} ms "
+            f"({len(row['warm'])} requests)"
         )
         results.append(row)
     return results
@@ -825,6 +839,31 @@ def machine():
     }
 
 
+def cpu_busy(seconds=1.0):
+    """Percent of all CPUs busy (not idle/iowait) over `seconds`, from /proc/stat."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]
+        return sum(v[:8]), idle
+
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
+def wait_quiet(limit=60.0, threshold=15.0):
+    """Wait (bounded) for other work on the machine to settle; the busy % last seen."""
+    deadline = time.monotonic() + limit
+    busy = cpu_busy()
+    while busy > threshold and time.monotonic() < deadline:
+        log(f"machine is {busy:.0f} % busy with other work; waiting (at most {limit:.0f} s)")
+        busy = cpu_busy(2.0)
+    return busy
+
+
 def ok(flag):
     return "OK" if flag else "**MISSED**"
 
@@ -836,7 +875,10 @@ def render(m, servers, tp, lookups, res, heads, cfg):
     add(f"### pacserve benchmark ({datetime.datetime.now().strftime('%Y-%m-%d %H:%M')})")
     add("")
     add(f"Machine: {m['arch']}, {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}. "
-        f"All traffic on 127.0.0.1; clients share the CPUs with the servers.")
+        f"All traffic on 127.0.0.1; clients share the CPUs with the servers. Other work on "
+        f"the machine: {m['busy_before']:.0f} % CPU busy before the run, "
+        f"{m['busy_after']:.0f} % after (all harness processes stopped)"
+        f"{' — **numbers disturbed**' if max(m['busy_before'], m['busy_after']) > 15 else ''}.")
     add(f"Servers: pacserve release build, `--quiet`, {ps.workers_text}; "
         f"{m['nginx']} (Debian) with `sendfile on`, `access_log off`, "
         f"{n1.workers_text} and {na.workers_text}.")
@@ -847,7 +889,7 @@ def render(m, servers, tp, lookups, res, heads, cfg):
         f"timing request → 307 head (`perf_counter_ns`).")
     add("")
     add(f"**a. Cache-hit throughput**, 256 MiB package, median of {THROUGHPUT_RUNS} alternating "
-        f"runs (MB/s = 10^6 bytes/s). Target: pacserve / nginx ≥ 1.0, judged against the "
+        f"runs, (min–max) of the runs in brackets (MB/s = 10^6 bytes/s). Target: pacserve / nginx ≥ 1.0, judged against the "
         f"issue's `worker_processes auto` ({na.label}).")
     add("")
     add(f"| clients | pacserve MB/s | {n1.label} MB/s | {na.label} MB/s | "
@@ -861,7 +903,9 @@ def render(m, servers, tp, lookups, res, heads, cfg):
         flag = ra >= 1.0
         verdicts.append((f"a. throughput pacserve / {na.label} ≥ 1.0, {c} client(s)", flag,
                          f"{ra:.2f}"))
-        add(f"| {c} | {med[ps.name]:,.0f} | {med[n1.name]:,.0f} | {med[na.name]:,.0f} | "
+        cell = {s.name: f"{med[s.name]:,.0f} ({min(tp[s.name][c]):,.0f}–{max(tp[s.name][c]):,.0f})"
+                for s in servers}
+        add(f"| {c} | {cell[ps.name]} | {cell[n1.name]} | {cell[na.name]} | "
             f"{r1:.2f} | {ra:.2f} | {ok(flag)} |")
     add("")
     add(f"**b. Lookup latency**, `/request/` → 307 to the one live peer holding the package; "
@@ -874,28 +918,31 @@ def render(m, servers, tp, lookups, res, heads, cfg):
     add("| static peers (live/dead/hung) | cold, holder has .sig | cold, no .sig | warm p50 | "
         "warm p99 | warm max | target |")
     add("|:---|---:|---:|---:|---:|---:|:---|")
-    cold_all = []
+    bound = PEER_TIMEOUT * 1000 * 1.1
     for r in lookups:
         cs = statistics.median(r["cold_sig"])
         cn = statistics.median(r["cold_nosig"])
-        cold_all.append((r["peers"], cs, cn))
         p50 = percentile(r["warm"], 50)
         p99 = percentile(r["warm"], 99)
-        flag = p99 <= 1.0 and cs <= PEER_TIMEOUT * 1000 * 1.1 and cn <= PEER_TIMEOUT * 1000 * 1.1
-        verdicts.append((f"b. {r['peers']} peer(s): warm p99 ≤ 1 ms", p99 <= 1.0, f"{p99:.3f} ms"))
-        add(f"| {r['peers']} ({r['live']}/{r['dead']}/{r['hung']}) | {cs:.1f} ms | {cn:.1f} ms | "
-            f"{p50:.3f} ms | {p99:.3f} ms | {max(r['warm']):.3f} ms | {ok(flag)} |")
-    bound = PEER_TIMEOUT * 1000 * 1.1
-    worst = max(max(cs, cn) for _, cs, cn in cold_all)
-    verdicts.append(("b. cold lookup ≤ peer timeout (+10 %)", worst <= bound, f"{worst:.0f} ms"))
-    # Independent of dead peers: the cold time with the most dead/hung peers is within 50 ms
-    # (or 25 %) of the one with the fewest that has any.
-    with_dead = [x for x in cold_all if x[0] > 1]
-    if len(with_dead) >= 2:
-        lo, hi = with_dead[0], with_dead[-1]
-        indep = all(abs(hi[k] - lo[k]) <= max(50.0, 0.25 * lo[k]) for k in (1, 2))
-        verdicts.append((f"b. cold independent of dead/hung peers ({lo[0]} vs {hi[0]} peers)",
-                         indep, f"{lo[1]:.0f}/{lo[2]:.0f} vs {hi[1]:.0f}/{hi[2]:.0f} ms"))
+        flag = p99 <= 1.0 and cs <= bound and cn <= bound
+        label = f"{r['peers']} ({r['live']}/{r['dead']}/{r['hung']})"
+        verdicts.append((f"b. {label}: warm p99 ≤ 1 ms", p99 <= 1.0, f"{p99:.3f} ms"))
+        add(f"| {label} | {cs:.1f} ms | {cn:.1f} ms | {p50:.3f} ms | {p99:.3f} ms | "
+            f"{max(r['warm']):.3f} ms | {ok(flag)} |")
+    worst = max(max(statistics.median(r["cold_sig"]), statistics.median(r["cold_nosig"]))
+                for r in lookups)
+    verdicts.append((f"b. every cold lookup ≤ peer timeout ({PEER_TIMEOUT} s, +10 %)",
+                     worst <= bound, f"{worst:.0f} ms"))
+    # Independent of dead peers: 1 live + all dead costs no more than 1 live alone (within
+    # 50 ms: both are one loopback round trip when nothing hangs).
+    alone = [r for r in lookups if r["peers"] == 1]
+    all_dead = [r for r in lookups if r["hung"] == 0 and r["dead"] > 0 and r["live"] == 1]
+    if alone and all_dead:
+        base = max(statistics.median(alone[0]["cold_sig"]), statistics.median(alone[0]["cold_nosig"]))
+        dead = max(statistics.median(all_dead[0]["cold_sig"]),
+                   statistics.median(all_dead[0]["cold_nosig"]))
+        verdicts.append((f"b. cold with {all_dead[0]['dead']} dead peers ≈ with none (+50 ms)",
+                         dead <= base + 50, f"{dead:.1f} vs {base:.1f} ms"))
     add("")
     add("**c. Resources** (CPU = utime+stime of all the server's processes and threads over "
         "every throughput run; RSS summed over master and workers).")
@@ -960,6 +1007,7 @@ def plot(path, servers, tp, lookups):
     ax1.grid(True, alpha=0.3)
     ax1.legend()
 
+    lookups = [r for r in lookups if r["curve"]]
     xs = [r["peers"] for r in lookups]
     ax2.plot(xs, [percentile(r["warm"], 50) for r in lookups], "o-", label="warm p50")
     ax2.plot(xs, [percentile(r["warm"], 99) for r in lookups], "s-", label="warm p99")
@@ -1025,6 +1073,7 @@ def run_main(argv):
     try:
         m = machine()
         log(f"machine: {m}")
+        m["busy_before"] = wait_quiet()
         cache = os.path.join(tmp, "cache")
         os.makedirs(cache)
         make_file(os.path.join(cache, BIG_NAME), BIG_SIZE, 0)
@@ -1101,10 +1150,10 @@ def run_main(argv):
             procs.stop(s.proc)
 
         # b. lookups: one holder, empty live pacserves, dead ports, hung listeners.
-        most = max(PEER_COUNTS)
-        n_dead = most // 3
-        n_hung = most // 3
-        n_empty = most - n_dead - n_hung - 1
+        configs = lookup_configs()
+        n_dead = max(c[2] for c in configs)
+        n_hung = max(c[3] for c in configs)
+        n_empty = max(c[1] for c in configs) - 1
         holder_cache = os.path.join(tmp, "holder-cache")
         empty_cache = os.path.join(tmp, "empty-cache")
         os.makedirs(holder_cache)
@@ -1145,6 +1194,8 @@ def run_main(argv):
         for s in held:
             s.close()
         lookups = lookup_bench(procs, a.bin, tmp, holder_port, empty_ports, dead_ports, hung_ports)
+        procs.stop_all()
+        m["busy_after"] = cpu_busy()
 
         cfg = {
             "tp_client": (

@@ -16,6 +16,7 @@ pub mod pacsrv;
 pub mod peers;
 pub mod resolve;
 pub mod route;
+pub mod rt;
 pub mod service;
 pub mod stats;
 pub mod status;

@@ -151,3 +151,7 @@ pub const RECENT_LOOKUPS: usize = 30;
 /// may still offer both. Healthy LAN peers answer within a millisecond or two; waiting the
 /// whole `--peer-timeout` would let one hung peer delay every such hit.
 pub const SIG_GRACE: Duration = Duration::from_millis(25);
+
+/// Most threads running the executor (one per core up to this). Serving is mostly sendfile
+/// in the kernel; beyond a few threads they only cost memory on small boards.
+pub const MAX_EXECUTOR_THREADS: usize = 4;

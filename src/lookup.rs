@@ -120,7 +120,7 @@ impl PeerLookup {
             let path = path.clone();
             let timeout = self.timeout;
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
-            smol::spawn(async move {
+            crate::rt::spawn(async move {
                 let answer = match ask_peer(&peer, &path, timeout).await {
                     Ok((200, has_sig)) => {
                         Self::lock_table(&table).succeeded(&peer, Instant::now());

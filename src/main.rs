@@ -94,12 +94,12 @@ fn run(args: Args) -> ExitCode {
     }
     let service = Arc::new(service);
 
-    smol::block_on(async {
+    pacserve::rt::block_on(pacserve::rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let server = smol::spawn(serve(listener, service.clone(), stop_rx.clone()));
+        let server = pacserve::rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
         let discovery = discovery.map(|(disc, cfg, me)| {
             let stats = Arc::new(DiscoveryStats::default());
-            smol::spawn(discovery::run(
+            pacserve::rt::spawn(discovery::run(
                 disc,
                 cfg,
                 me,

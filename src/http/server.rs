@@ -225,7 +225,7 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, st
         let guard = ConnectionSlot::take(&active);
         let handler = handler.clone();
         let stop = stop.clone();
-        smol::spawn(async move {
+        crate::rt::spawn(async move {
             let _guard = guard;
             let _ = stream.get_ref().set_nodelay(true);
             if let Err(e) = connection(stream, peer, &*handler, &stop).await {
