@@ -124,6 +124,23 @@ def children(pid):
     return out
 
 
+def thread_names(pid):
+    """Threads of a process grouped by name with digits dropped: {"blocking-": 22, ...}."""
+    out = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = re.sub(r"\d+$", "", f.read().strip())
+            out[name] = out.get(name, 0) + 1
+    except OSError:
+        pass
+    return out
+
+
+def threads_text(counts):
+    return ", ".join(f"{n} {name.rstrip('-') or '?'}" for name, n in sorted(counts.items()))
+
+
 def percentile(values, p):
     s = sorted(values)
     k = (len(s) - 1) * p / 100.0
@@ -256,6 +273,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location {ROUTE}/ {{ alias {cache_dir}/; }}
+        location /floor/ {{ return 307 http://127.0.0.1:9{ROUTE}/x; }}
     }}
 }}
 """
@@ -528,8 +546,13 @@ def lookup_configs():
     return out
 
 
-def lookup_bench(procs, binary, tmp, holder_port, empty_ports, dead_ports, hung_ports):
+def lookup_bench(procs, binary, tmp, holder_port, empty_ports, dead_ports, hung_ports,
+                 floor_port):
+    """The lookup rows, and the floor: the same client timing nginx's `return 307` (no
+    lookup at all), interleaved with the rows, so a tail that the machine or the client
+    adds shows in both."""
     results = []
+    floor = []
     a_cache = os.path.join(tmp, "lookup-cache")
     os.makedirs(a_cache, exist_ok=True)
     conf = os.path.join(tmp, "lookup.conf")
@@ -564,6 +587,13 @@ def lookup_bench(procs, binary, tmp, holder_port, empty_ports, dead_ports, hung_
                         if status != 307:
                             raise RuntimeError(f"{n} peers: warm lookup answered {status}")
                         row["warm"].append(ms)
+                    f = KeepAlive(floor_port)
+                    for _ in range(WARM_REQUESTS):
+                        ms, status, _ = f.timed("GET", "/floor/x")
+                        if status != 307:
+                            raise RuntimeError(f"nginx floor answered {status}")
+                        floor.append(ms)
+                    f.close()
                 c.close()
                 procs.stop(p)
         log(
@@ -574,7 +604,7 @@ def lookup_bench(procs, binary, tmp, holder_port, empty_ports, dead_ports, hung_
             f"({len(row['warm'])} requests)"
         )
         results.append(row)
-    return results
+    return results, floor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,8 +671,10 @@ HEADBENCH_C = r"""
 
 #define BUCKETS 100000 /* 1 us each; anything slower than 100 ms lands in the last */
 
-struct conn { int fd; int path; int dead; size_t have; long long t0; char buf[4096]; };
-struct worker { pthread_t th; int nconns; long long requests, errors; unsigned *hist; };
+struct conn { int fd; int path; int dead; size_t have; long long t0, done; char buf[4096]; };
+struct worker {
+    pthread_t th; int nconns; long long requests, errors, least, most; unsigned *hist;
+};
 
 static int port, npaths;
 static char **paths;
@@ -700,13 +732,19 @@ static void *run(void *arg) {
                 else {
                     long long us = (t - c->t0) / 1000;
                     w->hist[us < BUCKETS ? us : BUCKETS - 1]++;
-                    if (t < end) w->requests++;
+                    if (t < end) { w->requests++; c->done++; }
                 }
                 if (send_req(c)) { w->errors++; c->dead = 1; close(c->fd); }
             } else if (c->have >= sizeof c->buf - 1) {
                 w->errors++; c->dead = 1; close(c->fd);
             }
         }
+    }
+    /* Fairness: the fewest and most requests one connection got done. */
+    w->least = -1;
+    for (int i = 0; i < w->nconns; i++) {
+        if (w->least < 0 || cs[i].done < w->least) w->least = cs[i].done;
+        if (cs[i].done > w->most) w->most = cs[i].done;
     }
     return NULL;
 }
@@ -728,12 +766,14 @@ int main(int argc, char **argv) {
     start_ns = now_ns() + 50000000LL; /* set before anyone passes the barrier */
     pthread_barrier_wait(&barrier);
     while (now_ns() < start_ns) ;
-    long long req = 0, err = 0, total = 0;
+    long long req = 0, err = 0, total = 0, least = -1, most = 0;
     unsigned long long *hist = calloc(BUCKETS, sizeof *hist);
     for (int t = 0; t < threads; t++) {
         pthread_join(ws[t].th, NULL);
         req += ws[t].requests;
         err += ws[t].errors;
+        if (least < 0 || ws[t].least < least) least = ws[t].least;
+        if (ws[t].most > most) most = ws[t].most;
         for (int b = 0; b < BUCKETS; b++) { hist[b] += ws[t].hist[b]; total += ws[t].hist[b]; }
     }
     long long seen = 0, p50 = -1, p99 = -1;
@@ -742,8 +782,8 @@ int main(int argc, char **argv) {
         if (p50 < 0 && seen * 100 >= total * 50) p50 = b;
         if (p99 < 0 && seen * 100 >= total * 99) p99 = b;
     }
-    printf("requests %lld errors %lld seconds %.3f p50_us %lld p99_us %lld\n",
-           req, err, duration_ns / 1e9, p50, p99);
+    printf("requests %lld errors %lld seconds %.3f p50_us %lld p99_us %lld least %lld most %lld\n",
+           req, err, duration_ns / 1e9, p50, p99, least, most);
     return 0;
 }
 """
@@ -762,7 +802,8 @@ def build_headbench(tmp):
 
 
 def head_rps(exe, server):
-    """HEAD on the small cached packages: (requests/s, p50 ms, p99 ms)."""
+    """HEAD on the small cached packages: (requests/s, p50 ms, p99 ms, fewest and most
+    requests one connection completed)."""
     paths = [f"{ROUTE}/small{i}-1.0-1-{ARCH}.pkg.tar.zst" for i in range(SMALL_COUNT)]
     out = subprocess.run(
         [exe, str(server.port), str(SMALL_SECONDS), str(SMALL_CONNECTIONS), str(SMALL_THREADS)]
@@ -770,12 +811,12 @@ def head_rps(exe, server):
         capture_output=True, text=True, timeout=SMALL_SECONDS + 30,
     )
     f = out.stdout.split()
-    if out.returncode != 0 or len(f) != 10:
+    if out.returncode != 0 or len(f) != 14:
         raise RuntimeError(f"HEAD client against {server.label} failed: {out.stdout} {out.stderr}")
     requests, errors, seconds = int(f[1]), int(f[3]), float(f[5])
     if errors:
         raise RuntimeError(f"HEAD client against {server.label}: {errors} errors")
-    return requests / seconds, int(f[7]) / 1000, int(f[9]) / 1000
+    return requests / seconds, int(f[7]) / 1000, int(f[9]) / 1000, int(f[11]), int(f[13])
 
 
 def wrk_get_sig(tmp, server):
@@ -868,17 +909,19 @@ def ok(flag):
     return "OK" if flag else "**MISSED**"
 
 
-def render(m, servers, tp, lookups, res, heads, cfg):
+def render(m, servers, tp, lookups, floor, res, heads, cfg):
     ps, n1, na = servers
     L = []
     add = L.append
     add(f"### pacserve benchmark ({datetime.datetime.now().strftime('%Y-%m-%d %H:%M')})")
     add("")
+    busiest = max([m["busy_before"], m["busy_after"]] + [v for _, v in m["busy_phases"]])
     add(f"Machine: {m['arch']}, {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}. "
-        f"All traffic on 127.0.0.1; clients share the CPUs with the servers. Other work on "
-        f"the machine: {m['busy_before']:.0f} % CPU busy before the run, "
-        f"{m['busy_after']:.0f} % after (all harness processes stopped)"
-        f"{' — **numbers disturbed**' if max(m['busy_before'], m['busy_after']) > 15 else ''}.")
+        f"All traffic on 127.0.0.1; clients share the CPUs with the servers. CPU busy with "
+        f"other work (1 s sample; each phase waits up to 60 s for < 15 %): start "
+        f"{m['busy_before']:.0f} %, " + ", ".join(f"{k} {v:.0f} %" for k, v in m["busy_phases"])
+        + f", end {m['busy_after']:.0f} %"
+        f"{' — **numbers disturbed**' if busiest > 15 else ''}.")
     add(f"Servers: pacserve release build, `--quiet`, {ps.workers_text}; "
         f"{m['nginx']} (Debian) with `sendfile on`, `access_log off`, "
         f"{n1.workers_text} and {na.workers_text}.")
@@ -912,7 +955,8 @@ def render(m, servers, tp, lookups, res, heads, cfg):
         f"`--peer-timeout {PEER_TIMEOUT}`; static peers = live + dead (closed port) + hung "
         f"(accepts, never answers). Cold = first request after start (median of "
         f"{COLD_SAMPLES} restarts), with the holder also having the `.sig` and without; "
-        f"warm = the same package again, {WARM_REQUESTS} requests. "
+        f"warm = the same package again, {WARM_REQUESTS} requests after each cold sample "
+        f"({WARM_REQUESTS * COLD_SAMPLES} per row). "
         f"Targets: warm p99 ≤ 1 ms; cold ≤ peer timeout and not growing with dead/hung peers.")
     add("")
     add("| static peers (live/dead/hung) | cold, holder has .sig | cold, no .sig | warm p50 | "
@@ -929,6 +973,8 @@ def render(m, servers, tp, lookups, res, heads, cfg):
         verdicts.append((f"b. {label}: warm p99 ≤ 1 ms", p99 <= 1.0, f"{p99:.3f} ms"))
         add(f"| {label} | {cs:.1f} ms | {cn:.1f} ms | {p50:.3f} ms | {p99:.3f} ms | "
             f"{max(r['warm']):.3f} ms | {ok(flag)} |")
+    add(f"| reference: {n1.label} `return 307`, same client (no lookup) | | | "
+        f"{percentile(floor, 50):.3f} ms | {percentile(floor, 99):.3f} ms | {max(floor):.3f} ms | |")
     worst = max(max(statistics.median(r["cold_sig"]), statistics.median(r["cold_nosig"]))
                 for r in lookups)
     verdicts.append((f"b. every cold lookup ≤ peer timeout ({PEER_TIMEOUT} s, +10 %)",
@@ -960,12 +1006,12 @@ def render(m, servers, tp, lookups, res, heads, cfg):
         f"{SMALL_COUNT} cached packages (C client), GET of their `.sig` (wrk). No target in "
         "the issue; the ratio is pacserve / that server.")
     add("")
-    add("| server | HEAD req/s | HEAD p50 / p99 | pacserve / this | GET .sig req/s (wrk) | "
-        "GET p50 / p99 | pacserve / this |")
-    add("|:---|---:|---:|---:|---:|---:|---:|")
+    add("| server | HEAD req/s | HEAD p50 / p99 | HEAD per connection, fewest–most | "
+        "pacserve / this | GET .sig req/s (wrk) | GET p50 / p99 | pacserve / this |")
+    add("|:---|---:|---:|---:|---:|---:|---:|---:|")
     for s in servers:
         h, g = heads[s.name]["head"], heads[s.name]["get"]
-        add(f"| {s.label} | {h[0]:,.0f} | {h[1]:.2f} / {h[2]:.2f} ms | "
+        add(f"| {s.label} | {h[0]:,.0f} | {h[1]:.2f} / {h[2]:.2f} ms | {h[3]:,}–{h[4]:,} | "
             f"{heads[ps.name]['head'][0] / h[0]:.2f} | {g[0]:,.0f} | "
             f"{g[1]:.2f} / {g[2]:.2f} ms | {heads[ps.name]['get'][0] / g[0]:.2f} |")
     add("")
@@ -983,7 +1029,7 @@ def ps_hwm_text(res):
     return f"{res['pacserve']['hwm_kib'] / 1024:.1f} MiB"
 
 
-def plot(path, servers, tp, lookups):
+def plot(path, servers, tp, lookups, floor):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1012,6 +1058,8 @@ def plot(path, servers, tp, lookups):
     ax2.plot(xs, [percentile(r["warm"], 50) for r in lookups], "o-", label="warm p50")
     ax2.plot(xs, [percentile(r["warm"], 99) for r in lookups], "s-", label="warm p99")
     ax2.axhline(1.0, color="red", linestyle=":", label="target p99 ≤ 1 ms")
+    ax2.axhline(percentile(floor, 99), color="gray", linestyle="--",
+                label="floor: nginx return 307, p99")
     ax2.set_xscale("log")
     ax2.set_xticks(xs)
     ax2.set_xticklabels([str(x) for x in xs])
@@ -1029,7 +1077,7 @@ def plot(path, servers, tp, lookups):
     cold.set_ylim(bottom=0)
     h1, l1 = ax2.get_legend_handles_labels()
     h2, l2 = cold.get_legend_handles_labels()
-    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -1056,8 +1104,6 @@ def run_main(argv):
     ap.add_argument("--out", required=True, help="where results.md, results.json, bench.png go")
     ap.add_argument("--client", choices=["splice", "recv"], default="splice",
                     help="throughput client: splice bodies to /dev/null (default) or recv_into")
-    ap.add_argument("--smol-threads", default=None,
-                    help="SMOL_THREADS for the pacserve under test (default: unset = 1)")
     a = ap.parse_args(argv)
     tmp = a.tmp
     os.makedirs(a.out, exist_ok=True)
@@ -1074,6 +1120,7 @@ def run_main(argv):
         m = machine()
         log(f"machine: {m}")
         m["busy_before"] = wait_quiet()
+        busy = []
         cache = os.path.join(tmp, "cache")
         os.makedirs(cache)
         make_file(os.path.join(cache, BIG_NAME), BIG_SIZE, 0)
@@ -1087,13 +1134,10 @@ def run_main(argv):
         conf = os.path.join(tmp, "pacserve.conf")
         write_pacman_conf(conf, cache, free_port())
         ps_port = free_port()
-        env = {"SMOL_THREADS": a.smol_threads} if a.smol_threads else None
-        ps_proc = start_pacserve(procs, a.bin, conf, ps_port, env=env)
+        ps_proc = start_pacserve(procs, a.bin, conf, ps_port)
         time.sleep(0.3)
-        threads = a.smol_threads or os.environ.get("SMOL_THREADS") or "1"
-        ps = Server("pacserve", "pacserve", ps_port, ps_proc,
-                    f"{threads} executor thread(s) (SMOL_THREADS={threads}), "
-                    f"{proc_status_kib(ps_proc.pid, 'Threads')} threads at idle")
+        ps = Server("pacserve", "pacserve", ps_port, ps_proc, "")
+        idle_threads = thread_names(ps_proc.pid)
         n1p, n1port, n1w = start_nginx(procs, tmp, "nginx-w1", "1", cache)
         nap, naport, naw = start_nginx(procs, tmp, "nginx-auto", "auto", cache)
         n1 = Server("nginx1", "nginx ×1", n1port, n1p, f"`worker_processes 1` ({n1w} worker)")
@@ -1113,6 +1157,7 @@ def run_main(argv):
 
         # c. RSS under 100 concurrent downloads (before the throughput runs, so VmHWM is
         # this test's).
+        busy.append(("c", wait_quiet()))
         for s in servers:
             res[s.name]["peak_kib"] = rss_under_downloads(s)
             time.sleep(0.3)
@@ -1124,6 +1169,7 @@ def run_main(argv):
         tp = {s.name: {c: [] for c in THROUGHPUT_CLIENTS} for s in servers}
         cpu = {s.name: [0.0, 0] for s in servers}
         for c in THROUGHPUT_CLIENTS:
+            busy.append((f"a{c}", wait_quiet()))
             for run in range(THROUGHPUT_RUNS):
                 order = servers[run % 3:] + servers[: run % 3]
                 for s in order:
@@ -1140,13 +1186,19 @@ def run_main(argv):
         # d. many small requests: HEAD (own client) then GET .sig (wrk), each server in turn.
         exe = build_headbench(tmp)
         heads = {s.name: {} for s in servers}
+        busy.append(("d", wait_quiet()))
         for s in servers:
             heads[s.name]["head"] = head_rps(exe, s)
+            if s is ps:
+                load_threads = thread_names(ps.proc.pid)
             log(f"HEAD {s.label}: {heads[s.name]['head'][0]:,.0f} req/s")
         for s in servers:
             heads[s.name]["get"] = wrk_get_sig(tmp, s)
             log(f"GET .sig {s.label}: {heads[s.name]['get'][0]:,.0f} req/s")
-        for s in servers:
+        ps.workers_text = (f"threads at idle: {threads_text(idle_threads)}; right after the "
+                           f"HEAD load: {threads_text(load_threads)}")
+        # nginx ×1 stays up: its `return 307` is the floor the lookup timings are read against.
+        for s in (ps, na):
             procs.stop(s.proc)
 
         # b. lookups: one holder, empty live pacserves, dead ports, hung listeners.
@@ -1193,9 +1245,12 @@ def run_main(argv):
             raise RuntimeError("hung listener did not start")
         for s in held:
             s.close()
-        lookups = lookup_bench(procs, a.bin, tmp, holder_port, empty_ports, dead_ports, hung_ports)
+        busy.append(("b", wait_quiet()))
+        lookups, floor = lookup_bench(procs, a.bin, tmp, holder_port, empty_ports, dead_ports,
+                                      hung_ports, n1.port)
         procs.stop_all()
         m["busy_after"] = cpu_busy()
+        m["busy_phases"] = busy
 
         cfg = {
             "tp_client": (
@@ -1205,14 +1260,14 @@ def run_main(argv):
                 "Python epoll processes (one per CPU), keep-alive GETs, recv_into a 1 MiB buffer"
             ),
         }
-        table, verdicts = render(m, servers, tp, lookups, res, heads, cfg)
+        table, verdicts = render(m, servers, tp, lookups, floor, res, heads, cfg)
         print(table, flush=True)
         with open(os.path.join(a.out, "results.md"), "w") as f:
             f.write(table + "\n")
         with open(os.path.join(a.out, "results.json"), "w") as f:
             json.dump({"machine": m, "throughput": tp, "lookups": lookups,
                        "resources": res, "head": heads}, f, indent=1)
-        plot(os.path.join(a.out, "bench.png"), servers, tp, lookups)
+        plot(os.path.join(a.out, "bench.png"), servers, tp, lookups, floor)
         log(f"plot: {os.path.join(a.out, 'bench.png')}; table: {os.path.join(a.out, 'results.md')}; "
             f"took {time.monotonic() - started:.0f} s")
         return 0

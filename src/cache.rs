@@ -4,16 +4,21 @@
 //! accept what is really a complete package: a non-empty regular file directly inside a
 //! CacheDir, opened without following a symlink and without blocking on a FIFO.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, UNIX_EPOCH};
+
+use crate::limits::{OPEN_CACHE_MAX, OPEN_CACHE_TTL};
 
 use rustix::fs::OFlags;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CachedFile {
-    pub file: File,
+    /// Shared: sendfile reads at explicit offsets, so responses never disturb each other.
+    pub file: Arc<File>,
     pub path: PathBuf,
     pub len: u64,
     /// Modification time, whole seconds since the Unix epoch (HTTP dates have no fractions).
@@ -76,11 +81,49 @@ fn open_one(path: &Path) -> Result<CachedFile, Skip> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     Ok(CachedFile {
-        file,
+        file: Arc::new(file),
         path: path.to_path_buf(),
         len: meta.len(),
         mtime,
     })
+}
+
+/// Recently opened cache files, so that repeated requests for the same package (HEAD then
+/// GET, a `.sig` after its package, a LAN burst) skip the trip to the blocking pool. Only
+/// hits are kept, briefly: a file deleted meanwhile is still served whole from the open
+/// handle, and a file that appears is found on the next miss.
+#[derive(Debug, Default)]
+pub struct OpenCache {
+    entries: Mutex<HashMap<String, (CachedFile, Instant)>>,
+}
+
+impl OpenCache {
+    pub fn get(&self, name: &str, now: Instant) -> Option<CachedFile> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(name)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < OPEN_CACHE_TTL)
+            .map(|(f, _)| f.clone())
+    }
+
+    pub fn put(&self, name: &str, file: &CachedFile, now: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= OPEN_CACHE_MAX {
+            entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < OPEN_CACHE_TTL);
+            if entries.len() >= OPEN_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(name.to_string(), (file.clone(), now));
+    }
+
+    /// Forget everything (the cache dirs changed).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 /// Every package file (name, size) directly in the cache dirs; a name in several dirs is
@@ -157,6 +200,27 @@ mod tests {
         assert_eq!(found.path, b.0.join(name));
         assert_eq!(found.len, 7);
         assert!(matches!(skipped.as_slice(), [(_, Skip::Empty)]));
+    }
+
+    #[test]
+    fn open_cache_keeps_hits_briefly_and_is_bounded() {
+        let d = Dir::new("oc");
+        let name = "x-1-1-any.pkg.tar.zst";
+        std::fs::write(d.0.join(name), b"package").unwrap();
+        let (found, _) = open_cached(std::slice::from_ref(&d.0), name);
+        let found = found.unwrap();
+        let cache = OpenCache::default();
+        let t0 = Instant::now();
+        assert!(cache.get(name, t0).is_none());
+        cache.put(name, &found, t0);
+        assert_eq!(cache.get(name, t0).map(|f| f.len), Some(7));
+        assert!(cache.get(name, t0 + OPEN_CACHE_TTL).is_none(), "expired");
+        for i in 0..(OPEN_CACHE_MAX + 5) {
+            cache.put(&format!("n{i}"), &found, t0);
+        }
+        assert!(cache.entries.lock().unwrap().len() <= OPEN_CACHE_MAX);
+        cache.clear();
+        assert!(cache.get("n1", t0).is_none());
     }
 
     #[test]

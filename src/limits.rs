@@ -155,3 +155,11 @@ pub const SIG_GRACE: Duration = Duration::from_millis(25);
 /// Most threads running the executor (one per core up to this). Serving is mostly sendfile
 /// in the kernel; beyond a few threads they only cost memory on small boards.
 pub const MAX_EXECUTOR_THREADS: usize = 4;
+
+/// How long an opened cache file is reused without looking at the disk again. pacman asks
+/// for a package and then its `.sig` (or HEAD then GET) within this; a replaced file is
+/// seen after it.
+pub const OPEN_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Most open cache files kept for reuse: bounds the descriptors they hold.
+pub const OPEN_CACHE_MAX: usize = 128;

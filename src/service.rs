@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::cache::{CachedFile, dirs_stamp, list_packages, open_cached};
+use crate::cache::{CachedFile, OpenCache, dirs_stamp, list_packages, open_cached};
 use crate::http::client::head_status;
 use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::range::{RangeDecision, decide_range};
@@ -49,6 +49,7 @@ pub struct Service {
     config: RwLock<Arc<Config>>,
     dead_mirrors: Mutex<DeadMirrors>,
     peers: PeerLookup,
+    open_files: OpenCache,
     stats: Stats,
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
@@ -64,6 +65,7 @@ impl Service {
             peers,
             info: Mutex::new(None),
             stats: Stats::default(),
+            open_files: OpenCache::default(),
             multicast: None,
         }
     }
@@ -85,6 +87,7 @@ impl Service {
     /// Swap in a new configuration; requests in flight keep the one they started with.
     pub fn replace_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        self.open_files.clear();
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -154,21 +157,34 @@ impl Service {
     /// Another pacserve asks: answer from this cache only, never from peers or mirrors, so
     /// a lookup cannot recurse or loop. `X-Pacserve-Sig` says whether the `.sig` is here too.
     async fn peer_query(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
-        let dirs = config.cache_dirs.clone();
-        let name = f.file.clone();
-        let (found, has_sig) = smol::unblock(move || {
-            let (found, _) = open_cached(&dirs, &name);
-            let has_sig = found.is_some()
-                && !name.ends_with(".sig")
-                && open_cached(&dirs, &format!("{name}.sig")).0.is_some();
-            (found, has_sig)
-        })
-        .await;
-        match found {
-            Some(cached) => serve_local(cached, req)
-                .header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" }),
-            None => Response::new(404, Outcome::Miss),
+        let Some(cached) = self.open(config, &f.file).await else {
+            return Response::new(404, Outcome::Miss);
+        };
+        let has_sig = !f.file.ends_with(".sig")
+            && self
+                .open(config, &format!("{}.sig", f.file))
+                .await
+                .is_some();
+        serve_local(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" })
+    }
+
+    /// A complete package file `name` from the cache dirs: from the open-file cache when
+    /// it was opened a moment ago, else opened off the executor (open/stat may block on a
+    /// slow disk, and must not freeze every connection).
+    async fn open(&self, config: &Config, name: &str) -> Option<CachedFile> {
+        if let Some(hit) = self.open_files.get(name, Instant::now()) {
+            return Some(hit);
         }
+        let dirs = config.cache_dirs.clone();
+        let owned = name.to_string();
+        let (found, skipped) = smol::unblock(move || open_cached(&dirs, &owned)).await;
+        for (path, why) in &skipped {
+            crate::verbose!("{}: not served: {why:?}", path.display());
+        }
+        if let Some(f) = &found {
+            self.open_files.put(name, f, Instant::now());
+        }
+        found
     }
 
     /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
@@ -317,14 +333,7 @@ impl Service {
         f: &FileRequest,
         req: &Request,
     ) -> Option<Response> {
-        let dirs = config.cache_dirs.clone();
-        let name = f.file.clone();
-        // open/stat may block on a slow disk: keep it off the executor.
-        let (found, skipped) = smol::unblock(move || open_cached(&dirs, &name)).await;
-        for (path, why) in &skipped {
-            crate::verbose!("{}: not served: {why:?}", path.display());
-        }
-        if let Some(cached) = found {
+        if let Some(cached) = self.open(config, &f.file).await {
             return Some(serve_local(cached, req));
         }
         if let Some(hit) = self.peers.find(f).await {
@@ -416,7 +425,7 @@ fn serve_local(cached: CachedFile, req: &Request) -> Response {
         Some(tag) if *tag != last_modified => None,
         _ => req.range.as_deref(),
     };
-    let file = Arc::new(cached.file);
+    let file = cached.file;
     let resp = |status| {
         Response::new(status, Outcome::Local)
             .header("Content-Type", "application/octet-stream")

@@ -413,6 +413,8 @@ async fn connection<H: Handler>(
         if resp.close || stop.is_closed() {
             return Ok(());
         }
+        // A keep-alive client with pipelined requests must not starve the other connections.
+        smol::future::yield_now().await;
     }
 }
 
