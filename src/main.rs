@@ -88,9 +88,13 @@ fn run(args: Args) -> ExitCode {
         },
     };
 
+    let discovery_stats = Arc::new(DiscoveryStats::default());
     let mut service = Service::new(build_config(&conf, port), lookup);
     if let Some((_, cfg, _)) = &discovery {
-        service = service.with_multicast(format!("{}:{}", cfg.group, cfg.port));
+        service = service.with_multicast(
+            format!("{}:{}", cfg.group, cfg.port),
+            discovery_stats.clone(),
+        );
     }
     let service = Arc::new(service);
 
@@ -98,13 +102,12 @@ fn run(args: Args) -> ExitCode {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let server = pacserve::rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
         let discovery = discovery.map(|(disc, cfg, me)| {
-            let stats = Arc::new(DiscoveryStats::default());
             pacserve::rt::spawn(discovery::run(
                 disc,
                 cfg,
                 me,
                 table.clone(),
-                stats,
+                discovery_stats.clone(),
                 stop_rx.clone(),
             ))
         });

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::cache::{CachedFile, OpenCache, dirs_stamp, list_packages, open_cached};
+use crate::discovery::DiscoveryStats;
 use crate::http::client::head_status;
 use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::range::{RangeDecision, decide_range};
@@ -53,6 +54,7 @@ pub struct Service {
     stats: Stats,
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
+    discovery_stats: Option<Arc<DiscoveryStats>>,
     /// The rendered `/info` listing and the cache dirs' mtimes it was made from.
     info: Mutex<Option<InfoListing>>,
 }
@@ -67,12 +69,14 @@ impl Service {
             stats: Stats::default(),
             open_files: OpenCache::default(),
             multicast: None,
+            discovery_stats: None,
         }
     }
 
     /// Say on the status page that discovery runs, and where.
-    pub fn with_multicast(mut self, description: String) -> Service {
+    pub fn with_multicast(mut self, description: String, stats: Arc<DiscoveryStats>) -> Service {
         self.multicast = Some(description);
+        self.discovery_stats = Some(stats);
         self
     }
 
@@ -279,6 +283,16 @@ impl Service {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             counters: self.stats.counters(),
+            multicast_datagrams: self.discovery_stats.as_ref().map_or(Vec::new(), |d| {
+                let s = d.snapshot();
+                vec![
+                    ("received", s.received),
+                    ("malformed", s.malformed),
+                    ("own", s.own),
+                    ("sent", s.sent),
+                    ("send_errors", s.send_errors),
+                ]
+            }),
         }
     }
 

@@ -32,6 +32,9 @@ pub struct StatusView {
     /// `now - recent.at` is shown as "N s ago"; passed in so rendering stays pure.
     pub now_unix: u64,
     pub counters: Counters,
+    /// Multicast datagrams by kind (`received`, `malformed`, `own`, `sent`, `send_errors`),
+    /// when discovery is on.
+    pub multicast_datagrams: Vec<(&'static str, u64)>,
 }
 
 fn html_escape(s: &str) -> String {
@@ -242,7 +245,16 @@ pub fn json(v: &StatusView) -> String {
             opt(p.retry_in_secs)
         );
     }
-    j.push_str("],\"recent\":[");
+    j.push_str("],\"multicast_datagrams\":{");
+    for (i, (kind, n)) in v.multicast_datagrams.iter().enumerate() {
+        let _ = write!(
+            j,
+            "{}{}:{n}",
+            if i > 0 { "," } else { "" },
+            json_string(kind)
+        );
+    }
+    j.push_str("},\"recent\":[");
     for (i, r) in v.recent.iter().enumerate() {
         let _ = write!(
             j,
@@ -313,6 +325,19 @@ pub fn metrics(v: &StatusView) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
     }
+    if !v.multicast_datagrams.is_empty() {
+        m.push_str(
+            "# HELP pacserve_multicast_datagrams_total Discovery datagrams, by kind \
+             (malformed ones are dropped).\n\
+             # TYPE pacserve_multicast_datagrams_total counter\n",
+        );
+        for (kind, n) in &v.multicast_datagrams {
+            let _ = writeln!(
+                m,
+                "pacserve_multicast_datagrams_total{{kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
     m.push_str(
         "# HELP pacserve_peer_up Whether a peer answers lookups (1) or is failing (0).\n\
          # TYPE pacserve_peer_up gauge\n",
@@ -377,6 +402,7 @@ mod tests {
                 bytes_served: 5 * 1024 * 1024,
                 bytes_saved: 4 * 1024 * 1024,
             },
+            multicast_datagrams: vec![("received", 9), ("malformed", 2)],
         }
     }
 
@@ -404,6 +430,7 @@ mod tests {
             j.contains("\"requests\":{\"local\":3,\"peer\":1,\"mirror\":2,\"miss\":0,\"bad\":1}")
         );
         assert!(j.contains("\"bytes_saved\":4194304"));
+        assert!(j.contains("\"multicast_datagrams\":{\"received\":9,\"malformed\":2}"));
         assert!(j.contains("\"address\":\"<b>\\\"x\\\"</b>:1\""));
         assert!(j.contains("\"last_seen_secs\":null"));
         let opens = j.matches(['{', '[']).count();
@@ -416,6 +443,7 @@ mod tests {
     fn metrics_follow_the_exposition_format() {
         let m = metrics(&sample());
         assert!(m.contains("pacserve_requests_total{outcome=\"local\"} 3\n"));
+        assert!(m.contains("pacserve_multicast_datagrams_total{kind=\"malformed\"} 2\n"));
         assert!(m.contains(
             "# TYPE pacserve_bytes_saved_total counter\npacserve_bytes_saved_total 4194304\n"
         ));

@@ -1990,3 +1990,64 @@ fn print_pacman_conf_puts_pacserve_first_in_every_repo() {
     assert!(again.success(), "{again:?}");
     assert_eq!(again.stdout, ran.stdout, "print-pacman-conf is idempotent");
 }
+
+/// Malformed discovery datagrams are dropped and counted, and the count shows in /metrics.
+#[test]
+fn malformed_multicast_datagrams_are_counted_in_metrics() {
+    let dir = TempDir::new("mc-metrics");
+    let cache = dir.mkdir("cache");
+    let mirror_root = dir.mkdir("mirror");
+    let mirror = Mirror::start(&mirror_root);
+    let conf = write_server_conf(
+        dir.path(),
+        &[&cache],
+        &[("core", &[mirror.url("/$repo/os/$arch")])],
+    );
+    // A UDP port nobody else uses: bind it, note it, release it.
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free udp port")
+        .port();
+    let port_arg = udp_port.to_string();
+    let ps = Pacserve::start(
+        &conf,
+        &[
+            "--multicast",
+            "--multicast-interface",
+            "127.0.0.1",
+            "--multicast-port",
+            &port_arg,
+        ],
+    );
+    let malformed = |text: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with("pacserve_multicast_datagrams_total{kind=\"malformed\"} "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+    };
+    let before = malformed(&String::from_utf8_lossy(&get(ps.port(), "/metrics").body));
+    assert_eq!(before, Some(0), "metrics before any garbage");
+    // The discovery socket is bound to 0.0.0.0:PORT, so unicast garbage reaches it too.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sender");
+    for garbage in [
+        &b"pacserve 9 hello id=1 port=1\n"[..],
+        b"\x00\xffjunk",
+        b"GET / HTTP/1.1\r\n",
+    ] {
+        sender
+            .send_to(garbage, ("127.0.0.1", udp_port))
+            .expect("send garbage");
+    }
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = malformed(&String::from_utf8_lossy(&get(ps.port(), "/metrics").body));
+        if seen >= Some(3) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen, Some(3), "{}", ps.log());
+    let json = String::from_utf8_lossy(&get(ps.port(), "/status.json").body).into_owned();
+    assert!(json.contains("\"malformed\":3"), "{json}");
+    assert!(ps.log().contains("listening on"), "still serving");
+}
