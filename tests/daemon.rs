@@ -15,7 +15,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -69,20 +69,8 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn pacserve: {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let reader = {
-            let log = log.clone();
-            thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                // Ends at EOF, which comes when the daemon exits or is killed.
-                while let Ok(n) = stderr.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock().unwrap().extend_from_slice(&chunk[..n]);
-                }
-            })
-        };
+        // Ends at EOF, when the process exits or is killed.
+        let reader = drain(child.stderr.take().expect("stderr is piped"), log.clone());
         let mut d = Daemon {
             child,
             port: 0,

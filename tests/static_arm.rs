@@ -10,12 +10,11 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
@@ -231,20 +230,8 @@ impl QemuPacserve {
             .spawn()
             .map_err(|e| format!("spawn {QEMU}: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let reader = {
-            let log = log.clone();
-            thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                // Ends at EOF, when the process exits or is killed.
-                while let Ok(n) = stderr.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock().unwrap().extend_from_slice(&chunk[..n]);
-                }
-            })
-        };
+        // Ends at EOF, when the process exits or is killed.
+        let reader = drain(child.stderr.take().expect("stderr is piped"), log.clone());
         let mut q = QemuPacserve {
             child,
             port: 0,
