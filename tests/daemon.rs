@@ -162,13 +162,6 @@ impl Drop for Daemon {
     }
 }
 
-/// The port of the first `listening on ADDR:PORT` in `log`.
-fn listening_port(log: &str) -> Option<u16> {
-    let rest = &log[log.find("listening on ")? + "listening on ".len()..];
-    let addr = rest.split_whitespace().next()?;
-    addr.parse::<SocketAddr>().ok().map(|a| a.port())
-}
-
 // ---------------------------------------------------------------------------------------------
 // A world: repos `core` and `extra`, each with a mirror and a cache dir
 

@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -277,13 +277,6 @@ impl Drop for QemuPacserve {
             }
         }
     }
-}
-
-/// The port of the first `listening on ADDR:PORT` in `log`.
-fn listening_port(log: &str) -> Option<u16> {
-    let rest = &log[log.find("listening on ")? + "listening on ".len()..];
-    let addr = rest.split_whitespace().next()?;
-    addr.parse::<SocketAddr>().ok().map(|a| a.port())
 }
 
 /// A UDP port nothing uses right now, so the multicast socket meets no other test's traffic.

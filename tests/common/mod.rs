@@ -924,7 +924,7 @@ fn bin() -> &'static str {
 }
 
 /// The port in the first `listening on ADDR:PORT` of `log`.
-fn listening_port(log: &str) -> Option<u16> {
+pub fn listening_port(log: &str) -> Option<u16> {
     let rest = &log[log.find("listening on ")? + "listening on ".len()..];
     let addr: String = rest
         .chars()
