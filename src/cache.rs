@@ -99,7 +99,7 @@ pub struct OpenCache {
 
 impl OpenCache {
     pub fn get(&self, name: &str, now: Instant) -> Option<CachedFile> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = crate::lock(&self.entries);
         entries
             .get(name)
             .filter(|(_, at)| now.saturating_duration_since(*at) < OPEN_CACHE_TTL)
@@ -107,7 +107,7 @@ impl OpenCache {
     }
 
     pub fn put(&self, name: &str, file: &CachedFile, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = crate::lock(&self.entries);
         if entries.len() >= OPEN_CACHE_MAX {
             entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < OPEN_CACHE_TTL);
             if entries.len() >= OPEN_CACHE_MAX {
@@ -119,10 +119,7 @@ impl OpenCache {
 
     /// Forget everything (the cache dirs changed).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        crate::lock(&self.entries).clear();
     }
 }
 

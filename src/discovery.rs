@@ -42,7 +42,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::io::Errno;
@@ -613,14 +613,6 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-fn lock(table: &Mutex<PeerTable>) -> MutexGuard<'_, PeerTable> {
-    // Every PeerTable method leaves the table consistent, so one poisoned by a panic elsewhere
-    // is still good to use.
-    table
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// What a decoded announcement from someone else did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Heard {
@@ -767,7 +759,7 @@ pub async fn run(
                     sender.send(&hello, "hello").await;
                     (last_hello, answer_due) = (now, None);
                     next_hello = now + interval;
-                    for addr in lock(&table).expire(now, max_silence) {
+                    for addr in crate::lock(&table).expire(now, max_silence) {
                         crate::info!(
                             "peer {addr} forgotten: no hello for {} s",
                             max_silence.as_secs()
@@ -800,7 +792,7 @@ pub async fn run(
                     bump(&stats.own);
                     continue;
                 }
-                let heard = apply(&a, src, &mut lock(&table), now);
+                let heard = apply(&a, src, &mut crate::lock(&table), now);
                 match heard {
                     Heard::Hello(addr, Seen::New) => crate::info!("peer {addr} discovered"),
                     Heard::Hello(_, Seen::Refreshed) => {}
@@ -1324,7 +1316,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
         };
-        lock(&r.table).get(&peer).is_some()
+        crate::lock(&r.table).get(&peer).is_some()
     }
 
     #[test]
@@ -1348,7 +1340,7 @@ mod tests {
             c.send_bytes(b"pacserve 9 hello\n").await.unwrap();
             c.send_bytes(&[0xff; 700]).await.unwrap();
             assert!(eventually(limit, || b.stats.snapshot().malformed >= 2).await);
-            assert_eq!(lock(&b.table).len(), 1);
+            assert_eq!(crate::lock(&b.table).len(), 1);
 
             drop(a.stop);
             a.task.await;

@@ -21,3 +21,9 @@ pub mod service;
 pub mod stats;
 pub mod status;
 pub mod sysinfo;
+
+/// Lock a mutex even if a thread panicked while holding it: every shared table here is
+/// changed by single calls, so a panic elsewhere cannot leave one half-updated.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -71,17 +71,12 @@ impl PeerLookup {
         &self.table
     }
 
-    fn lock_table(table: &Mutex<PeerTable>) -> std::sync::MutexGuard<'_, PeerTable> {
-        // Every table update is a single call; a panic cannot leave it half-done.
-        table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The peer to send pacman to for `f`, if any holds it.
     pub async fn find(&self, f: &FileRequest) -> Answer {
         let key = format!("{}/{}/{}", f.repo, f.arch, f.file);
         let cell = {
             let now = Instant::now();
-            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut answers = crate::lock(&self.answers);
             match answers.get(&key) {
                 Some(e) if !e.expired(now) => e.cell.clone(),
                 _ => {
@@ -108,7 +103,7 @@ impl PeerLookup {
 
     /// Ask every askable peer at once; each answer or failure also updates its backoff.
     async fn ask_all(&self, f: &FileRequest) -> Answer {
-        let peers = Self::lock_table(&self.table).askable(Instant::now());
+        let peers = crate::lock(&self.table).askable(Instant::now());
         if peers.is_empty() {
             return None;
         }
@@ -123,20 +118,20 @@ impl PeerLookup {
             crate::rt::spawn(async move {
                 let answer = match ask_peer(&peer, &path, timeout).await {
                     Ok((200, has_sig)) => {
-                        Self::lock_table(&table).succeeded(&peer, Instant::now());
+                        crate::lock(&table).succeeded(&peer, Instant::now());
                         Some(PeerHit { peer, has_sig })
                     }
                     Ok((404, _)) => {
-                        Self::lock_table(&table).succeeded(&peer, Instant::now());
+                        crate::lock(&table).succeeded(&peer, Instant::now());
                         None
                     }
                     Ok((status, _)) => {
                         crate::verbose!("peer {peer} answered {status}; backing off");
-                        Self::lock_table(&table).failed(&peer, Instant::now());
+                        crate::lock(&table).failed(&peer, Instant::now());
                         None
                     }
                     Err(e) => {
-                        match Self::lock_table(&table).failed(&peer, Instant::now()) {
+                        match crate::lock(&table).failed(&peer, Instant::now()) {
                             Some(wait) => crate::verbose!(
                                 "peer {peer} failed: {e}; next try in {}s",
                                 wait.as_secs()

@@ -103,7 +103,7 @@ impl Service {
 
     fn dead(&self) -> std::sync::MutexGuard<'_, DeadMirrors> {
         // A panic elsewhere cannot leave this table half-updated in a harmful way.
-        self.dead_mirrors.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.dead_mirrors)
     }
 
     async fn answer(&self, req: &Request) -> Response {
@@ -203,7 +203,7 @@ impl Service {
     /// The `/info` body and its package count, rebuilt only when a cache dir changed.
     async fn listing(&self) -> (Arc<Vec<u8>>, u64) {
         let dirs = self.config().cache_dirs.clone();
-        let cached = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let cached = crate::lock(&self.info).clone();
         let listing = smol::unblock(move || {
             let stamp = dirs_stamp(&dirs);
             match cached {
@@ -227,7 +227,7 @@ impl Service {
         })
         .await;
         let out = (listing.body.clone(), listing.count);
-        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(listing);
+        *crate::lock(&self.info) = Some(listing);
         out
     }
 
@@ -235,12 +235,7 @@ impl Service {
     async fn status_view(&self) -> StatusView {
         let (_, packages) = self.listing().await;
         let now = Instant::now();
-        let peers = self
-            .peers
-            .table()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .all();
+        let peers = crate::lock(self.peers.table()).all();
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         StatusView {
             version: env!("CARGO_PKG_VERSION").to_string(),

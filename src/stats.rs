@@ -97,7 +97,7 @@ impl Stats {
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = crate::lock(&self.recent);
         if recent.len() == RECENT_LOOKUPS {
             recent.pop_front();
         }
@@ -122,7 +122,7 @@ impl Stats {
 
     /// Newest first.
     pub fn recent(&self) -> Vec<Recent> {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = crate::lock(&self.recent);
         recent.iter().rev().cloned().collect()
     }
 }
