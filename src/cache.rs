@@ -153,6 +153,28 @@ pub fn list_packages(cache_dirs: &[PathBuf]) -> Vec<(String, u64)> {
     seen.into_iter().collect()
 }
 
+/// What is wrong with a `CacheDir`, in words a user can act on; None when it can be listed.
+/// Blocking (one `read_dir`): call it at start and on reload.
+pub fn cache_dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::read_dir(dir) {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "CacheDir {} does not exist: nothing can be served from it until it does \
+             (pacman creates it on its first download; or fix CacheDir in pacman.conf)",
+            dir.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Some(format!(
+            "CacheDir {} is not a directory: fix CacheDir in pacman.conf",
+            dir.display()
+        )),
+        Err(e) => Some(format!(
+            "CacheDir {} cannot be read ({e}): let pacserve's user read it, or fix CacheDir \
+             in pacman.conf",
+            dir.display()
+        )),
+    }
+}
+
 /// Modification times of the cache dirs: the listing changes only when one of these does.
 pub fn dirs_stamp(cache_dirs: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
     cache_dirs
@@ -243,6 +265,19 @@ mod tests {
                 ("x-1-1-any.pkg.tar.zst.sig".to_string(), 3),
             ]
         );
+    }
+
+    #[test]
+    fn names_cache_dir_problems() {
+        let d = Dir::new("problems");
+        assert_eq!(cache_dir_problem(&d.0), None);
+        let missing = d.0.join("missing");
+        let e = cache_dir_problem(&missing).expect("missing dir");
+        assert!(e.contains("does not exist"), "{e}");
+        let file = d.0.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = cache_dir_problem(&file).expect("a file");
+        assert!(e.contains("is not a directory"), "{e}");
     }
 
     #[test]

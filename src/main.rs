@@ -89,7 +89,7 @@ fn run(args: Args) -> ExitCode {
     };
 
     let discovery_stats = Arc::new(DiscoveryStats::default());
-    let mut service = Service::new(build_config(&conf, port), lookup);
+    let mut service = Service::new(build_config(&conf, &args.pacman_conf, port), lookup);
     if let Some((_, cfg, _)) = &discovery {
         service = service.with_multicast(
             format!("{}:{}", cfg.group, cfg.port),
@@ -197,7 +197,7 @@ fn reload(service: &Service, path: &Path, port: u16) {
     let _ = notify::notify("RELOADING=1");
     match pacman_conf::load(path) {
         Ok(conf) => {
-            service.replace_config(build_config(&conf, port));
+            service.replace_config(build_config(&conf, path, port));
             info!("reloaded {}", path.display());
         }
         Err(e) => error!("reload failed, keeping the previous configuration: {e}"),
@@ -206,14 +206,20 @@ fn reload(service: &Service, path: &Path, port: u16) {
 }
 
 /// The served configuration: cache dirs, and mirrors less those that point back at us.
-fn build_config(conf: &pacman_conf::PacmanConf, port: u16) -> Config {
+/// Warns (once per load) about what would make pacserve serve less than the user expects.
+fn build_config(conf: &pacman_conf::PacmanConf, path: &Path, port: u16) -> Config {
     let own_addrs = sysinfo::local_addresses();
     let hostname = sysinfo::hostname();
     let (repos, warnings) = RepoTable::from_conf(conf, |url| {
         points_at_self(url, port, &own_addrs, hostname.as_deref())
     });
     for w in warnings {
-        error!("warning: {}", w.0);
+        error!("warning: {}: {}", path.display(), w.0);
+    }
+    for dir in &conf.cache_dirs {
+        if let Some(problem) = pacserve::cache::cache_dir_problem(dir) {
+            error!("warning: {}: {problem}", path.display());
+        }
     }
     Config {
         cache_dirs: conf.cache_dirs.clone(),

@@ -27,6 +27,14 @@ impl RepoTable {
         is_self: impl Fn(&Url) -> bool,
     ) -> (Self, Vec<ConfWarning>) {
         let mut warnings = Vec::new();
+        if conf.repos.is_empty() {
+            warnings.push(ConfWarning(
+                "defines no repository, so pacserve has nothing to serve: add the \
+                 repositories pacman uses (e.g. [core] with Include = /etc/pacman.d/mirrorlist), \
+                 then reload pacserve (SIGHUP)"
+                    .into(),
+            ));
+        }
         let mut repos = HashMap::new();
         let probe_arch = conf.architectures.first().map_or("x86_64", String::as_str);
         for repo in &conf.repos {
@@ -47,7 +55,9 @@ impl RepoTable {
             }
             if kept.is_empty() {
                 warnings.push(ConfWarning(format!(
-                    "[{}] has no usable Server: its packages are served from the cache only",
+                    "[{}] has no usable Server: its packages are served from the cache and \
+                     the LAN only, and its databases not at all; add a Server line (or \
+                     Include = /etc/pacman.d/mirrorlist) to that section",
                     repo.name
                 )));
             }
@@ -239,7 +249,18 @@ mod tests {
     #[test]
     fn repo_without_servers_warns() {
         let (_, warnings) = RepoTable::from_conf(&conf(&[]), |_| false);
-        assert!(warnings[0].0.contains("no usable Server"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].0.contains("[core] has no usable Server"));
+    }
+
+    #[test]
+    fn conf_without_repositories_warns() {
+        let mut c = conf(&[]);
+        c.repos.clear();
+        let (table, warnings) = RepoTable::from_conf(&c, |_| false);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].0.contains("defines no repository"));
+        assert!(!table.has_repo("core"));
     }
 
     #[test]

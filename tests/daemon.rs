@@ -54,6 +54,7 @@ impl Daemon {
     /// `pacserve --address 127.0.0.1 --port 0 --pacman-conf CONF --verbose` with `env`
     /// (and without an inherited `NOTIFY_SOCKET`); waits (bounded) for `listening on`.
     fn start(conf: &Path, env: &[(&str, &str)]) -> Daemon {
+        common::preflight::require();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacserve"));
         cmd.args(["--address", "127.0.0.1", "--port", "0", "--verbose"])
             .arg("--pacman-conf")
@@ -606,4 +607,90 @@ fn sd_notify_on_an_abstract_socket_ready() {
     let env = format!("@{name}");
     let d = Daemon::start(&w.conf_core(), &[("NOTIFY_SOCKET", &env)]);
     assert_eq!(recv_states(&sock, 1), ["READY=1"], "{}", d.log());
+}
+
+/// The lines of `log` that are warnings, in order.
+fn warnings(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.starts_with("pacserve: warning: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_empty_or_broken_setup_is_warned_about_at_start_and_on_sighup() {
+    let dir = TempDir::new("warn");
+    let conf = dir.join("pacman.conf");
+    let missing = dir.join("no-such-cache");
+    // Debian's stock pacman.conf: [options] and no repository at all.
+    fs::write(
+        &conf,
+        format!(
+            "[options]\nArchitecture = x86_64\nCacheDir = {}/\n",
+            missing.display()
+        ),
+    )
+    .expect("write conf");
+    let mut d = Daemon::start(&conf, &[]);
+    let at_start = warnings(&d.log());
+    let path = conf.display().to_string();
+    assert_eq!(
+        at_start,
+        [
+            format!(
+                "pacserve: warning: {path}: defines no repository, so pacserve has nothing \
+                 to serve: add the repositories pacman uses (e.g. [core] with Include = \
+                 /etc/pacman.d/mirrorlist), then reload pacserve (SIGHUP)"
+            ),
+            format!(
+                "pacserve: warning: {path}: CacheDir {}/ does not exist: nothing can be \
+                 served from it until it does (pacman creates it on its first download; or \
+                 fix CacheDir in pacman.conf)",
+                missing.display()
+            ),
+        ],
+        "stderr:\n{}",
+        d.log()
+    );
+    // Still running and answering.
+    let r = get(d.port, "/request/core/x86_64/a-1-1-x86_64.pkg.tar.zst");
+    assert_eq!(r.status, 404, "{}", r.head);
+
+    // A repository without a Server, and a CacheDir that is a file: warned on reload.
+    let file = dir.join("not-a-dir");
+    fs::write(&file, b"x").expect("write file");
+    fs::write(
+        &conf,
+        format!(
+            "[options]\nArchitecture = x86_64\nCacheDir = {}\n\n[core]\nSigLevel = Never\n",
+            file.display()
+        ),
+    )
+    .expect("rewrite conf");
+    let reloaded = d.lines_with("reloaded");
+    d.signal("HUP");
+    assert!(
+        d.wait_more_lines("reloaded", reloaded),
+        "no reload; stderr:\n{}",
+        d.log()
+    );
+    let after: Vec<String> = warnings(&d.log())[at_start.len()..].to_vec();
+    assert_eq!(
+        after,
+        [
+            format!(
+                "pacserve: warning: {path}: [core] has no usable Server: its packages are \
+                 served from the cache and the LAN only, and its databases not at all; add a \
+                 Server line (or Include = /etc/pacman.d/mirrorlist) to that section"
+            ),
+            format!(
+                "pacserve: warning: {path}: CacheDir {} is not a directory: fix CacheDir in \
+                 pacman.conf",
+                file.display()
+            ),
+        ],
+        "stderr:\n{}",
+        d.log()
+    );
+    assert!(!d.has_exited(), "pacserve exited: {}", d.log());
 }

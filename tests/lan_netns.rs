@@ -210,6 +210,7 @@ struct Netns {
 
 impl Netns {
     fn new(tag: &str, subnet: u8) -> Netns {
+        common::preflight::require();
         remove_leftovers();
         let net = Netns {
             prefix: format!("{PREFIX}{}-{tag}-", std::process::id()),

@@ -947,6 +947,7 @@ fn run_grouped(cmd: &mut Command, dir: &Path, tag: &str, limit: Duration) -> Run
 /// chromium loading `url` with everything but that page turned off; `mode` is
 /// `--screenshot=FILE` or `--dump-dom`. Its profile, home and caches live in `dir`.
 fn chromium(dir: &TempDir, tag: &str, mode: &str, url: &str) -> Run {
+    common::preflight::require();
     let profile = dir.mkdir(format!("profile-{tag}"));
     let home = dir.mkdir(format!("home-{tag}"));
     run_grouped(

@@ -217,6 +217,7 @@ struct QemuPacserve {
 impl QemuPacserve {
     /// Err with the log when it exits or stays silent instead of listening.
     fn start(bin: &Path, conf: &Path, extra: &[&str]) -> Result<QemuPacserve, String> {
+        common::preflight::require();
         let mut child = Command::new(QEMU)
             .arg(bin)
             .args(["--address", "127.0.0.1", "--port", "0", "--verbose"])

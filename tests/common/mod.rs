@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod preflight;
+
 use std::collections::hash_map::DefaultHasher;
 use std::fmt::Write as _;
 use std::fs;
@@ -181,12 +183,16 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Run `cmd` with stdin closed, capturing stdout and stderr; kill it (by pid) after `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Ran {
+    try_run_bounded(cmd, limit).unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// [`run_bounded`], with a program that cannot be started as an error instead of a panic.
+pub fn try_run_bounded(cmd: &mut Command, limit: Duration) -> io::Result<Ran> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        .spawn()?;
     let out = Arc::new(Mutex::new(Vec::new()));
     let err = Arc::new(Mutex::new(Vec::new()));
     let readers = vec![
@@ -198,12 +204,12 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Ran {
     join_readers(readers, Duration::from_secs(5));
     let stdout = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
-    Ran {
+    Ok(Ran {
         status,
         stdout,
         stderr,
         timed_out,
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,6 +700,7 @@ pub fn package_file_name(name: &str, version: &str) -> String {
 /// Build a real package `dir/NAME-VERSION-x86_64.pkg.tar.zst` (VERSION like `1.0-1`) holding a
 /// .PKGINFO and `usr/share/NAME/payload` of `payload_bytes` pseudo-random (incompressible) bytes.
 pub fn make_package(dir: &Path, name: &str, version: &str, payload_bytes: usize) -> PathBuf {
+    preflight::require();
     let stage = dir.join(format!(".stage-{name}-{version}"));
     let _ = fs::remove_dir_all(&stage);
     let share = stage.join("usr/share").join(name);
@@ -737,6 +744,7 @@ pub fn make_package(dir: &Path, name: &str, version: &str, payload_bytes: usize)
 /// `repo-add DB PKGS...`; DB like `dir/core.db.tar.gz` (which also leaves `core.db`,
 /// `core.files` links next to it).
 pub fn repo_add(db_path: &Path, pkgs: &[PathBuf]) {
+    preflight::require();
     let ran = run_bounded(
         Command::new("repo-add")
             .arg("-q")
@@ -769,6 +777,7 @@ impl PacmanClient {
     /// Like `new`, with `options` (lines such as `ParallelDownloads = 5`) added to
     /// `[options]`.
     pub fn with_options(repo: &str, servers: &[String], options: &str) -> PacmanClient {
+        preflight::require();
         let dir = TempDir::new("client");
         let root = dir.mkdir("root");
         let db = dir.mkdir("db");
@@ -942,6 +951,7 @@ impl Pacserve {
     }
 
     pub fn try_start(conf: &Path, extra: &[&str]) -> Result<Pacserve, String> {
+        preflight::require();
         let has = |k: &str| {
             extra
                 .iter()
