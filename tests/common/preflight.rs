@@ -134,7 +134,10 @@ fn repo_add_works(dir: &Path) -> Result<(), String> {
         .arg(&stage)
         .args([".PKGINFO", "usr"]))?;
     if !ran.success() {
-        return Err(format!("making a package with bsdtar: {}", first_line(&ran)));
+        return Err(format!(
+            "making a package with bsdtar: {}",
+            first_line(&ran)
+        ));
     }
     let db = dir.join("preflight.db.tar.gz");
     let ran = run(Command::new("repo-add").arg("-q").arg(&db).arg(&pkg))?;
