@@ -43,6 +43,9 @@ pub enum ParseError {
     BadHeader,
     /// Unparseable or conflicting Content-Length.
     BadContentLength,
+    /// The connection ended in the middle of a head (never returned by the parsers, which
+    /// only see bytes; the connection that saw the end says so).
+    Incomplete,
 }
 
 impl ParseError {
@@ -52,7 +55,10 @@ impl ParseError {
             ParseError::RequestLineTooLong => 414,
             ParseError::HeadTooLarge | ParseError::TooManyHeaders => 431,
             ParseError::UnsupportedVersion => 505,
-            ParseError::BadStartLine | ParseError::BadHeader | ParseError::BadContentLength => 400,
+            ParseError::BadStartLine
+            | ParseError::BadHeader
+            | ParseError::BadContentLength
+            | ParseError::Incomplete => 400,
         }
     }
 
@@ -66,6 +72,7 @@ impl ParseError {
             ParseError::UnsupportedVersion => "unsupported HTTP version",
             ParseError::BadHeader => "malformed header field",
             ParseError::BadContentLength => "bad Content-Length",
+            ParseError::Incomplete => "connection ended inside the request head",
         }
     }
 }

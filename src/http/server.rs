@@ -365,7 +365,17 @@ async fn connection<H: Handler>(
             })
             .await;
             match read {
-                Ok(0) => return Ok(()),
+                // The client closed its side with nothing asked (or only the empty lines
+                // allowed before a request line): nothing to answer.
+                Ok(0) if buf[..filled].iter().all(|b| matches!(b, b'\r' | b'\n')) => {
+                    return Ok(());
+                }
+                // Part of a head, then the end: the client may still be reading (a
+                // half-close), so say the request was incomplete.
+                Ok(0) => {
+                    reject(&stream, peer, ParseError::Incomplete, handler).await;
+                    return Ok(());
+                }
                 Ok(n) => {
                     filled += n;
                     head_deadline.get_or_insert_with(|| Instant::now() + HEAD_READ_TIMEOUT);
