@@ -1,26 +1,19 @@
 //! pacserve: share pacman package caches across a LAN.
 //!
-//! Pure parsers and decisions live in their own modules and do no I/O; `http::server`,
-//! `http::client` and `main.rs` are the thin shell around them.
+//! The layers, from the top: `main.rs` wires the parts together; [`app`] decides what each
+//! request gets (local cache, a LAN peer, a mirror); [`peers`] knows the other pacserves
+//! (the table, lookups, multicast discovery); [`http`] is the hand-written HTTP/1.1 server
+//! and client; [`config`] reads the command line and pacman.conf; [`sys`] is the process's
+//! surroundings (log, systemd, facts about this host, the executor). [`limits`] holds every
+//! limit. Each module's first doc line says what it owns and whether it does I/O.
 
-pub mod cache;
-pub mod cli;
-pub mod discovery;
+pub mod app;
+pub mod config;
 pub mod http;
 pub mod limits;
-pub mod log;
-pub mod lookup;
-pub mod notify;
-pub mod pacman_conf;
 pub mod pacsrv;
 pub mod peers;
-pub mod resolve;
-pub mod route;
-pub mod rt;
-pub mod service;
-pub mod stats;
-pub mod status;
-pub mod sysinfo;
+pub mod sys;
 
 /// Lock a mutex even if a thread panicked while holding it: every shared table here is
 /// changed by single calls, so a panic elsewhere cannot leave one half-updated.

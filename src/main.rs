@@ -8,16 +8,17 @@ use std::sync::{Arc, Mutex};
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
-use pacserve::cli::{self, Args, Command};
-use pacserve::discovery::{self, Announce, DiscoveryStats, Kind, MulticastConfig};
+use pacserve::app::mirrors::RepoTable;
+use pacserve::app::{Config, Service};
+use pacserve::config::cli::{self, Args, Command};
+use pacserve::config::pacman_conf;
 use pacserve::http::server::serve;
 use pacserve::http::url::points_at_self;
-use pacserve::lookup::PeerLookup;
-use pacserve::pacman_conf;
-use pacserve::peers::PeerTable;
-use pacserve::resolve::RepoTable;
-use pacserve::service::{Config, Service};
-use pacserve::{error, info, notify, pacsrv, sysinfo};
+use pacserve::peers::discovery::{self, Announce, DiscoveryStats, Kind, MulticastConfig};
+use pacserve::peers::lookup::PeerLookup;
+use pacserve::peers::table::PeerTable;
+use pacserve::sys::{host, notify};
+use pacserve::{error, info, pacsrv};
 
 fn main() -> ExitCode {
     match cli::parse_args(std::env::args_os().skip(1).collect()) {
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> ExitCode {
-    pacserve::log::set_verbosity(args.verbosity);
+    pacserve::sys::log::set_verbosity(args.verbosity);
     raise_fd_limit();
     let bind = SocketAddr::new(args.address, args.port);
     // Load before binding, so a broken pacman.conf never leaves a half-started daemon.
@@ -98,11 +99,11 @@ fn run(args: Args) -> ExitCode {
     }
     let service = Arc::new(service);
 
-    pacserve::rt::block_on(pacserve::rt::thread_count(), async {
+    pacserve::sys::rt::block_on(pacserve::sys::rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let server = pacserve::rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
+        let server = pacserve::sys::rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
         let discovery = discovery.map(|(disc, cfg, me)| {
-            pacserve::rt::spawn(discovery::run(
+            pacserve::sys::rt::spawn(discovery::run(
                 disc,
                 cfg,
                 me,
@@ -208,8 +209,8 @@ fn reload(service: &Service, path: &Path, port: u16) {
 /// The served configuration: cache dirs, and mirrors less those that point back at us.
 /// Warns (once per load) about what would make pacserve serve less than the user expects.
 fn build_config(conf: &pacman_conf::PacmanConf, path: &Path, port: u16) -> Config {
-    let own_addrs = sysinfo::local_addresses();
-    let hostname = sysinfo::hostname();
+    let own_addrs = host::local_addresses();
+    let hostname = host::hostname();
     let (repos, warnings) = RepoTable::from_conf(conf, |url| {
         points_at_self(url, port, &own_addrs, hostname.as_deref())
     });
@@ -217,7 +218,7 @@ fn build_config(conf: &pacman_conf::PacmanConf, path: &Path, port: u16) -> Confi
         error!("warning: {}: {}", path.display(), w.0);
     }
     for dir in &conf.cache_dirs {
-        if let Some(problem) = pacserve::cache::cache_dir_problem(dir) {
+        if let Some(problem) = pacserve::app::local::cache_dir_problem(dir) {
             error!("warning: {}: {problem}", path.display());
         }
     }

@@ -126,8 +126,8 @@ fn write_temp_conf(text: &str) -> std::io::Result<TempConf> {
 /// pacman's exit code is ours. Without a running pacserve, pacman runs unchanged.
 pub fn pacsrv(port: u16, pacman_args: Vec<OsString>) -> ExitCode {
     let pacman = std::env::var_os("PACMAN").unwrap_or_else(|| OsString::from("pacman"));
-    let conf =
-        config_arg(&pacman_args).unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_PACMAN_CONF));
+    let conf = config_arg(&pacman_args)
+        .unwrap_or_else(|| PathBuf::from(crate::config::cli::DEFAULT_PACMAN_CONF));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let running = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
     // While pacman runs, Ctrl-C is pacman's to handle; we only wait and clean up.

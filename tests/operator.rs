@@ -1783,7 +1783,7 @@ fn pacsrv_runs_the_real_pacman_through_pacserve() {
         ["--noprogressbar", "-Sw", "--noconfirm", "xray"],
         "pacman's other arguments are passed unchanged"
     );
-    let used = pacserve::pacman_conf::load(&rec.join("config"))
+    let used = pacserve::config::pacman_conf::load(&rec.join("config"))
         .unwrap_or_else(|e| panic!("the temp config does not parse: {e}"));
     assert_eq!(
         used.repo("core").map(|r| r.servers.clone()),
@@ -1949,10 +1949,10 @@ fn print_pacman_conf_puts_pacserve_first_in_every_repo() {
     );
 
     // Read back by pacserve's own reader: pacserve first, then the original servers in order.
-    let before = pacserve::pacman_conf::load(&conf).expect("the original parses");
-    let after = pacserve::pacman_conf::load(&printed)
+    let before = pacserve::config::pacman_conf::load(&conf).expect("the original parses");
+    let after = pacserve::config::pacman_conf::load(&printed)
         .unwrap_or_else(|e| panic!("the printed config does not parse: {e}\n{}", ran.stdout));
-    let names = |c: &pacserve::pacman_conf::PacmanConf| {
+    let names = |c: &pacserve::config::pacman_conf::PacmanConf| {
         c.repos.iter().map(|r| r.name.clone()).collect::<Vec<_>>()
     };
     assert_eq!(names(&after), ["core", "custom"]);

@@ -95,7 +95,7 @@ async fn read_answer(stream: &mut TcpStream) -> io::Result<HeadAnswer> {
 
 /// Ask a peer's peer route with HEAD: (status, whether it also holds the `.sig`).
 pub async fn ask_peer(
-    peer: &crate::peers::PeerAddr,
+    peer: &crate::peers::table::PeerAddr,
     path: &str,
     timeout: Duration,
 ) -> io::Result<(u16, bool)> {

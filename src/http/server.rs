@@ -22,7 +22,7 @@ use crate::limits::{
     DRAIN_POLL, DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES,
     SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
 };
-use crate::log::escape;
+use crate::sys::log::escape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -225,7 +225,7 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, st
         let guard = ConnectionSlot::take(&active);
         let handler = handler.clone();
         let stop = stop.clone();
-        crate::rt::spawn(async move {
+        crate::sys::rt::spawn(async move {
             let _guard = guard;
             let _ = stream.get_ref().set_nodelay(true);
             if let Err(e) = connection(stream, peer, &*handler, &stop).await {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pacserve::discovery::{decode, encode};
+use pacserve::peers::discovery::{decode, encode};
 use pacserve::limits::MAX_ANNOUNCE_BYTES;
 
 fuzz_target!(|data: &[u8]| {

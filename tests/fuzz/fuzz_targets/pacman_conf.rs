@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use pacserve::{pacman_conf, sysinfo};
+use pacserve::config::pacman_conf;
+use pacserve::sys::host;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -28,10 +29,10 @@ fuzz_target!(|data: &[u8]| {
 
     // The first line as a glob pattern, the rest as a file name.
     let (pattern, name) = text.split_once('\n').unwrap_or((&text, ""));
-    let _ = pacman_conf::glob_match(pattern, name);
+    let _ = pacserve::config::glob::glob_match(pattern, name);
 
-    let v4 = sysinfo::parse_fib_trie(&text);
-    let v6 = sysinfo::parse_if_inet6(&text);
+    let v4 = host::parse_fib_trie(&text);
+    let v6 = host::parse_if_inet6(&text);
     for (i, a) in v4.iter().enumerate() {
         assert!(!v4[..i].contains(a));
     }

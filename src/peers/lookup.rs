@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use smol::future::FutureExt;
 use smol::lock::OnceCell;
 
+use crate::app::urls::FileRequest;
 use crate::http::client::ask_peer;
 use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, SIG_GRACE};
-use crate::peers::{PeerAddr, PeerTable};
-use crate::route::FileRequest;
+use crate::peers::table::{PeerAddr, PeerTable};
 
 /// The path a peer answers lookups on: its own cache only.
 pub const PEER_ROUTE: &str = "peer";
@@ -115,7 +115,7 @@ impl PeerLookup {
             let path = path.clone();
             let timeout = self.timeout;
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
-            crate::rt::spawn(async move {
+            crate::sys::rt::spawn(async move {
                 let answer = match ask_peer(&peer, &path, timeout).await {
                     Ok((200, has_sig)) => {
                         crate::lock(&table).succeeded(&peer, Instant::now());
@@ -181,7 +181,7 @@ impl PeerLookup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::parse_peer_addr;
+    use crate::peers::table::parse_peer_addr;
 
     #[test]
     fn prefers_peers_with_signatures() {

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::app::stats::{COUNTED, Counters, Recent};
 use crate::http::server::Outcome;
-use crate::stats::{COUNTED, Counters, Recent};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerView {

@@ -2,27 +2,33 @@
 //!
 //! The I/O shell around the pure decisions in `route`, `resolve` and `http::range`.
 
+pub mod local;
+pub mod mirrors;
+pub mod stats;
+pub mod status;
+pub mod urls;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::cache::{CachedFile, OpenCache, dirs_stamp, list_packages, open_cached};
-use crate::discovery::DiscoveryStats;
+use crate::app::local::{CachedFile, OpenCache, dirs_stamp, list_packages, open_cached};
+use crate::app::mirrors::{
+    DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
+    probe_verdict,
+};
+use crate::app::stats::Stats;
+use crate::app::urls::{Endpoint, FileKind, FileRequest, route};
 use crate::http::client::head_status;
 use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::range::{RangeDecision, decide_range};
 use crate::http::server::{Body, Handler, Method, Outcome, Request, Response};
 use crate::http::url::Url;
 use crate::limits::MIRROR_PROBE_TIMEOUT;
-use crate::lookup::PeerLookup;
-use crate::peers::Source;
-use crate::resolve::{
-    DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
-    probe_verdict,
-};
-use crate::route::{Endpoint, FileKind, FileRequest, route};
-use crate::stats::Stats;
-use crate::status::{self, PeerView, StatusView};
+use crate::peers::discovery::DiscoveryStats;
+use crate::peers::lookup::PeerLookup;
+use crate::peers::table::Source;
+use status::{PeerView, StatusView};
 
 /// The package listing other pacserves may fetch: `NAME SIZE` lines.
 pub const INFO_PATH: &str = "/info";
@@ -128,7 +134,7 @@ impl Service {
             Err(e) => {
                 crate::verbose!(
                     "{}: {}",
-                    crate::log::escape(req.target.as_bytes()),
+                    crate::sys::log::escape(req.target.as_bytes()),
                     e.as_str()
                 );
                 return Response::new(404, Outcome::Bad);

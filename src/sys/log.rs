@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::cli::Verbosity;
+use crate::config::cli::Verbosity;
 use crate::limits::MAX_LOGGED_PATH;
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
@@ -42,20 +42,20 @@ pub fn line(msg: std::fmt::Arguments<'_>) {
 
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)*) => { $crate::log::line(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::sys::log::line(format_args!($($arg)*)) };
 }
 
 #[macro_export]
 macro_rules! info {
     ($($arg:tt)*) => {
-        if $crate::log::requests_enabled() { $crate::log::line(format_args!($($arg)*)) }
+        if $crate::sys::log::requests_enabled() { $crate::sys::log::line(format_args!($($arg)*)) }
     };
 }
 
 #[macro_export]
 macro_rules! verbose {
     ($($arg:tt)*) => {
-        if $crate::log::verbose_enabled() { $crate::log::line(format_args!($($arg)*)) }
+        if $crate::sys::log::verbose_enabled() { $crate::sys::log::line(format_args!($($arg)*)) }
     };
 }
 

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::config::pacman_conf::PacmanConf;
 use crate::http::url::{Scheme, Url, parse_url};
 use crate::limits::{DEAD_MIRROR_BACKOFF, MAX_DEAD_MIRRORS};
-use crate::pacman_conf::PacmanConf;
 
 /// Repositories and their usable mirrors, built once per (re)load of pacman.conf.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -198,7 +198,7 @@ impl DeadMirrors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pacman_conf::Repo;
+    use crate::config::pacman_conf::Repo;
     use std::path::PathBuf;
     use std::time::Duration;
 

@@ -40,7 +40,7 @@ pub fn open_cached(
     cache_dirs: &[PathBuf],
     name: &str,
 ) -> (Option<CachedFile>, Vec<(PathBuf, Skip)>) {
-    debug_assert!(crate::route::valid_file(name));
+    debug_assert!(crate::app::urls::valid_file(name));
     let mut skipped = Vec::new();
     for dir in cache_dirs {
         let path = dir.join(name);
@@ -136,8 +136,8 @@ pub fn list_packages(cache_dirs: &[PathBuf]) -> Vec<(String, u64)> {
                 continue;
             };
             if seen.contains_key(&name)
-                || !crate::route::valid_file(&name)
-                || crate::route::classify(&name) != Some(crate::route::FileKind::Package)
+                || !crate::app::urls::valid_file(&name)
+                || crate::app::urls::classify(&name) != Some(crate::app::urls::FileKind::Package)
             {
                 continue;
             }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::peers::{Filters, PeerAddr, parse_peer_addr};
+use crate::peers::table::{Filters, PeerAddr, parse_peer_addr};
 
 /// Default TCP port, the one the original pacserve used.
 pub const DEFAULT_PORT: u16 = 15678;

@@ -25,8 +25,9 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::limits::{MAX_CONF_BYTES, MAX_GLOB_MATCHES, MAX_INCLUDE_DEPTH};
-use crate::sysinfo;
+use super::glob::expand_glob;
+use crate::limits::{MAX_CONF_BYTES, MAX_INCLUDE_DEPTH};
+use crate::sys::host;
 
 /// pacman's `CacheDir` when the config names none.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/pacman/pkg/";
@@ -38,7 +39,7 @@ pub const DEFAULT_DB_PATH: &str = "/var/lib/pacman/";
 pub struct PacmanConf {
     /// `CacheDir`s in order, without duplicates; `[DEFAULT_CACHE_DIR]` if none was given.
     pub cache_dirs: Vec<PathBuf>,
-    /// `Architecture` values in order, `auto` replaced by [`sysinfo::machine_arch`], without
+    /// `Architecture` values in order, `auto` replaced by [`host::machine_arch`], without
     /// duplicates; never empty (absent means `auto`).
     pub architectures: Vec<String>,
     /// The first `DBPath`, or [`DEFAULT_DB_PATH`].
@@ -375,7 +376,7 @@ impl Parser<'_, '_> {
         let mut architectures: Vec<String> = Vec::new();
         for arch in self.architectures {
             let arch = if arch == "auto" {
-                sysinfo::machine_arch().to_owned()
+                host::machine_arch().to_owned()
             } else {
                 arch
             };
@@ -384,7 +385,7 @@ impl Parser<'_, '_> {
             }
         }
         if architectures.is_empty() {
-            architectures.push(sysinfo::machine_arch().to_owned());
+            architectures.push(host::machine_arch().to_owned());
         }
         let mut cache_dirs: Vec<PathBuf> = Vec::new();
         for dir in self.cache_dirs {
@@ -515,144 +516,11 @@ fn resolve_include(
     Ok(files)
 }
 
-/// Expands a glob the way glob(3) does for pacman: `*`, `?`, `[...]` (and `\` escapes) within
-/// one path component, `/` matched only literally, names starting with `.` only by a pattern
-/// starting with `.`; the result sorted. Unreadable directories contribute nothing. Only
-/// regular files (after following symlinks) are returned: a directory that happens to match
-/// is not a config file.
-fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, String> {
-    let too_many =
-        || format!("Include: {pattern} matches more than {MAX_GLOB_MATCHES} files; narrow it");
-    let (mut found, rest) = match pattern.strip_prefix('/') {
-        Some(rest) => (vec![PathBuf::from("/")], rest),
-        None => (vec![PathBuf::new()], pattern),
-    };
-    for component in rest.split('/').filter(|c| !c.is_empty()) {
-        let mut next = Vec::new();
-        for base in &found {
-            if !component.contains(['*', '?', '[', '\\']) {
-                next.push(base.join(component));
-                continue;
-            }
-            let dir = if base.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                base.as_path()
-            };
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                // A name that is not UTF-8 cannot be matched against a UTF-8 pattern.
-                let Some(name) = name.to_str() else {
-                    continue;
-                };
-                if name.starts_with('.') && !component.starts_with('.') {
-                    continue;
-                }
-                if glob_match(component, name) {
-                    if next.len() >= MAX_GLOB_MATCHES {
-                        return Err(too_many());
-                    }
-                    next.push(base.join(name));
-                }
-            }
-        }
-        found = next;
-    }
-    found.retain(|p| p.is_file());
-    found.sort();
-    Ok(found)
-}
-
-/// Whether file name `name` matches the glob `pattern` (fnmatch(3) without flags, on one path
-/// component): `*` any run, `?` any one character, `[abc]`, `[a-z]`, `[!x]` or `[^x]` a class,
-/// `\c` the character `c`; a `[` without its `]` is literal. Runs in O(len(pattern) ×
-/// len(name)) at worst, never exponentially.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    // Where to resume after the last `*`: (pattern index after it, name index it took up to).
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if p.get(pi) == Some(&'*') {
-            pi += 1;
-            star = Some((pi, ni));
-            continue;
-        }
-        if let Some(next) = (pi < p.len()).then(|| match_token(&p, pi, n[ni])).flatten() {
-            pi = next;
-            ni += 1;
-            continue;
-        }
-        match star {
-            Some((star_pi, star_ni)) => {
-                // Let the last `*` swallow one more character and try again from there.
-                pi = star_pi;
-                ni = star_ni + 1;
-                star = Some((star_pi, ni));
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
-/// If the single-character token at `p[pi]` (not `*`) matches `c`, the index after it.
-fn match_token(p: &[char], pi: usize, c: char) -> Option<usize> {
-    match p[pi] {
-        '?' => Some(pi + 1),
-        '[' => match match_class(p, pi, c) {
-            Some((matched, end)) => matched.then_some(end),
-            // No closing `]`: the `[` is an ordinary character.
-            None => (c == '[').then_some(pi + 1),
-        },
-        '\\' if pi + 1 < p.len() => (p[pi + 1] == c).then_some(pi + 2),
-        literal => (literal == c).then_some(pi + 1),
-    }
-}
-
-/// Matches `c` against the class starting at `p[start] == '['`: whether it matched and the
-/// index after the closing `]`, or `None` if the class is not closed.
-fn match_class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = matches!(p.get(i), Some('!' | '^'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let &here = p.get(i)?;
-        if here == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        let (low, after_low) = class_char(p, i)?;
-        i = after_low;
-        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|&h| h != ']') {
-            let (high, after_high) = class_char(p, i + 1)?;
-            i = after_high;
-            matched |= low <= c && c <= high;
-        } else {
-            matched |= low == c;
-        }
-    }
-}
-
-/// One possibly `\`-escaped character of a class at `p[i]`, and the index after it.
-fn class_char(p: &[char], i: usize) -> Option<(char, usize)> {
-    match p.get(i)? {
-        '\\' => p.get(i + 1).map(|&c| (c, i + 2)),
-        &c => Some((c, i + 1)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::glob::glob_match;
+    use crate::limits::MAX_GLOB_MATCHES;
     use std::collections::HashMap;
 
     /// Arch Linux's stock /etc/pacman.conf (pacman 7), comments and all.
@@ -1097,7 +965,7 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
             let mut want_archs: Vec<String> = Vec::new();
             for a in archs.iter() {
                 let a = if *a == "auto" {
-                    sysinfo::machine_arch()
+                    host::machine_arch()
                 } else {
                     a
                 };
@@ -1288,7 +1156,7 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
             conf,
             PacmanConf {
                 cache_dirs: vec![PathBuf::from(DEFAULT_CACHE_DIR)],
-                architectures: vec![sysinfo::machine_arch().to_owned()],
+                architectures: vec![host::machine_arch().to_owned()],
                 db_path: PathBuf::from(DEFAULT_DB_PATH),
                 repos: ["core", "extra", "multilib"]
                     .iter()
@@ -1449,57 +1317,6 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
                 (got, _) => panic!("{files:?}: got {got:?}, want {expected:?}"),
             }
         }
-    }
-
-    #[test]
-    fn glob_matching() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("*", "a", true),
-            ("*", "", true),
-            ("", "", true),
-            ("", "a", false),
-            ("*.conf", "a.conf", true),
-            ("*.conf", "a.conf.bak", false),
-            ("*.conf", ".conf", true),
-            ("a?c", "abc", true),
-            ("a?c", "ac", false),
-            ("a?c", "aüc", true),
-            ("[ab].conf", "a.conf", true),
-            ("[ab].conf", "c.conf", false),
-            ("[a-c]x", "bx", true),
-            ("[a-c]x", "dx", false),
-            ("[!a-c]x", "dx", true),
-            ("[^a-c]x", "ax", false),
-            ("[]]", "]", true),
-            ("[!]]", "]", false),
-            ("[a-]", "-", true),
-            ("[\\]]", "]", true),
-            ("[", "[", true),
-            ("[ab", "[ab", true),
-            ("[ab", "a", false),
-            ("\\*", "*", true),
-            ("\\*", "a", false),
-            ("a\\", "a\\", true),
-            ("*a*b*c*", "xxaxxbxxcxx", true),
-            ("*a*b*c*", "xxaxxcxxbxx", false),
-            ("**", "abc", true),
-            ("*?", "", false),
-            ("*?", "a", true),
-            ("mirror*list", "mirrorlist", true),
-            ("mirror*list", "mirror-old-list", true),
-            ("mirror*list", "mirrorlist.pacnew", false),
-        ];
-        for (pattern, name, expected) in cases {
-            assert_eq!(
-                glob_match(pattern, name),
-                *expected,
-                "{pattern:?} vs {name:?}"
-            );
-        }
-        // Pathological backtracking stays fast (quadratic at worst, not exponential).
-        let name = "a".repeat(2000);
-        let pattern = format!("{}b", "*a".repeat(50));
-        assert!(!glob_match(&pattern, &name));
     }
 
     /// A directory under the system temp dir, removed when dropped (also on panic).

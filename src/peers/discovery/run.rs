@@ -1,0 +1,464 @@
+//! The discovery loop: announce ourselves, answer queries (rate-limited), and apply what
+//! others announce to the [`PeerTable`]; a goodbye on stop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rustix::io::Errno;
+use smol::Timer;
+use smol::channel::Receiver;
+use smol::future::FutureExt;
+
+use super::socket::Discovery;
+use super::wire::{Announce, Kind, decode, encode};
+use super::{MulticastConfig, clamp_interval};
+use crate::limits::{ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, QUERY_ANSWER_MIN_GAP};
+use crate::peers::table::{PeerAddr, PeerTable, Seen};
+use crate::sys::log::escape;
+
+/// Counters of the discovery loop, for the status page and tests.
+#[derive(Debug, Default)]
+pub struct DiscoveryStats {
+    /// Datagrams received, including malformed and own ones.
+    pub received: AtomicU64,
+    /// Datagrams dropped because they did not decode.
+    pub malformed: AtomicU64,
+    /// Our own datagrams, looped back.
+    pub own: AtomicU64,
+    /// Announcements sent (to every configured interface).
+    pub sent: AtomicU64,
+    /// Announcements that could not be sent.
+    pub send_errors: AtomicU64,
+}
+
+/// A copy of [`DiscoveryStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub malformed: u64,
+    pub own: u64,
+    pub sent: u64,
+    pub send_errors: u64,
+}
+
+impl DiscoveryStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: get(&self.received),
+            malformed: get(&self.malformed),
+            own: get(&self.own),
+            sent: get(&self.sent),
+            send_errors: get(&self.send_errors),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a decoded announcement from someone else did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heard {
+    Hello(PeerAddr, Seen),
+    Query,
+    Bye(PeerAddr, bool),
+}
+
+/// Apply `a`, received from `src`, to the table. Pure but for the table.
+fn apply(a: &Announce, src: SocketAddr, table: &mut PeerTable, now: Instant) -> Heard {
+    let addr = PeerAddr {
+        host: src.ip().to_string(),
+        port: a.http_port,
+    };
+    match a.kind {
+        Kind::Hello => {
+            let seen = table.seen(addr.clone(), a.instance, now);
+            Heard::Hello(addr, seen)
+        }
+        Kind::Query => Heard::Query,
+        Kind::Bye => {
+            let forgot = table.gone(&addr, a.instance);
+            Heard::Bye(addr, forgot)
+        }
+    }
+}
+
+/// Sends announcements, counts them, and logs a failure once until sending works again.
+struct Sender<'a> {
+    disc: &'a Discovery,
+    stats: &'a DiscoveryStats,
+    failing: bool,
+}
+
+impl Sender<'_> {
+    async fn send(&mut self, bytes: &[u8], what: &str) {
+        match self.disc.send_bytes(bytes).await {
+            Ok(()) => {
+                bump(&self.stats.sent);
+                if self.failing {
+                    self.failing = false;
+                    crate::info!("discovery: sending to {} works again", self.disc.group);
+                }
+            }
+            Err(e) => {
+                bump(&self.stats.send_errors);
+                let hint = if e.raw_os_error() == Some(Errno::NETUNREACH.raw_os_error()) {
+                    " — is there a route for 224.0.0.0/4 (or a default route)?"
+                } else {
+                    ""
+                };
+                if self.failing {
+                    crate::verbose!("discovery: sending {what} to {}: {e}", self.disc.group);
+                } else {
+                    self.failing = true;
+                    crate::error!(
+                        "discovery: sending {what} to {}: {e}{hint}",
+                        self.disc.group
+                    );
+                }
+            }
+        }
+    }
+}
+
+enum Event {
+    Stop,
+    Timer,
+    Datagram(io::Result<(usize, SocketAddr)>),
+}
+
+/// Announce `me` (its kind is ignored) and keep `table` up to date with what others
+/// announce, until `stop` is closed (or sent to); then say goodbye and return.
+///
+/// Every wait is bounded by the next hello, which is due every `cfg.interval` (clamped to
+/// the valid range); discovered peers silent for `MISSED_HELLOS_BEFORE_EXPIRY` intervals are
+/// forgotten then.
+pub async fn run(
+    disc: Discovery,
+    cfg: MulticastConfig,
+    me: Announce,
+    table: Arc<Mutex<PeerTable>>,
+    stats: Arc<DiscoveryStats>,
+    stop: Receiver<()>,
+) {
+    let interval = clamp_interval(cfg.interval);
+    let max_silence = cfg.max_silence();
+    let datagram = |kind| encode(&Announce { kind, ..me.clone() });
+    let (hello, query, bye) = (
+        datagram(Kind::Hello),
+        datagram(Kind::Query),
+        datagram(Kind::Bye),
+    );
+    if let Err(e) = decode(&hello) {
+        crate::error!(
+            "discovery disabled: peers would reject our announcement ({e}): {}",
+            escape(&hello)
+        );
+        return;
+    }
+
+    let mut sender = Sender {
+        disc: &disc,
+        stats: &stats,
+        failing: false,
+    };
+    sender.send(&query, "query").await;
+    sender.send(&hello, "hello").await;
+    let mut last_hello = Instant::now();
+    let mut next_hello = last_hello + interval;
+    // A query heard while answers were paused: answer then.
+    let mut answer_due: Option<Instant> = None;
+    let mut buf = [0u8; ANNOUNCE_RECV_BUFFER];
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+
+    loop {
+        let deadline = answer_due.map_or(next_hello, |t| t.min(next_hello));
+        if armed != Some(deadline) {
+            timer.set_at(deadline);
+            armed = Some(deadline);
+        }
+        // Stop first, then the timer: a flood of datagrams can delay neither.
+        let event = async {
+            let _ = stop.recv().await;
+            Event::Stop
+        }
+        .or(async {
+            (&mut timer).await;
+            Event::Timer
+        })
+        .or(async { Event::Datagram(disc.socket.recv_from(&mut buf).await) })
+        .await;
+        let now = Instant::now();
+        match event {
+            Event::Stop => {
+                sender.send(&bye, "bye").await;
+                return;
+            }
+            Event::Timer => {
+                // A fired timer stays fired until set again.
+                armed = None;
+                if now >= next_hello {
+                    sender.send(&hello, "hello").await;
+                    (last_hello, answer_due) = (now, None);
+                    next_hello = now + interval;
+                    for addr in crate::lock(&table).expire(now, max_silence) {
+                        crate::info!(
+                            "peer {addr} forgotten: no hello for {} s",
+                            max_silence.as_secs()
+                        );
+                    }
+                } else if answer_due.is_some_and(|t| now >= t) {
+                    sender.send(&hello, "hello").await;
+                    (last_hello, answer_due) = (now, None);
+                }
+            }
+            Event::Datagram(Err(e)) => {
+                crate::error!("discovery: receiving on {}: {e}", disc.group);
+                Timer::after(DISCOVERY_RECV_ERROR_PAUSE).await;
+            }
+            Event::Datagram(Ok((n, src))) => {
+                bump(&stats.received);
+                let bytes = &buf[..n.min(buf.len())];
+                let a = match decode(bytes) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        bump(&stats.malformed);
+                        crate::verbose!(
+                            "discovery: dropped datagram from {src}: {e}: {}",
+                            escape(bytes)
+                        );
+                        continue;
+                    }
+                };
+                if a.instance == me.instance {
+                    bump(&stats.own);
+                    continue;
+                }
+                let heard = apply(&a, src, &mut crate::lock(&table), now);
+                match heard {
+                    Heard::Hello(addr, Seen::New) => crate::info!("peer {addr} discovered"),
+                    Heard::Hello(_, Seen::Refreshed) => {}
+                    Heard::Hello(addr, Seen::Filtered) => {
+                        crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
+                    }
+                    Heard::Hello(addr, Seen::TableFull) => {
+                        crate::verbose!("peer {addr} ignored: peer table full")
+                    }
+                    Heard::Bye(addr, true) => crate::info!("peer {addr} said goodbye"),
+                    Heard::Bye(addr, false) => {
+                        crate::verbose!("discovery: goodbye from unknown peer {addr}")
+                    }
+                    Heard::Query => {
+                        let earliest = last_hello + QUERY_ANSWER_MIN_GAP;
+                        if now >= earliest {
+                            sender.send(&hello, "hello").await;
+                            (last_hello, answer_due) = (now, None);
+                        } else if answer_due.is_none() {
+                            answer_due = Some(earliest);
+                        }
+                    }
+                }
+                // recv_from returns at once while datagrams are queued: let other tasks run.
+                smol::future::yield_now().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::discovery::socket::tests::{
+        free_udp_port, loopback_config, open_or_skip, recv_within,
+    };
+    use crate::peers::discovery::wire::tests::hello;
+    use crate::peers::discovery::{DEFAULT_PORT, open};
+    use crate::peers::table::Filters;
+    use std::time::Duration;
+
+    #[test]
+    fn applies_announcements_to_the_table() {
+        let t0 = Instant::now();
+        let mut f = Filters::default();
+        f.add(r"x:^10\.0\.0\.9:").unwrap();
+        let mut table = PeerTable::new(f);
+        let src = |ip: &str| SocketAddr::new(ip.parse().unwrap(), DEFAULT_PORT);
+        let peer = |ip: &str, port| PeerAddr {
+            host: ip.to_string(),
+            port,
+        };
+        let mut a = hello(7, 15678, &["any"]);
+        let heard = apply(&a, src("10.0.0.2"), &mut table, t0);
+        assert_eq!(heard, Heard::Hello(peer("10.0.0.2", 15678), Seen::New));
+        let heard = apply(&a, src("10.0.0.2"), &mut table, t0);
+        assert_eq!(
+            heard,
+            Heard::Hello(peer("10.0.0.2", 15678), Seen::Refreshed)
+        );
+        let heard = apply(&a, src("10.0.0.9"), &mut table, t0);
+        assert_eq!(heard, Heard::Hello(peer("10.0.0.9", 15678), Seen::Filtered));
+        a.kind = Kind::Query;
+        assert_eq!(apply(&a, src("10.0.0.3"), &mut table, t0), Heard::Query);
+        assert_eq!(table.len(), 1, "a query does not add a peer");
+        // A goodbye names host (the source) + port + instance; a forged one with another
+        // instance or from another host does nothing.
+        a.kind = Kind::Bye;
+        a.instance = 8;
+        assert_eq!(
+            apply(&a, src("10.0.0.2"), &mut table, t0),
+            Heard::Bye(peer("10.0.0.2", 15678), false)
+        );
+        a.instance = 7;
+        assert_eq!(
+            apply(&a, src("10.0.0.5"), &mut table, t0),
+            Heard::Bye(peer("10.0.0.5", 15678), false)
+        );
+        assert_eq!(
+            apply(&a, src("10.0.0.2"), &mut table, t0),
+            Heard::Bye(peer("10.0.0.2", 15678), true)
+        );
+        assert!(table.is_empty());
+    }
+
+    // --- Real sockets on loopback --------------------------------------------------------
+    struct Running {
+        instance: u64,
+        table: Arc<Mutex<PeerTable>>,
+        stats: Arc<DiscoveryStats>,
+        stop: smol::channel::Sender<()>,
+        task: smol::Task<()>,
+    }
+
+    fn start(cfg: &MulticastConfig, instance: u64, http_port: u16) -> Option<Running> {
+        let disc = open_or_skip(cfg)?;
+        let table = Arc::new(Mutex::new(PeerTable::default()));
+        let stats = Arc::new(DiscoveryStats::default());
+        let (stop, stop_rx) = smol::channel::bounded(1);
+        let me = hello(instance, http_port, &["x86_64", "any"]);
+        let task = smol::spawn(run(
+            disc,
+            cfg.clone(),
+            me,
+            table.clone(),
+            stats.clone(),
+            stop_rx,
+        ));
+        Some(Running {
+            instance,
+            table,
+            stats,
+            stop,
+            task,
+        })
+    }
+
+    /// Poll `cond` until it holds or `limit` passes.
+    async fn eventually(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            Timer::after(Duration::from_millis(20)).await;
+        }
+        cond()
+    }
+
+    fn knows(r: &Running, port: u16) -> bool {
+        let peer = PeerAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        crate::lock(&r.table).get(&peer).is_some()
+    }
+
+    #[test]
+    fn run_discovers_peers_and_says_goodbye() {
+        let cfg = loopback_config(free_udp_port());
+        let Some(a) = start(&cfg, 0xa, 8001) else {
+            return;
+        };
+        smol::block_on(async {
+            let limit = Duration::from_secs(3);
+            // b starts after a's query and hello: it learns of a only from the answer to its
+            // query, which comes after QUERY_ANSWER_MIN_GAP.
+            assert!(eventually(limit, || a.stats.snapshot().sent == 2).await);
+            let b = start(&cfg, 0xb, 8002).expect("second instance");
+            assert!(eventually(limit, || knows(&a, 8002) && knows(&b, 8001)).await);
+            assert!(!knows(&a, 8001), "a does not list itself");
+            assert!(a.stats.snapshot().own >= 2, "{:?}", a.stats.snapshot());
+
+            // Garbage from a third socket is counted and dropped.
+            let c = open(&cfg).expect("a third socket");
+            c.send_bytes(b"pacserve 9 hello\n").await.unwrap();
+            c.send_bytes(&[0xff; 700]).await.unwrap();
+            assert!(eventually(limit, || b.stats.snapshot().malformed >= 2).await);
+            assert_eq!(crate::lock(&b.table).len(), 1);
+
+            drop(a.stop);
+            a.task.await;
+            assert!(
+                eventually(limit, || !knows(&b, 8001)).await,
+                "b forgets a on bye"
+            );
+            let sa = a.stats.snapshot();
+            assert_eq!(
+                (sa.sent, sa.send_errors),
+                (4, 0),
+                "query, hello, answer, bye: {sa:?}"
+            );
+            drop(b.stop);
+            b.task.await;
+        });
+    }
+
+    #[test]
+    fn query_flood_gets_at_most_one_answer_a_second() {
+        let cfg = loopback_config(free_udp_port());
+        let Some(a) = start(&cfg, 0xa, 8001) else {
+            return;
+        };
+        let flooder = open(&cfg).expect("a second socket");
+        smol::block_on(async {
+            // Let a's start-up datagrams pass, then flood it with queries.
+            assert!(eventually(Duration::from_secs(3), || a.stats.snapshot().sent == 2).await);
+            let started = Instant::now();
+            for i in 0..50u64 {
+                let q = Announce {
+                    kind: Kind::Query,
+                    ..hello(0x1000 + i, 9, &[])
+                };
+                flooder.send(&q).await.unwrap();
+            }
+            // Count a's hellos heard by the flooder for a while.
+            let mut hellos = 0;
+            let until = started + Duration::from_millis(2500);
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                let Some((bytes, _)) = recv_within(&flooder, left).await else {
+                    break;
+                };
+                if let Ok(got) = decode(&bytes)
+                    && got.instance == a.instance
+                    && got.kind == Kind::Hello
+                {
+                    hellos += 1;
+                }
+            }
+            let elapsed = started.elapsed().as_secs() + 1;
+            assert!(hellos >= 1, "the flood is answered");
+            assert!(
+                hellos as u64 <= elapsed + 1,
+                "{hellos} hellos in {elapsed} s for 50 queries"
+            );
+            assert!(a.stats.snapshot().received >= 50);
+            drop(a.stop);
+            a.task.await;
+        });
+    }
+}

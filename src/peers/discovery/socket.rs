@@ -1,0 +1,262 @@
+//! The discovery socket: bound to the group's port, joined to the group on each interface,
+//! sending to the group. I/O only; what the datagrams mean is [`super::wire`]'s.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
+use smol::Async;
+use smol::Timer;
+use smol::future::FutureExt;
+
+use super::MulticastConfig;
+use super::wire::{Announce, encode};
+use crate::limits::{ANNOUNCE_SEND_TIMEOUT, MULTICAST_TTL_DEFAULT};
+
+/// The discovery socket: bound to the group's port on all addresses, joined to the group.
+#[derive(Debug)]
+pub struct Discovery {
+    pub(super) socket: Async<UdpSocket>,
+    pub(super) group: SocketAddrV4,
+    interfaces: Vec<Ipv4Addr>,
+}
+
+/// An io error with what we were doing in front of it, same kind.
+fn context(e: impl Into<io::Error>, what: impl fmt::Display) -> io::Error {
+    let e: io::Error = e.into();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn join_error(group: Ipv4Addr, iface: Ipv4Addr, e: Errno) -> io::Error {
+    let on = if iface.is_unspecified() {
+        "the default interface".to_string()
+    } else {
+        iface.to_string()
+    };
+    let hint = if e == Errno::NODEV {
+        if iface.is_unspecified() {
+            " — is there a route for 224.0.0.0/4 (or a default route)? \
+             e.g. `ip route add 224.0.0.0/4 dev eth0`, or name an interface address"
+        } else {
+            " — is there a route for 224.0.0.0/4 on that interface?"
+        }
+    } else if e == Errno::ADDRNOTAVAIL {
+        " — is that an address of this host? (see `ip -4 addr`)"
+    } else if e == Errno::NOBUFS {
+        " — too many group memberships (sysctl net.ipv4.igmp_max_memberships)"
+    } else {
+        ""
+    };
+    context(e, format_args!("joining {group} on {on}{hint}"))
+}
+
+/// Open the discovery socket for `cfg`.
+///
+/// SO_REUSEADDR is set before the bind, so several pacserves on one host can share the port
+/// (each then hears the others' and its own datagrams). The group is joined on every
+/// configured interface, or on the default one. Options that only refine behaviour
+/// (multicast loop, IP_MULTICAST_IF, a TTL of 1, all kernel defaults or unsupported under
+/// qemu-user) only warn when they fail.
+pub fn open(cfg: &MulticastConfig) -> io::Result<Discovery> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(ipproto::UDP),
+    )
+    .map_err(|e| context(e, "creating the multicast UDP socket"))?;
+    sockopt::set_socket_reuseaddr(&fd, true)
+        .map_err(|e| context(e, "setting SO_REUSEADDR on the multicast socket"))?;
+    let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.port);
+    rustix::net::bind(&fd, &local).map_err(|e| {
+        let hint = if e == Errno::ADDRINUSE {
+            " — another program holds this port without SO_REUSEADDR; choose another \
+             multicast port (all peers must use the same)"
+        } else {
+            ""
+        };
+        context(e, format_args!("binding UDP {local}{hint}"))
+    })?;
+
+    let joins = if cfg.interfaces.is_empty() {
+        vec![Ipv4Addr::UNSPECIFIED]
+    } else {
+        cfg.interfaces.clone()
+    };
+    for iface in &joins {
+        sockopt::set_ip_add_membership(&fd, &cfg.group, iface)
+            .map_err(|e| join_error(cfg.group, *iface, e))?;
+    }
+
+    if let Err(e) = sockopt::set_ip_multicast_loop(&fd, true) {
+        crate::error!(
+            "warning: enabling IP_MULTICAST_LOOP: {e}; other pacserves on this host may not \
+             hear this one"
+        );
+    }
+    if let Err(e) = sockopt::set_ip_multicast_ttl(&fd, cfg.ttl) {
+        if cfg.ttl != MULTICAST_TTL_DEFAULT {
+            return Err(context(
+                e,
+                format_args!("setting multicast TTL {}", cfg.ttl),
+            ));
+        }
+        // 1 is the kernel's default: nothing is lost.
+        crate::error!("warning: setting multicast TTL {}: {e}", cfg.ttl);
+    }
+    if let Some(first) = cfg.interfaces.first() {
+        // Without it, announcements leave by the interface the routing table picks; qemu-user
+        // rejects this option with ENOPROTOOPT.
+        if let Err(e) = sockopt::set_ip_multicast_if(&fd, first) {
+            crate::error!(
+                "warning: setting IP_MULTICAST_IF to {first}: {e}; announcements leave by the \
+                 interface the routing table picks for {}",
+                cfg.group
+            );
+        }
+    }
+
+    let socket = Async::new(UdpSocket::from(fd))
+        .map_err(|e| context(e, "registering the multicast socket"))?;
+    Ok(Discovery {
+        socket,
+        group: SocketAddrV4::new(cfg.group, cfg.port),
+        interfaces: cfg.interfaces.clone(),
+    })
+}
+
+impl Discovery {
+    /// The address the socket is bound to (`0.0.0.0:port`).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.get_ref().local_addr()
+    }
+
+    /// The group and port announcements go to.
+    pub fn group(&self) -> SocketAddrV4 {
+        self.group
+    }
+
+    /// Send `a` to the group, on every configured interface. Not for concurrent use with
+    /// itself: with several interfaces it switches IP_MULTICAST_IF between sends.
+    pub async fn send(&self, a: &Announce) -> io::Result<()> {
+        self.send_bytes(&encode(a)).await
+    }
+
+    pub(super) async fn send_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        if self.interfaces.len() < 2 {
+            // IP_MULTICAST_IF was set once in `open`.
+            return self.send_once(bytes).await;
+        }
+        let mut result = Ok(());
+        for iface in &self.interfaces {
+            if let Err(e) = sockopt::set_ip_multicast_if(self.socket.get_ref(), iface) {
+                // Cannot choose (qemu-user): one datagram, where the routing table says.
+                crate::verbose!("discovery: IP_MULTICAST_IF {iface}: {e}");
+                return self.send_once(bytes).await;
+            }
+            if let Err(e) = self.send_once(bytes).await {
+                result = Err(context(e, format_args!("on {iface}")));
+            }
+        }
+        result
+    }
+
+    async fn send_once(&self, bytes: &[u8]) -> io::Result<()> {
+        let sent = self
+            .socket
+            .send_to(bytes, SocketAddr::V4(self.group))
+            .or(async {
+                Timer::after(ANNOUNCE_SEND_TIMEOUT).await;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "send buffer full"))
+            })
+            .await?;
+        if sent != bytes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "datagram truncated",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::limits::ANNOUNCE_RECV_BUFFER;
+    use crate::peers::discovery::wire::decode;
+    use crate::peers::discovery::wire::tests::hello;
+    use std::time::Duration;
+
+    /// A UDP port nobody uses right now (the kernel's choice for an ephemeral bind).
+    pub(in crate::peers::discovery) fn free_udp_port() -> u16 {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("binding an ephemeral UDP port");
+        s.local_addr().expect("local_addr of a bound socket").port()
+    }
+
+    pub(in crate::peers::discovery) fn loopback_config(port: u16) -> MulticastConfig {
+        MulticastConfig {
+            // A group per port, so parallel tests stay apart.
+            group: Ipv4Addr::new(239, 255, (port >> 8) as u8, port as u8),
+            port,
+            interfaces: vec![Ipv4Addr::LOCALHOST],
+            ttl: 1,
+            interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Open, or `None` with a note where this machine has no multicast on loopback.
+    pub(in crate::peers::discovery) fn open_or_skip(cfg: &MulticastConfig) -> Option<Discovery> {
+        match open(cfg) {
+            Ok(d) => Some(d),
+            Err(e) if e.raw_os_error().is_none() && e.to_string().contains("os error 19") => {
+                eprintln!("note: skipping, no multicast on loopback here: {e}");
+                None
+            }
+            Err(e) => panic!("opening {cfg:?}: {e}"),
+        }
+    }
+
+    pub(in crate::peers::discovery) async fn recv_within(
+        d: &Discovery,
+        limit: Duration,
+    ) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = [0u8; ANNOUNCE_RECV_BUFFER];
+        let heard = async {
+            let (n, src) = d.socket.recv_from(&mut buf).await.ok()?;
+            Some((buf[..n].to_vec(), src))
+        };
+        heard
+            .or(async {
+                Timer::after(limit).await;
+                None
+            })
+            .await
+    }
+
+    #[test]
+    fn two_sockets_on_one_port_hear_each_other() {
+        let cfg = loopback_config(free_udp_port());
+        let Some(a) = open_or_skip(&cfg) else { return };
+        let b = open(&cfg).expect("a second socket on the same port (SO_REUSEADDR)");
+        assert_eq!(a.local_addr().unwrap().port(), cfg.port);
+        let sent = hello(1, 15678, &["x86_64", "any"]);
+        smol::block_on(async {
+            a.send(&sent).await.expect("sending to the group on lo");
+            let (bytes, src) = recv_within(&b, Duration::from_secs(3))
+                .await
+                .expect("b hears a's hello within 3 s");
+            assert_eq!(decode(&bytes), Ok(sent.clone()));
+            assert_eq!(src.ip(), std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+            // The sender hears itself too (multicast loop): run() must skip its own.
+            let (bytes, _) = recv_within(&a, Duration::from_secs(3))
+                .await
+                .expect("a hears its own hello");
+            assert_eq!(decode(&bytes), Ok(sent));
+        });
+    }
+}

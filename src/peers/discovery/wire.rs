@@ -1,0 +1,502 @@
+//! The announcement datagram: encode and a strict decoder. Pure: no sockets, no clock
+//! (the format is described in the module docs of [`super`]).
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::limits::{ANNOUNCE_RECV_BUFFER, MAX_ANNOUNCE_ARCHS, MAX_ANNOUNCE_BYTES, MAX_ARCH_NAME};
+
+const MAGIC: &str = "pacserve";
+const VERSION: &str = "1";
+
+/// The longest valid announcement: every valid [`Announce`] fits in one datagram.
+const LONGEST_ANNOUNCE: usize = "pacserve 1 hello id=0123456789abcdef port=65535 arch=".len()
+    + MAX_ANNOUNCE_ARCHS * (MAX_ARCH_NAME + 1)
+    - 1
+    + "\n".len();
+const _: () = assert!(LONGEST_ANNOUNCE <= MAX_ANNOUNCE_BYTES);
+const _: () = assert!(ANNOUNCE_RECV_BUFFER > MAX_ANNOUNCE_BYTES);
+
+/// What an announcement says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Here I am (periodic, and the answer to a query).
+    Hello,
+    /// Who is there? Everyone answers with a hello.
+    Query,
+    /// I am stopping: forget me now.
+    Bye,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Hello => "hello",
+            Kind::Query => "query",
+            Kind::Bye => "bye",
+        }
+    }
+}
+
+/// One multicast datagram, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub kind: Kind,
+    /// Random per start of pacserve (see [`new_instance_id`]).
+    pub instance: u64,
+    /// The sender's HTTP port.
+    pub http_port: u16,
+    /// Architectures the sender serves (informational).
+    pub archs: Vec<String>,
+}
+
+/// Why a datagram is not a valid announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Longer than `MAX_ANNOUNCE_BYTES`.
+    TooLong,
+    /// Does not end in exactly one `\n`.
+    NoNewline,
+    /// A byte other than printable ASCII, a space, or the final newline.
+    BadByte(u8),
+    /// Not from a pacserve: the first token is not `pacserve`.
+    NotPacserve,
+    /// A version other than `1` (or none).
+    UnknownVersion,
+    /// A kind other than hello, query or bye (or none).
+    UnknownKind,
+    /// An empty field: two spaces in a row, or a trailing space.
+    EmptyField,
+    /// A field that is not `key=value` with a `[a-z0-9_-]+` key.
+    BadField,
+    /// A required field is missing.
+    Missing(&'static str),
+    /// A known field is given twice.
+    Duplicate(&'static str),
+    /// A known field has an invalid value.
+    BadValue(&'static str),
+    /// More than `MAX_ANNOUNCE_ARCHS` architectures.
+    TooManyArchs,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLong => write!(f, "longer than {MAX_ANNOUNCE_BYTES} bytes"),
+            DecodeError::NoNewline => f.write_str("not a single line ending in a newline"),
+            DecodeError::BadByte(b) => write!(f, "byte 0x{b:02x} in the text"),
+            DecodeError::NotPacserve => f.write_str("not a pacserve announcement"),
+            DecodeError::UnknownVersion => {
+                f.write_str("unknown protocol version (from a newer pacserve?)")
+            }
+            DecodeError::UnknownKind => f.write_str("kind is not hello, query or bye"),
+            DecodeError::EmptyField => f.write_str("empty field (double or trailing space)"),
+            DecodeError::BadField => f.write_str("field is not key=value"),
+            DecodeError::Missing(k) => write!(f, "field {k} is missing"),
+            DecodeError::Duplicate(k) => write!(f, "field {k} is given twice"),
+            DecodeError::BadValue(k) => write!(f, "field {k} has a bad value"),
+            DecodeError::TooManyArchs => {
+                write!(f, "more than {MAX_ANNOUNCE_ARCHS} architectures")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The datagram for `a`. It decodes back to `a` when `a` is valid: `http_port` not 0, archs
+/// as described in the module docs (the announcement of `run` is checked before use).
+pub fn encode(a: &Announce) -> Vec<u8> {
+    let s = format!(
+        "{MAGIC} {VERSION} {} id={:016x} port={} arch={}\n",
+        a.kind.as_str(),
+        a.instance,
+        a.http_port,
+        a.archs.join(",")
+    );
+    s.into_bytes()
+}
+
+/// Decode one datagram, strictly: see the module docs for the format.
+pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
+    if datagram.len() > MAX_ANNOUNCE_BYTES {
+        return Err(DecodeError::TooLong);
+    }
+    let line = datagram.strip_suffix(b"\n").ok_or(DecodeError::NoNewline)?;
+    if let Some(&b) = line.iter().find(|&&b| b != b' ' && !b.is_ascii_graphic()) {
+        return Err(DecodeError::BadByte(b));
+    }
+    // Only printable ASCII and spaces are left, so this is valid UTF-8.
+    let line =
+        std::str::from_utf8(line).map_err(|e| DecodeError::BadByte(line[e.valid_up_to()]))?;
+
+    let mut tokens = line.split(' ');
+    if tokens.next() != Some(MAGIC) {
+        return Err(DecodeError::NotPacserve);
+    }
+    if tokens.next() != Some(VERSION) {
+        return Err(DecodeError::UnknownVersion);
+    }
+    let kind = match tokens.next() {
+        Some("hello") => Kind::Hello,
+        Some("query") => Kind::Query,
+        Some("bye") => Kind::Bye,
+        _ => return Err(DecodeError::UnknownKind),
+    };
+
+    let (mut id, mut port, mut archs) = (None, None, None);
+    for field in tokens {
+        if field.is_empty() {
+            return Err(DecodeError::EmptyField);
+        }
+        let (key, value) = field.split_once('=').ok_or(DecodeError::BadField)?;
+        let key_ok = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !key_ok {
+            return Err(DecodeError::BadField);
+        }
+        match key {
+            "id" => once(&mut id, "id", || parse_id(value))?,
+            "port" => once(&mut port, "port", || parse_port(value))?,
+            "arch" => once(&mut archs, "arch", || parse_archs(value))?,
+            // A field of a later version: ignored.
+            _ => {}
+        }
+    }
+    Ok(Announce {
+        kind,
+        instance: id.ok_or(DecodeError::Missing("id"))?,
+        http_port: port.ok_or(DecodeError::Missing("port"))?,
+        archs: archs.ok_or(DecodeError::Missing("arch"))?,
+    })
+}
+
+/// Fill `slot` from `parse` unless it is already filled.
+fn once<T>(
+    slot: &mut Option<T>,
+    key: &'static str,
+    parse: impl FnOnce() -> Result<T, DecodeError>,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Duplicate(key));
+    }
+    *slot = Some(parse()?);
+    Ok(())
+}
+
+fn parse_id(v: &str) -> Result<u64, DecodeError> {
+    let bad = DecodeError::BadValue("id");
+    if v.len() != 16 || !v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad);
+    }
+    u64::from_str_radix(v, 16).map_err(|_| bad)
+}
+
+fn parse_port(v: &str) -> Result<u16, DecodeError> {
+    let bad = DecodeError::BadValue("port");
+    // No sign, no leading zero (so also no port 0), at most 5 digits.
+    if v.is_empty() || v.len() > 5 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad);
+    }
+    v.parse::<u16>().map_err(|_| bad)
+}
+
+fn parse_archs(v: &str) -> Result<Vec<String>, DecodeError> {
+    let mut archs: Vec<String> = Vec::new();
+    if v.is_empty() {
+        return Ok(archs);
+    }
+    for name in v.split(',') {
+        if archs.len() == MAX_ANNOUNCE_ARCHS {
+            return Err(DecodeError::TooManyArchs);
+        }
+        if !valid_arch(name) || archs.iter().any(|a| a == name) {
+            return Err(DecodeError::BadValue("arch"));
+        }
+        archs.push(name.to_string());
+    }
+    Ok(archs)
+}
+
+/// An architecture name we announce and accept: `x86_64`, `aarch64`, `any`, ...
+pub fn valid_arch(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ARCH_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A fresh instance id. Not a secret: it only has to differ between starts and hosts.
+/// std's `RandomState` is seeded from the OS's randomness; pid and time make it differ even
+/// where that seed were weak.
+pub fn new_instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    h.write_u128(now.map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::sys::log::escape;
+
+    pub(in crate::peers::discovery) fn hello(instance: u64, port: u16, archs: &[&str]) -> Announce {
+        Announce {
+            kind: Kind::Hello,
+            instance,
+            http_port: port,
+            archs: archs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn encodes_exactly() {
+        let a = hello(0x0123_4567_89ab_cdef, 15678, &["x86_64", "any"]);
+        assert_eq!(
+            encode(&a),
+            b"pacserve 1 hello id=0123456789abcdef port=15678 arch=x86_64,any\n"
+        );
+        let q = Announce {
+            kind: Kind::Query,
+            instance: 1,
+            http_port: 1,
+            archs: vec![],
+        };
+        assert_eq!(
+            encode(&q),
+            b"pacserve 1 query id=0000000000000001 port=1 arch=\n"
+        );
+    }
+
+    #[test]
+    fn decodes_valid_announcements() {
+        let any = || vec!["any".to_string()];
+        // What follows "pacserve 1 hello id=00000000000000aa port=80 " → the archs.
+        let cases: &[(&str, &[&str])] = &[
+            ("arch=x86_64,any", &["x86_64", "any"]),
+            ("arch=", &[]),
+            (
+                "arch=Armv7h,x86_64_v3,i.6-86",
+                &["Armv7h", "x86_64_v3", "i.6-86"],
+            ),
+            // Unknown fields, even with odd values and repeated, are ignored.
+            ("arch=any x-new=a=b,c! name= zz=1 zz=2", &["any"]),
+        ];
+        for (tail, archs) in cases {
+            let line = format!("pacserve 1 hello id=00000000000000aa port=80 {tail}\n");
+            let want = hello(0xaa, 80, archs);
+            assert_eq!(decode(line.as_bytes()), Ok(want), "{line:?}");
+        }
+        let whole: &[(&[u8], Announce)] = &[
+            (
+                b"pacserve 1 query id=ffffffffffffffff port=65535 arch=any\n",
+                Announce {
+                    kind: Kind::Query,
+                    instance: u64::MAX,
+                    http_port: 65535,
+                    archs: any(),
+                },
+            ),
+            (
+                b"pacserve 1 bye id=0000000000000000 port=1 arch=any\n",
+                Announce {
+                    kind: Kind::Bye,
+                    instance: 0,
+                    http_port: 1,
+                    archs: any(),
+                },
+            ),
+            // Any order.
+            (
+                b"pacserve 1 hello arch=any port=80 id=00000000000000aa\n",
+                hello(0xaa, 80, &["any"]),
+            ),
+        ];
+        for (line, want) in whole {
+            assert_eq!(decode(line).as_ref(), Ok(want), "{}", escape(line));
+        }
+        // Exactly as long as allowed, thanks to a long unknown field.
+        let head = "pacserve 1 hello id=00000000000000aa port=80 arch=any x=";
+        let longest = format!(
+            "{head}{}\n",
+            "a".repeat(MAX_ANNOUNCE_BYTES - head.len() - 1)
+        );
+        assert_eq!(longest.len(), MAX_ANNOUNCE_BYTES);
+        assert_eq!(decode(longest.as_bytes()), Ok(hello(0xaa, 80, &["any"])));
+    }
+
+    #[test]
+    fn rejects_hostile_datagrams() {
+        use DecodeError::*;
+        const OK: &str = "pacserve 1 hello id=00000000000000aa port=80 arch=any";
+        let over = |extra: usize| format!("{OK} x={}\n", "a".repeat(extra)).into_bytes();
+        let framing: Vec<(Vec<u8>, DecodeError)> = vec![
+            // One byte too many.
+            (over(MAX_ANNOUNCE_BYTES - OK.len() - 3), TooLong),
+            (over(MAX_ANNOUNCE_BYTES), TooLong),
+            (vec![b'\n'; 2000], TooLong),
+            (b"".to_vec(), NoNewline),
+            (OK.as_bytes().to_vec(), NoNewline),
+            (format!("{OK}\r\n").into_bytes(), BadByte(b'\r')),
+            (format!("{OK}\n\n").into_bytes(), BadByte(b'\n')),
+            (format!("{OK}\0\n").into_bytes(), BadByte(0)),
+            (format!("\t{OK}\n").into_bytes(), BadByte(b'\t')),
+            (
+                format!("{}\n", OK.replace(" port", "\nport")).into_bytes(),
+                BadByte(b'\n'),
+            ),
+            (format!("{OK},\x1b[31m\n").into_bytes(), BadByte(0x1b)),
+            (format!("{OK},\x7f\n").into_bytes(), BadByte(0x7f)),
+            (format!("{OK},é\n").into_bytes(), BadByte(0xc3)),
+            (b"\n".to_vec(), NotPacserve),
+            (b"GET / HTTP/1.1\n".to_vec(), NotPacserve),
+        ];
+        for (input, want) in &framing {
+            assert_eq!(decode(input), Err(*want), "{}", escape(input));
+        }
+
+        // Whole lines, with "\n" appended; H is a valid id and port.
+        const H: &str = "id=00000000000000aa port=80";
+        let many_archs: Vec<String> = (0..=MAX_ANNOUNCE_ARCHS).map(|i| format!("a{i}")).collect();
+        let lines: Vec<(String, DecodeError)> = vec![
+            (format!("PACSERVE 1 hello {H} arch=any"), NotPacserve),
+            (format!(" pacserve 1 hello {H} arch=any"), NotPacserve),
+            (format!("pacserved 1 hello {H} arch=any"), NotPacserve),
+            ("pacserve".into(), UnknownVersion),
+            (format!("pacserve 2 hello {H} arch=any"), UnknownVersion),
+            (format!("pacserve 01 hello {H} arch=any"), UnknownVersion),
+            (format!("pacserve 1.0 hello {H} arch=any"), UnknownVersion),
+            (format!("pacserve  1 hello {H} arch=any"), UnknownVersion),
+            ("pacserve 1 bye".into(), Missing("id")),
+            ("pacserve 1".into(), UnknownKind),
+            ("pacserve 1 ".into(), UnknownKind),
+            (format!("pacserve 1 ping {H} arch=any"), UnknownKind),
+            (format!("pacserve 1 HELLO {H} arch=any"), UnknownKind),
+            (format!("pacserve 1  hello {H} arch=any"), UnknownKind),
+            (
+                format!("pacserve 1 hello {H} arch={}", many_archs.join(",")),
+                TooManyArchs,
+            ),
+            (
+                format!(
+                    "pacserve 1 hello {H} arch={}",
+                    "a".repeat(MAX_ARCH_NAME + 1)
+                ),
+                BadValue("arch"),
+            ),
+        ];
+        for (line, want) in &lines {
+            assert_eq!(
+                decode(format!("{line}\n").as_bytes()),
+                Err(*want),
+                "{line:?}"
+            );
+        }
+
+        // Fields after "pacserve 1 hello ".
+        let fields: &[(&str, DecodeError)] = &[
+            ("", EmptyField),
+            ("port=80 arch=any", Missing("id")),
+            ("id=00000000000000aa arch=any", Missing("port")),
+            ("id=00000000000000aa port=80", Missing("arch")),
+            ("id=00000000000000aa port=80 arch=any ", EmptyField),
+            (" id=00000000000000aa port=80 arch=any", EmptyField),
+            ("id=00000000000000aa  port=80 arch=any", EmptyField),
+            ("id=00000000000000aa port=80 arch=any junk", BadField),
+            ("id=00000000000000aa port=80 arch=any =x", BadField),
+            ("id=00000000000000aa port=80 arch=any X=1", BadField),
+            ("id=00000000000000aa port=80 arch=any a.b=1", BadField),
+            ("ID=00000000000000aa port=80 arch=any", BadField),
+            (
+                "id=00000000000000aa id=00000000000000aa port=80 arch=any",
+                Duplicate("id"),
+            ),
+            (
+                "id=00000000000000aa id=00000000000000bb port=80 arch=any",
+                Duplicate("id"),
+            ),
+            (
+                "id=00000000000000aa port=80 port=81 arch=any",
+                Duplicate("port"),
+            ),
+            (
+                "id=00000000000000aa port=80 arch=any arch=any",
+                Duplicate("arch"),
+            ),
+            ("id=00000000000000aa port=80 arch= arch=", Duplicate("arch")),
+            ("id= port=80 arch=any", BadValue("id")),
+            ("id=aa port=80 arch=any", BadValue("id")),
+            ("id=00000000000000AA port=80 arch=any", BadValue("id")),
+            ("id=0x000000000000aa port=80 arch=any", BadValue("id")),
+            ("id=+00000000000000a port=80 arch=any", BadValue("id")),
+            ("id=-00000000000000a port=80 arch=any", BadValue("id")),
+            ("id=000000000000000aa port=80 arch=any", BadValue("id")),
+            ("id=00000000000000ag port=80 arch=any", BadValue("id")),
+            ("id=00000000000000aa port=0 arch=any", BadValue("port")),
+            ("id=00000000000000aa port=00080 arch=any", BadValue("port")),
+            ("id=00000000000000aa port=65536 arch=any", BadValue("port")),
+            ("id=00000000000000aa port=99999 arch=any", BadValue("port")),
+            (
+                "id=00000000000000aa port=4294967376 arch=any",
+                BadValue("port"),
+            ),
+            ("id=00000000000000aa port=+80 arch=any", BadValue("port")),
+            ("id=00000000000000aa port=-1 arch=any", BadValue("port")),
+            ("id=00000000000000aa port= arch=any", BadValue("port")),
+            ("id=00000000000000aa port=8o arch=any", BadValue("port")),
+            ("id=00000000000000aa port=80 arch=,", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=any,", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=,any", BadValue("arch")),
+            (
+                "id=00000000000000aa port=80 arch=x86_64,,any",
+                BadValue("arch"),
+            ),
+            ("id=00000000000000aa port=80 arch=any,any", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=../etc", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=a/b", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=a=b", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=$arch", BadValue("arch")),
+            ("id=00000000000000aa port=80 arch=%41", BadValue("arch")),
+        ];
+        for (tail, want) in fields {
+            let line = format!("pacserve 1 hello {tail}\n");
+            assert_eq!(decode(line.as_bytes()), Err(*want), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn round_trips_and_fits() {
+        let longest: Vec<String> = (0..MAX_ANNOUNCE_ARCHS)
+            .map(|i| format!("{i:0>width$}", width = MAX_ARCH_NAME))
+            .collect();
+        let cases = [
+            hello(0, 1, &[]),
+            hello(u64::MAX, u16::MAX, &["x86_64", "any"]),
+            Announce {
+                kind: Kind::Hello,
+                instance: 42,
+                http_port: 15678,
+                archs: longest,
+            },
+            Announce {
+                kind: Kind::Query,
+                instance: new_instance_id(),
+                http_port: 8080,
+                archs: vec!["aarch64".into()],
+            },
+        ];
+        for a in &cases {
+            let bytes = encode(a);
+            assert!(bytes.len() <= MAX_ANNOUNCE_BYTES, "{}", bytes.len());
+            assert_eq!(decode(&bytes).as_ref(), Ok(a));
+        }
+        assert_eq!(encode(&cases[2]).len(), LONGEST_ANNOUNCE);
+        assert_ne!(new_instance_id(), new_instance_id());
+    }
+}
