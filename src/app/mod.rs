@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod mirrors;
+pub mod outcome;
 pub mod stats;
 pub mod status;
 pub mod urls;
@@ -17,17 +18,20 @@ use crate::app::mirrors::{
     DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
     probe_verdict,
 };
+use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
 use crate::app::urls::{Endpoint, FileKind, FileRequest, route};
 use crate::http::client::head_status;
 use crate::http::date::{format_http_date, parse_http_date};
+use crate::http::message::{Body, Method, Request, Response};
 use crate::http::range::{RangeDecision, decide_range};
-use crate::http::server::{Body, Handler, Method, Outcome, Request, Response};
+use crate::http::server::{Completed, Handler, ShellAnswer};
 use crate::http::url::Url;
 use crate::limits::MIRROR_PROBE_TIMEOUT;
 use crate::peers::discovery::DiscoveryStats;
 use crate::peers::lookup::PeerLookup;
 use crate::peers::table::Source;
+use crate::sys::log::escape;
 use status::{PeerView, StatusView};
 
 /// The package listing other pacserves may fetch: `NAME SIZE` lines.
@@ -112,9 +116,9 @@ impl Service {
         crate::lock(&self.dead_mirrors)
     }
 
-    async fn answer(&self, req: &Request) -> Response {
+    async fn answer(&self, req: &Request) -> Answer {
         if req.method == Method::Other {
-            return Response::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
+            return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
         match req
             .target
@@ -123,7 +127,7 @@ impl Service {
         {
             INFO_PATH => return self.info().await,
             // Browsers ask for it with every view of the status page; not a lookup.
-            "/favicon.ico" => return Response::new(404, Outcome::Status),
+            "/favicon.ico" => return Answer::new(404, Outcome::Status),
             p @ (STATUS_PATH | STATUS_JSON_PATH | METRICS_PATH) => {
                 return self.status_page(p).await;
             }
@@ -137,17 +141,17 @@ impl Service {
                     crate::sys::log::escape(req.target.as_bytes()),
                     e.as_str()
                 );
-                return Response::new(404, Outcome::Bad);
+                return Answer::new(404, Outcome::Bad);
             }
         };
         let config = self.config();
         if !config.repos.has_repo(&file_req.repo) {
             crate::verbose!("{}: repository not in pacman.conf", file_req.repo);
-            return Response::new(404, Outcome::Miss);
+            return Answer::new(404, Outcome::Miss);
         }
         if !config.repos.serves_arch(&file_req.arch) {
             crate::verbose!("{}: architecture not in pacman.conf", file_req.arch);
-            return Response::new(404, Outcome::Miss);
+            return Answer::new(404, Outcome::Miss);
         }
         match (file_req.endpoint, file_req.kind) {
             (Endpoint::Request, FileKind::Database) => self.database(&config, &file_req),
@@ -159,16 +163,16 @@ impl Service {
             // Databases are never taken from peers, nor offered as a CacheServer (pacman
             // does not ask one for them).
             (Endpoint::Peer | Endpoint::Cache, FileKind::Database) => {
-                Response::new(404, Outcome::Miss)
+                Answer::new(404, Outcome::Miss)
             }
         }
     }
 
     /// Another pacserve asks: answer from this cache only, never from peers or mirrors, so
     /// a lookup cannot recurse or loop. `X-Pacserve-Sig` says whether the `.sig` is here too.
-    async fn peer_query(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+    async fn peer_query(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
         let Some(cached) = self.open(config, &f.file).await else {
-            return Response::new(404, Outcome::Miss);
+            return Answer::new(404, Outcome::Miss);
         };
         let has_sig = !f.file.ends_with(".sig")
             && self
@@ -198,11 +202,11 @@ impl Service {
     }
 
     /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
-    async fn info(&self) -> Response {
+    async fn info(&self) -> Answer {
         let (body, _) = self.listing().await;
         let mut r =
-            Response::new(200, Outcome::Status).header("Content-Type", "text/plain; charset=utf-8");
-        r.body = Body::Shared(body);
+            Answer::new(200, Outcome::Status).header("Content-Type", "text/plain; charset=utf-8");
+        r.response.body = Body::Shared(body);
         r
     }
 
@@ -297,7 +301,7 @@ impl Service {
         }
     }
 
-    async fn status_page(&self, path: &str) -> Response {
+    async fn status_page(&self, path: &str) -> Answer {
         let view = self.status_view().await;
         let (body, kind) = match path {
             STATUS_JSON_PATH => (status::json(&view), "application/json"),
@@ -307,37 +311,37 @@ impl Service {
             ),
             _ => (status::html(&view), "text/html; charset=utf-8"),
         };
-        let mut r = Response::new(200, Outcome::Status)
+        let mut r = Answer::new(200, Outcome::Status)
             .header("Content-Type", kind)
             .header("Cache-Control", "no-store");
-        r.body = Body::Shared(Arc::new(body.into_bytes()));
+        r.response.body = Body::Shared(Arc::new(body.into_bytes()));
         r
     }
 
-    fn database(&self, config: &Config, f: &FileRequest) -> Response {
+    fn database(&self, config: &Config, f: &FileRequest) -> Answer {
         let mirrors = config.repos.mirror_urls(&f.repo, &f.arch, &f.file);
         let picked = pick_database_mirror(mirrors, &self.dead(), Instant::now());
         match picked {
             Some(url) => redirect(&url),
-            None => Response::new(404, Outcome::Miss),
+            None => Answer::new(404, Outcome::Miss),
         }
     }
 
     /// `/cache/`: the cache, then the LAN; a miss is a plain 404, never a mirror redirect.
-    async fn cache_server(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+    async fn cache_server(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
         match self.local_or_peer(config, f, req).await {
             Some(r) => r,
-            None => Response::new(404, Outcome::Miss),
+            None => Answer::new(404, Outcome::Miss),
         }
     }
 
-    async fn package(&self, config: &Config, f: &FileRequest, req: &Request) -> Response {
+    async fn package(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
         if let Some(r) = self.local_or_peer(config, f, req).await {
             return r;
         }
         match self.find_on_mirrors(config, f).await {
             Some(url) => redirect(&url),
-            None => Response::new(404, Outcome::Miss),
+            None => Answer::new(404, Outcome::Miss),
         }
     }
 
@@ -347,7 +351,7 @@ impl Service {
         config: &Config,
         f: &FileRequest,
         req: &Request,
-    ) -> Option<Response> {
+    ) -> Option<Answer> {
         if let Some(cached) = self.open(config, &f.file).await {
             return Some(serve_local(cached, req));
         }
@@ -365,7 +369,7 @@ impl Service {
                 f.arch,
                 f.file
             );
-            return Some(Response::new(307, Outcome::Peer).header("Location", location));
+            return Some(Answer::new(307, Outcome::Peer).header("Location", location));
         }
         None
     }
@@ -405,34 +409,64 @@ impl Service {
 }
 
 impl Handler for Service {
-    fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send {
-        self.answer(req)
+    type Outcome = Outcome;
+
+    async fn handle(&self, req: &Request) -> (Response, Outcome) {
+        let a = self.answer(req).await;
+        (a.response, a.outcome)
     }
 
-    fn record(
-        &self,
-        method: &str,
-        path: &str,
-        status: u16,
-        outcome: Outcome,
-        bytes: u64,
-        from_cache: bool,
-    ) {
-        self.stats
-            .record(method, path, status, outcome, bytes, from_cache);
+    fn shell_outcome(&self, answer: ShellAnswer) -> Outcome {
+        match answer {
+            ShellAnswer::Busy => Outcome::Busy,
+            ShellAnswer::Malformed(_) | ShellAnswer::TimedOut | ShellAnswer::Refused => {
+                Outcome::Bad
+            }
+        }
+    }
+
+    /// The access log line, then the counters.
+    fn completed(&self, done: &Completed<'_, Outcome>) {
+        log_completed(done);
+        self.stats.record(done);
     }
 }
 
-fn redirect(url: &Url) -> Response {
-    Response::new(307, Outcome::Mirror).header("Location", url.to_string())
+/// One line per response: `PEER METHOD PATH STATUS BYTES OUTCOME`, with `-` for the method
+/// and path when the shell answered before a request was read (and why, for a malformed one).
+fn log_completed(done: &Completed<'_, Outcome>) {
+    if !crate::sys::log::requests_enabled() {
+        return;
+    }
+    let (peer, status, bytes, outcome) = (
+        done.peer,
+        done.status,
+        done.body_bytes,
+        done.outcome.as_str(),
+    );
+    match (done.request, done.shell) {
+        (Some(r), _) => {
+            let method = escape(r.method_text.as_bytes());
+            let path = escape(r.target.as_bytes());
+            crate::info!("{peer} {method} {path} {status} {bytes} {outcome}");
+        }
+        (None, Some(ShellAnswer::Malformed(e))) => {
+            crate::info!("{peer} - - {status} {bytes} {outcome} ({})", e.reason());
+        }
+        (None, _) => crate::info!("{peer} - - {status} {bytes} {outcome}"),
+    }
+}
+
+fn redirect(url: &Url) -> Answer {
+    Answer::new(307, Outcome::Mirror).header("Location", url.to_string())
 }
 
 /// A cache hit: 200, 206, 304 or 416 as the conditional and range headers ask.
-fn serve_local(cached: CachedFile, req: &Request) -> Response {
+fn serve_local(cached: CachedFile, req: &Request) -> Answer {
     let last_modified = format_http_date(cached.mtime);
     if let Some(since) = req.if_modified_since.as_deref().and_then(parse_http_date) {
         if cached.mtime <= since {
-            return Response::new(304, Outcome::Local).header("Last-Modified", last_modified);
+            return Answer::new(304, Outcome::Local).header("Last-Modified", last_modified);
         }
     }
     // If-Range with a date other than ours: the client's partial copy is of another file.
@@ -442,7 +476,7 @@ fn serve_local(cached: CachedFile, req: &Request) -> Response {
     };
     let file = cached.file;
     let resp = |status| {
-        Response::new(status, Outcome::Local)
+        Answer::new(status, Outcome::Local)
             .header("Content-Type", "application/octet-stream")
             .header("Last-Modified", last_modified.clone())
             .header("Accept-Ranges", "bytes")
@@ -450,7 +484,7 @@ fn serve_local(cached: CachedFile, req: &Request) -> Response {
     match decide_range(range, cached.len) {
         RangeDecision::Full => {
             let mut r = resp(200);
-            r.body = Body::File {
+            r.response.body = Body::File {
                 file,
                 start: 0,
                 len: cached.len,
@@ -462,14 +496,14 @@ fn serve_local(cached: CachedFile, req: &Request) -> Response {
                 "Content-Range",
                 format!("bytes {start}-{end}/{}", cached.len),
             );
-            r.body = Body::File {
+            r.response.body = Body::File {
                 file,
                 start,
                 len: end - start + 1,
             };
             r
         }
-        RangeDecision::Unsatisfiable => Response::new(416, Outcome::Local)
+        RangeDecision::Unsatisfiable => Answer::new(416, Outcome::Local)
             .header("Content-Range", format!("bytes */{}", cached.len)),
     }
 }

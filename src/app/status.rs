@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::app::stats::{COUNTED, Counters, Recent};
-use crate::http::server::Outcome;
+use crate::app::outcome::COUNTED;
+use crate::app::stats::{Counters, Recent};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerView {
@@ -95,17 +95,6 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Local => "local hit",
-        Outcome::Peer => "peer redirect",
-        Outcome::Mirror => "mirror redirect",
-        Outcome::Miss => "miss",
-        Outcome::Bad => "rejected",
-        Outcome::Status => "status",
-    }
-}
-
 pub fn html(v: &StatusView) -> String {
     let mut h = String::with_capacity(8192);
     h.push_str(
@@ -139,7 +128,7 @@ pub fn html(v: &StatusView) -> String {
             "<div class=\"card\" id=\"count-{}\"><b>{}</b>{}</div>",
             o.as_str(),
             c.by_outcome[i],
-            outcome_label(*o)
+            o.label()
         );
     }
     let _ = writeln!(
@@ -187,7 +176,7 @@ pub fn html(v: &StatusView) -> String {
             html_escape(&r.method),
             html_escape(&r.path),
             r.status,
-            outcome_label(r.outcome),
+            r.outcome.label(),
             human_bytes(r.bytes)
         );
     }
@@ -362,6 +351,7 @@ pub fn metrics(v: &StatusView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::outcome::Outcome;
 
     fn sample() -> StatusView {
         StatusView {
@@ -398,7 +388,7 @@ mod tests {
             now_unix: 130,
             counters: Counters {
                 uptime_secs: 3700,
-                by_outcome: [3, 1, 2, 0, 1],
+                by_outcome: [3, 1, 2, 0, 1, 4],
                 bytes_served: 5 * 1024 * 1024,
                 bytes_saved: 4 * 1024 * 1024,
             },
@@ -426,9 +416,9 @@ mod tests {
     fn json_is_well_formed_enough() {
         let j = json(&sample());
         assert!(j.starts_with("{\"version\":\"0.1.0\""));
-        assert!(
-            j.contains("\"requests\":{\"local\":3,\"peer\":1,\"mirror\":2,\"miss\":0,\"bad\":1}")
-        );
+        assert!(j.contains(
+            "\"requests\":{\"local\":3,\"peer\":1,\"mirror\":2,\"miss\":0,\"bad\":1,\"busy\":4}"
+        ));
         assert!(j.contains("\"bytes_saved\":4194304"));
         assert!(j.contains("\"multicast_datagrams\":{\"received\":9,\"malformed\":2}"));
         assert!(j.contains("\"address\":\"<b>\\\"x\\\"</b>:1\""));

@@ -1,8 +1,9 @@
-//! HTTP/1.1, hand-written: pure parsing (`parse`, `date`, `range`, `url`) and the socket
-//! shell (`server`, `client`).
+//! HTTP/1.1, hand-written: pure parsing (`parse`, `date`, `range`, `url`), the messages
+//! (`message`), and the socket shell (`server`, `client`).
 
 pub mod client;
 pub mod date;
+pub mod message;
 pub mod parse;
 pub mod range;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The HTTP/1.1 server shell: accept loop, one task per connection, keep-alive and
 //! pipelining, time limits on every read and write, zero-copy file bodies.
 //!
-//! Decisions about what to answer live in `crate::service`; this module only moves bytes.
+//! I/O. What to answer is the [`Handler`]'s business (the application's); this module only
+//! moves bytes and tells the handler how each response ended.
 
 use std::fs::File;
 use std::io;
@@ -17,179 +18,54 @@ use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 
 use crate::http::date::format_http_date;
+use crate::http::message::{Body, Method, Request, Response, error_text, reason};
 use crate::http::parse::{ParseError, Parsed, parse_request};
 use crate::limits::{
     DRAIN_POLL, DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES,
     SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
 };
-use crate::sys::log::escape;
 
+/// An answer the shell gave by itself, without asking the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Other,
+pub enum ShellAnswer {
+    /// The head was malformed, too large, or cut short (the error says which).
+    Malformed(ParseError),
+    /// The head did not arrive within its time limit (408).
+    TimedOut,
+    /// Every connection slot was taken (503).
+    Busy,
+    /// A request the shell refuses before the handler sees it (HTTP/1.1 without Host, a body).
+    Refused,
 }
 
-/// A request head, copied out of the connection buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub method: Method,
-    pub method_text: String,
-    pub target: String,
-    pub range: Option<String>,
-    pub if_range: Option<String>,
-    pub if_modified_since: Option<String>,
-    pub has_body: bool,
-    pub has_host: bool,
-    pub http11: bool,
-}
-
-/// How a request ended, for the log (and later the counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from the local cache (200, 206, 304, 416).
-    Local,
-    /// Redirected to a LAN peer.
-    Peer,
-    /// Redirected to a mirror.
-    Mirror,
-    /// Not found anywhere.
-    Miss,
-    /// Rejected: malformed, hostile or unsupported.
-    Bad,
-    /// The status page, metrics and listings: not a lookup.
-    Status,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Local => "local",
-            Outcome::Peer => "peer",
-            Outcome::Mirror => "mirror",
-            Outcome::Miss => "miss",
-            Outcome::Bad => "bad",
-            Outcome::Status => "status",
-        }
-    }
-}
-
+/// One finished response, for the handler's log and counters.
 #[derive(Debug)]
-pub enum Body {
-    Empty,
-    Text(&'static str),
-    /// A body built once and shared (e.g. the package listing).
-    Shared(Arc<Vec<u8>>),
-    /// `len` bytes of `file` from `start`, sent with sendfile(2).
-    File {
-        file: Arc<File>,
-        start: u64,
-        len: u64,
-    },
-}
-
-impl Body {
-    fn len(&self) -> u64 {
-        match self {
-            Body::Empty => 0,
-            Body::Text(t) => t.len() as u64,
-            Body::Shared(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct Response {
+pub struct Completed<'a, O> {
+    pub peer: SocketAddr,
+    /// The request answered; None when the shell answered before one was read.
+    pub request: Option<&'a Request>,
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Body,
-    pub outcome: Outcome,
-    /// Close the connection after this response.
-    pub close: bool,
-}
-
-impl Response {
-    pub fn new(status: u16, outcome: Outcome) -> Response {
-        let body = match status {
-            200..=399 => Body::Empty,
-            _ => Body::Text(error_text(status)),
-        };
-        Response {
-            status,
-            headers: Vec::new(),
-            body,
-            outcome,
-            close: false,
-        }
-    }
-
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    pub fn closing(mut self) -> Response {
-        self.close = true;
-        self
-    }
-}
-
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        414 => "URI Too Long",
-        416 => "Range Not Satisfiable",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
-fn error_text(status: u16) -> &'static str {
-    match status {
-        400 => "400 Bad Request\n",
-        404 => "404 Not Found\n",
-        405 => "405 Method Not Allowed\n",
-        408 => "408 Request Timeout\n",
-        414 => "414 URI Too Long\n",
-        416 => "416 Range Not Satisfiable\n",
-        431 => "431 Request Header Fields Too Large\n",
-        503 => "503 Service Unavailable\n",
-        505 => "505 HTTP Version Not Supported\n",
-        _ => "error\n",
-    }
+    /// Body bytes sent (fewer than promised when the client went away).
+    pub body_bytes: u64,
+    /// The body was a file (a cached package).
+    pub from_file: bool,
+    pub outcome: O,
+    /// Why the shell answered by itself, for the log.
+    pub shell: Option<ShellAnswer>,
 }
 
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: &Request) -> impl Future<Output = Response> + Send;
+    /// What the handler says about each answer; carried to [`Handler::completed`].
+    type Outcome: Copy + Send + Sync + 'static;
 
-    /// A request is done: `bytes` of body were sent; `from_cache` when the body was a
-    /// cached file. For counters; the default keeps none.
-    fn record(
-        &self,
-        method: &str,
-        path: &str,
-        status: u16,
-        outcome: Outcome,
-        bytes: u64,
-        from_cache: bool,
-    ) {
-        let _ = (method, path, status, outcome, bytes, from_cache);
-    }
+    fn handle(&self, req: &Request) -> impl Future<Output = (Response, Self::Outcome)> + Send;
+
+    /// The outcome of an answer the shell gave by itself.
+    fn shell_outcome(&self, answer: ShellAnswer) -> Self::Outcome;
+
+    /// A response is done (sent whole, or cut short): log it, count it.
+    fn completed(&self, done: &Completed<'_, Self::Outcome>);
 }
 
 /// Accept connections, each on its own task, at most `MAX_CONNECTIONS` at a time, until
@@ -219,7 +95,7 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, st
             }
         };
         if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            refuse_busy(stream.get_ref(), peer);
+            refuse_busy(stream.get_ref(), peer, &*handler);
             continue;
         }
         let guard = ConnectionSlot::take(&active);
@@ -247,7 +123,7 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, st
 }
 
 /// Over the cap: one non-blocking write of a 503 and close, no task and no waiting.
-fn refuse_busy(stream: &TcpStream, peer: SocketAddr) {
+fn refuse_busy<H: Handler>(stream: &TcpStream, peer: SocketAddr, handler: &H) {
     use std::io::Write as _;
     let text = error_text(503);
     let head = format!(
@@ -257,7 +133,15 @@ fn refuse_busy(stream: &TcpStream, peer: SocketAddr) {
     );
     let mut s = stream;
     let _ = s.write(head.as_bytes());
-    crate::info!("{peer} - - 503 0 busy");
+    handler.completed(&Completed {
+        peer,
+        request: None,
+        status: 503,
+        body_bytes: 0,
+        from_file: false,
+        outcome: handler.shell_outcome(ShellAnswer::Busy),
+        shell: Some(ShellAnswer::Busy),
+    });
 }
 
 struct ConnectionSlot(Arc<AtomicUsize>);
@@ -382,9 +266,17 @@ async fn connection<H: Handler>(
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && filled == 0 => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    let resp = Response::new(408, Outcome::Bad).closing();
+                    let resp = Response::new(408).closing();
                     let _ = write_response(&stream, &resp, false).await;
-                    crate::info!("{peer} - - 408 0 bad");
+                    handler.completed(&Completed {
+                        peer,
+                        request: None,
+                        status: 408,
+                        body_bytes: 0,
+                        from_file: false,
+                        outcome: handler.shell_outcome(ShellAnswer::TimedOut),
+                        shell: Some(ShellAnswer::TimedOut),
+                    });
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -396,29 +288,29 @@ async fn connection<H: Handler>(
         buf.copy_within(consumed..filled, 0);
         filled -= consumed;
 
-        let mut resp = if req.http11 && !req.has_host {
-            Response::new(400, Outcome::Bad).closing()
-        } else if req.has_body {
-            // We never expect a body; rather than skip one of unknown size, close.
-            Response::new(400, Outcome::Bad).closing()
+        let (mut resp, outcome, shell) = if (req.http11 && !req.has_host) || req.has_body {
+            // A body we never expect: rather than skip one of unknown size, close.
+            let refused = ShellAnswer::Refused;
+            let outcome = handler.shell_outcome(refused);
+            (Response::new(400).closing(), outcome, Some(refused))
         } else {
-            handler.handle(&req).await
+            let (resp, outcome) = handler.handle(&req).await;
+            (resp, outcome, None)
         };
         if !keep_alive {
             resp.close = true;
         }
         let with_body = req.method != Method::Head;
         let sent = write_response(&stream, &resp, with_body).await;
-        let method = escape(req.method_text.as_bytes());
-        let path = escape(req.target.as_bytes());
-        let bytes = sent.as_ref().map_or(0, |n| *n);
-        crate::info!(
-            "{peer} {method} {path} {} {bytes} {}",
-            resp.status,
-            resp.outcome.as_str()
-        );
-        let from_cache = matches!(resp.body, Body::File { .. });
-        handler.record(&method, &path, resp.status, resp.outcome, bytes, from_cache);
+        handler.completed(&Completed {
+            peer,
+            request: Some(&req),
+            status: resp.status,
+            body_bytes: sent.as_ref().map_or(0, |n| *n),
+            from_file: matches!(resp.body, Body::File { .. }),
+            outcome,
+            shell,
+        });
         sent?;
         if resp.close || stop.is_closed() {
             return Ok(());
@@ -434,10 +326,18 @@ async fn reject<H: Handler>(
     e: ParseError,
     handler: &H,
 ) {
-    let resp = Response::new(e.status(), Outcome::Bad).closing();
+    let resp = Response::new(e.status()).closing();
     let bytes = write_response(stream, &resp, true).await.unwrap_or(0);
-    crate::info!("{peer} - - {} {bytes} bad ({})", resp.status, e.reason());
-    handler.record("-", "-", resp.status, Outcome::Bad, bytes, false);
+    let shell = ShellAnswer::Malformed(e);
+    handler.completed(&Completed {
+        peer,
+        request: None,
+        status: resp.status,
+        body_bytes: bytes,
+        from_file: false,
+        outcome: handler.shell_outcome(shell),
+        shell: Some(shell),
+    });
 }
 
 /// Write head and (unless `with_body` is false) body; the body bytes written.
