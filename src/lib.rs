@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod names;
 pub mod pacsrv;
 pub mod peers;
 pub mod sys;

@@ -102,10 +102,17 @@ pub const ANNOUNCE_RECV_BUFFER: usize = 1024;
 /// Most architectures in one announcement. pacman hosts have one or two plus `any`.
 pub const MAX_ANNOUNCE_ARCHS: usize = 16;
 
-/// Longest architecture name in an announcement (`x86_64_v3`, `armv7h`, `pentium4` are all
-/// under 12 bytes). With `MAX_ANNOUNCE_ARCHS` it keeps every valid hello under
-/// `MAX_ANNOUNCE_BYTES`.
+/// Longest architecture name anywhere (pacman.conf, requests, announcements): `x86_64_v3`,
+/// `armv7h`, `pentium4` are all under 12 bytes. With `MAX_ANNOUNCE_ARCHS` it keeps every
+/// valid hello under `MAX_ANNOUNCE_BYTES`.
 pub const MAX_ARCH_NAME: usize = 24;
+
+/// Longest repository name anywhere: Arch's are under 20 bytes (`core-testing`,
+/// `multilib-staging`); third-party ones a little longer.
+pub const MAX_REPO_NAME: usize = 64;
+
+/// Longest package file name in a request: the limit of a file name on Linux filesystems.
+pub const MAX_FILE_NAME: usize = 255;
 
 /// Default `--multicast-interval`: how often a hello is repeated. Peers also answer a query
 /// at once, so a new host finds the others in a round trip; the interval only bounds how

@@ -179,7 +179,7 @@ fn start_discovery(
         archs: conf
             .architectures
             .iter()
-            .filter(|a| discovery::valid_arch(a))
+            .filter(|a| pacserve::names::valid_arch(a))
             .cloned()
             .collect(),
     };

@@ -8,23 +8,25 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The Server line pacman needs to use the pacserve on `port` of this host.
-pub fn server_url(port: u16) -> String {
-    format!("http://localhost:{port}/request/$repo/$arch")
-}
+use crate::config::pacman_conf::{Line, classify, header_name};
 
-/// `[name]` → Some(name) for a section header line.
+/// `[name]` → Some(name) for a section header line, as pacman.conf's parser reads it.
 fn section(line: &str) -> Option<&str> {
-    line.trim()
-        .strip_prefix('[')?
-        .strip_suffix(']')
-        .map(str::trim)
+    match classify(line) {
+        Line::Header(h) => header_name(h),
+        _ => None,
+    }
 }
 
 /// `Server = URL` → Some(URL).
 fn server_value(line: &str) -> Option<&str> {
-    let (key, value) = line.trim().split_once('=')?;
-    (key.trim() == "Server").then(|| value.trim())
+    match classify(line) {
+        Line::Directive {
+            key: "Server",
+            value,
+        } => value,
+        _ => None,
+    }
 }
 
 /// `text` with `Server = url` as the first line of every repository section (all but
@@ -89,7 +91,10 @@ pub fn with_config(args: &[OsString], conf: &Path) -> Vec<OsString> {
 pub fn print_conf(conf: &Path, port: u16) -> ExitCode {
     match std::fs::read_to_string(conf) {
         Ok(text) => {
-            print!("{}", insert_server(&text, &server_url(port)));
+            print!(
+                "{}",
+                insert_server(&text, &crate::app::urls::local_server(port))
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -138,9 +143,9 @@ pub fn pacsrv(port: u16, pacman_args: Vec<OsString>) -> ExitCode {
     ]);
     let mut temp = None;
     let args = if running {
-        match std::fs::read_to_string(&conf)
-            .and_then(|text| write_temp_conf(&insert_server(&text, &server_url(port))))
-        {
+        match std::fs::read_to_string(&conf).and_then(|text| {
+            write_temp_conf(&insert_server(&text, &crate::app::urls::local_server(port)))
+        }) {
             Ok(t) => {
                 let args = with_config(&pacman_args, &t.0);
                 temp = Some(t);

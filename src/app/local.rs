@@ -1,6 +1,6 @@
 //! Open a package file from pacman's cache dirs, safely.
 //!
-//! The name has already passed `route::valid_file` (a single plain file name); here we only
+//! The name has already passed `names::valid_file` (a single plain file name); here we only
 //! accept what is really a complete package: a non-empty regular file directly inside a
 //! CacheDir, opened without following a symlink and without blocking on a FIFO.
 
@@ -40,7 +40,7 @@ pub fn open_cached(
     cache_dirs: &[PathBuf],
     name: &str,
 ) -> (Option<CachedFile>, Vec<(PathBuf, Skip)>) {
-    debug_assert!(crate::app::urls::valid_file(name));
+    debug_assert!(crate::names::valid_file(name));
     let mut skipped = Vec::new();
     for dir in cache_dirs {
         let path = dir.join(name);
@@ -136,7 +136,7 @@ pub fn list_packages(cache_dirs: &[PathBuf]) -> Vec<(String, u64)> {
                 continue;
             };
             if seen.contains_key(&name)
-                || !crate::app::urls::valid_file(&name)
+                || !crate::names::valid_file(&name)
                 || crate::app::urls::classify(&name) != Some(crate::app::urls::FileKind::Package)
             {
                 continue;

@@ -20,7 +20,7 @@ use crate::app::mirrors::{
 };
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
-use crate::app::urls::{Endpoint, FileKind, FileRequest, route};
+use crate::app::urls::{Endpoint, FileKind, FileRequest, Page, route};
 use crate::http::client::head_status;
 use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::message::{Body, Method, Request, Response};
@@ -33,13 +33,6 @@ use crate::peers::lookup::PeerLookup;
 use crate::peers::table::Source;
 use crate::sys::log::escape;
 use status::{PeerView, StatusView};
-
-/// The package listing other pacserves may fetch: `NAME SIZE` lines.
-pub const INFO_PATH: &str = "/info";
-/// The status page for a browser, and the same data for programs.
-pub const STATUS_PATH: &str = "/";
-pub const STATUS_JSON_PATH: &str = "/status.json";
-pub const METRICS_PATH: &str = "/metrics";
 
 /// What a (re)load of pacman.conf yields.
 #[derive(Debug, Clone)]
@@ -120,18 +113,12 @@ impl Service {
         if req.method == Method::Other {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
-        match req
-            .target
-            .split_once('?')
-            .map_or(req.target.as_str(), |(p, _)| p)
-        {
-            INFO_PATH => return self.info().await,
+        match urls::page(&req.target) {
+            Some(Page::Info) => return self.info().await,
             // Browsers ask for it with every view of the status page; not a lookup.
-            "/favicon.ico" => return Answer::new(404, Outcome::Status),
-            p @ (STATUS_PATH | STATUS_JSON_PATH | METRICS_PATH) => {
-                return self.status_page(p).await;
-            }
-            _ => {}
+            Some(Page::Favicon) => return Answer::new(404, Outcome::Status),
+            Some(page) => return self.status_page(page).await,
+            None => {}
         }
         let file_req = match route(&req.target) {
             Ok(r) => r,
@@ -301,11 +288,11 @@ impl Service {
         }
     }
 
-    async fn status_page(&self, path: &str) -> Answer {
+    async fn status_page(&self, page: Page) -> Answer {
         let view = self.status_view().await;
-        let (body, kind) = match path {
-            STATUS_JSON_PATH => (status::json(&view), "application/json"),
-            METRICS_PATH => (
+        let (body, kind) = match page {
+            Page::StatusJson => (status::json(&view), "application/json"),
+            Page::Metrics => (
                 status::metrics(&view),
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
@@ -355,20 +342,14 @@ impl Service {
         if let Some(cached) = self.open(config, &f.file).await {
             return Some(serve_local(cached, req));
         }
-        if let Some(hit) = self.peers.find(f).await {
+        if let Some(hit) = self.peers.find(&urls::peer_query_path(f)).await {
             crate::verbose!(
                 "{}: held by peer {} (sig: {})",
                 f.file,
                 hit.peer,
                 hit.has_sig
             );
-            let location = format!(
-                "http://{}/request/{}/{}/{}",
-                hit.peer.authority(),
-                f.repo,
-                f.arch,
-                f.file
-            );
+            let location = urls::peer_location(&hit.peer, f);
             return Some(Answer::new(307, Outcome::Peer).header("Location", location));
         }
         None

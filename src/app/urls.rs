@@ -1,5 +1,12 @@
-//! Request target → what is asked for, pure. Everything from the request is checked
-//! against an allow-list here, so later steps only ever see plain, safe names.
+//! pacserve's URL space, pure: every route a request can take ([`route`]: the target → what
+//! is asked for, checked against the allow-lists of [`crate::names`], so later steps only
+//! ever see plain, safe names), and every URL pacserve builds (a peer's Location, the path
+//! a peer is asked on, the line pacman is given).
+
+use std::fmt;
+
+use crate::names::{valid_arch, valid_file, valid_repo};
+use crate::peers::table::PeerAddr;
 
 /// Who a file route is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +26,65 @@ pub enum Endpoint {
 pub const PREFIXES: [(&str, Endpoint); 4] = [
     ("request", Endpoint::Request),
     ("pacman", Endpoint::Request),
-    ("peer", Endpoint::Peer),
+    (PEER_PREFIX, Endpoint::Peer),
     ("cache", Endpoint::Cache),
 ];
+
+/// The prefix a peer is asked on: its own cache only.
+const PEER_PREFIX: &str = "peer";
+
+/// The package listing other pacserves may fetch: `NAME SIZE` lines.
+pub const INFO_PATH: &str = "/info";
+/// The status page for a browser, and the same data for programs.
+pub const STATUS_PATH: &str = "/";
+pub const STATUS_JSON_PATH: &str = "/status.json";
+pub const METRICS_PATH: &str = "/metrics";
+/// What browsers ask for with every view of the status page.
+pub const FAVICON_PATH: &str = "/favicon.ico";
+
+/// The paths that are not file routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Info,
+    Favicon,
+    Status,
+    StatusJson,
+    Metrics,
+}
+
+/// Which page `target` asks for (query ignored), if it is one.
+pub fn page(target: &str) -> Option<Page> {
+    match target.split_once('?').map_or(target, |(p, _)| p) {
+        INFO_PATH => Some(Page::Info),
+        FAVICON_PATH => Some(Page::Favicon),
+        STATUS_PATH => Some(Page::Status),
+        STATUS_JSON_PATH => Some(Page::StatusJson),
+        METRICS_PATH => Some(Page::Metrics),
+        _ => None,
+    }
+}
+
+/// Where pacman is sent for a file a peer holds: the peer's pacman route, which answers
+/// from its cache (and sends a missing `.sig` to its own mirrors).
+pub fn peer_location(peer: &PeerAddr, f: &FileRequest) -> String {
+    format!(
+        "http://{}/request/{}/{}/{}",
+        peer.authority(),
+        f.repo,
+        f.arch,
+        f.file
+    )
+}
+
+/// The path a peer is asked on whether it holds `f`.
+pub fn peer_query_path(f: &FileRequest) -> String {
+    format!("/{PEER_PREFIX}/{}/{}/{}", f.repo, f.arch, f.file)
+}
+
+/// The `Server` line value pacman needs to use the pacserve on `port` of this host.
+pub fn local_server(port: u16) -> String {
+    format!("http://localhost:{port}/request/$repo/$arch")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -54,6 +117,14 @@ pub enum RouteError {
     NotServable,
 }
 
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for RouteError {}
+
 impl RouteError {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,11 +135,6 @@ impl RouteError {
         }
     }
 }
-
-/// Longest repo name, arch name and file name accepted.
-const MAX_REPO: usize = 64;
-const MAX_ARCH: usize = 32;
-const MAX_FILE: usize = 255;
 
 /// Route an origin-form request target (`/request/core/x86_64/FILE`, query ignored).
 pub fn route(target: &str) -> Result<FileRequest, RouteError> {
@@ -123,31 +189,6 @@ fn decode_segment(s: &str) -> Result<String, RouteError> {
         }
     }
     String::from_utf8(out).map_err(|_| RouteError::BadEncoding)
-}
-
-fn valid_repo(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_REPO
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-}
-
-fn valid_arch(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ARCH
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Characters of pacman package file names (name, epoch `:`, version, release, arch).
-pub fn valid_file(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_FILE
-        && !s.starts_with('.')
-        && !s.starts_with('-')
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-' | b'@' | b':' | b'~')
-        })
 }
 
 /// What kind of file a (valid) name is; None for anything pacserve does not serve.
@@ -391,6 +432,36 @@ mod tests {
         for (target, want) in cases {
             assert_eq!(route(target), Err(*want), "{target:?}");
         }
+    }
+
+    #[test]
+    fn pages_and_built_urls() {
+        assert_eq!(page("/"), Some(Page::Status));
+        assert_eq!(page("/?refresh=1"), Some(Page::Status));
+        assert_eq!(page("/status.json"), Some(Page::StatusJson));
+        assert_eq!(page("/metrics"), Some(Page::Metrics));
+        assert_eq!(page("/info"), Some(Page::Info));
+        assert_eq!(page("/favicon.ico"), Some(Page::Favicon));
+        assert_eq!(page("/info/"), None);
+        assert_eq!(page("/request/core/x86_64/a.pkg.tar.zst"), None);
+
+        let f = route("/cache/core/x86_64/vim-2%3A9.0-1-x86_64.pkg.tar.zst").unwrap();
+        let peer = crate::peers::table::parse_peer_addr("[fd00::2]:15678").unwrap();
+        let location = peer_location(&peer, &f);
+        assert_eq!(
+            location,
+            "http://[fd00::2]:15678/request/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst"
+        );
+        // What we build is what we route: the Location and the query path come back whole.
+        let back = route(location.trim_start_matches("http://[fd00::2]:15678")).unwrap();
+        assert_eq!((back.endpoint, &back.file), (Endpoint::Request, &f.file));
+        let query = peer_query_path(&f);
+        assert_eq!(query, "/peer/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst");
+        assert_eq!(route(&query).unwrap().endpoint, Endpoint::Peer);
+        assert_eq!(
+            local_server(15678),
+            "http://localhost:15678/request/$repo/$arch"
+        );
     }
 
     #[test]

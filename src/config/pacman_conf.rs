@@ -16,8 +16,10 @@
 //!   space-separated values on one line.
 //!
 //! Where we are stricter, so a broken config fails loudly instead of quietly: directives before
-//! any section, malformed headers (`[core`, `[]`), empty values (`Server =`), repository names
-//! that could escape a URL path, unreadable Includes. A glob Include that matches nothing is
+//! any section, malformed headers (`[core`, `[]`), empty values (`Server =`), repository and
+//! architecture names outside the rules of [`crate::names`] (the ones requests and
+//! announcements are held to, so a name that loads is a name pacserve can serve), unreadable
+//! Includes. A glob Include that matches nothing is
 //! silently nothing; pacman 6.0.2 instead tries to open the pattern as a file and fails.
 
 use std::borrow::Cow;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use super::glob::expand_glob;
 use crate::limits::{MAX_CONF_BYTES, MAX_INCLUDE_DEPTH};
+use crate::names;
 use crate::sys::host;
 
 /// pacman's `CacheDir` when the config names none.
@@ -187,6 +190,47 @@ struct Parser<'r, 'a> {
     repos: Vec<Repo>,
 }
 
+/// One line of pacman.conf, as pacman reads it. Shared by the parser and by `pacsrv`, which
+/// edits pacman.conf text and must see its sections exactly as the parser does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// Blank, or a comment (`#` first on the line).
+    Nothing,
+    /// A section header: the trimmed line, starting with `[` (see [`header_name`]).
+    Header(&'a str),
+    /// `Key = Value`, both trimmed, or a bare `Key` (value None).
+    Directive {
+        key: &'a str,
+        value: Option<&'a str>,
+    },
+}
+
+/// What kind of line `raw` is.
+pub fn classify(raw: &str) -> Line<'_> {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        Line::Nothing
+    } else if line.starts_with('[') {
+        Line::Header(line)
+    } else {
+        match line.split_once('=') {
+            Some((key, value)) => Line::Directive {
+                key: key.trim(),
+                value: Some(value.trim()),
+            },
+            None => Line::Directive {
+                key: line,
+                value: None,
+            },
+        }
+    }
+}
+
+/// The name in a header line `[name]`, if the line is one (the name is checked elsewhere).
+pub fn header_name(line: &str) -> Option<&str> {
+    line.strip_prefix('[')?.strip_suffix(']')
+}
+
 impl Parser<'_, '_> {
     fn parse_file(&mut self, text: &str, path: &Path) -> Result<(), ConfError> {
         if text.len() as u64 > MAX_CONF_BYTES {
@@ -200,17 +244,13 @@ impl Parser<'_, '_> {
             } else {
                 raw
             };
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if line.starts_with('[') {
-                self.section = Some(self.section_header(line, path, line_no)?);
-                continue;
-            }
-            let (key, value) = match line.split_once('=') {
-                Some((key, value)) => (key.trim(), Some(value.trim())),
-                None => (line, None),
+            let (key, value) = match classify(raw) {
+                Line::Nothing => continue,
+                Line::Header(line) => {
+                    self.section = Some(self.section_header(line, path, line_no)?);
+                    continue;
+                }
+                Line::Directive { key, value } => (key, value),
             };
             if key.is_empty() {
                 return Err(ConfError::at(
@@ -242,7 +282,7 @@ impl Parser<'_, '_> {
         line_no: usize,
     ) -> Result<Section, ConfError> {
         let err = |message: String| ConfError::at(path, line_no, message);
-        let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
+        let Some(name) = header_name(line) else {
             return Err(err(if line.contains(']') {
                 "section header has text after ']'; a '#' comment must be on a line of its own"
                     .to_owned()
@@ -268,7 +308,7 @@ impl Parser<'_, '_> {
                     .to_owned(),
             ));
         }
-        if let Some(problem) = plain_name_problem(name) {
+        if let Some(problem) = names::repo_problem(name) {
             return Err(err(format!("repository name {} {problem}", quote(name))));
         }
         if let Some(index) = self.repos.iter().position(|r| r.name == name) {
@@ -312,7 +352,7 @@ impl Parser<'_, '_> {
             }
             (Section::Options, "Architecture") => {
                 for arch in need_value()?.split_whitespace() {
-                    if let Some(problem) = plain_name_problem(arch) {
+                    if let Some(problem) = names::arch_problem(arch) {
                         return Err(err(format!("Architecture {} {problem}", quote(arch))));
                     }
                     self.architectures.push(arch.to_owned());
@@ -404,21 +444,6 @@ impl Parser<'_, '_> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH)),
             repos: self.repos,
         }
-    }
-}
-
-/// Why `name` cannot be a repository or architecture name, which end up as URL path segments.
-fn plain_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("is empty")
-    } else if name == "." || name == ".." {
-        Some("is not a name")
-    } else if name.contains(['/', '\\']) {
-        Some("may not contain '/' or '\\'")
-    } else if name.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        Some("may not contain spaces or control characters")
-    } else {
-        None
     }
 }
 
@@ -882,11 +907,10 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
             ),
             (
                 "odd but valid names",
-                "[core-testing]\n[my_repo.2]\n[ünïcödé]\n[OPTIONS]\n[Options]\n[a..b]\n",
+                "[core-testing]\n[my_repo.2]\n[OPTIONS]\n[Options]\n[a..b]\n",
                 &[
                     ("core-testing", &[]),
                     ("my_repo.2", &[]),
-                    ("ünïcödé", &[]),
                     ("OPTIONS", &[]),
                     ("Options", &[]),
                     ("a..b", &[]),
@@ -1021,21 +1045,21 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
             ),
             (
                 "[a/b]\n",
-                "pacman.conf:1: repository name 'a/b' may not contain '/' or '\\'".into(),
+                "pacman.conf:1: repository name 'a/b' may only hold ASCII letters, digits and '.', '_', '+', '-'".into(),
             ),
             (
                 "[../../etc]\n",
-                "pacman.conf:1: repository name '../../etc' may not contain '/' or '\\'".into(),
+                "pacman.conf:1: repository name '../../etc' may not start with '.'".into(),
             ),
-            ("[..]\n", "pacman.conf:1: repository name '..' is not a name".into()),
-            ("[.]\n", "pacman.conf:1: repository name '.' is not a name".into()),
+            ("[..]\n", "pacman.conf:1: repository name '..' may not start with '.'".into()),
+            ("[.]\n", "pacman.conf:1: repository name '.' may not start with '.'".into()),
             (
                 "[ core ]\n",
-                "pacman.conf:1: repository name ' core ' may not contain spaces or control characters".into(),
+                "pacman.conf:1: repository name ' core ' may only hold ASCII letters, digits and '.', '_', '+', '-'".into(),
             ),
             (
                 "[co\u{7}re]\n",
-                "pacman.conf:1: repository name 'co\\u{7}re' may not contain spaces or control characters".into(),
+                "pacman.conf:1: repository name 'co\\u{7}re' may only hold ASCII letters, digits and '.', '_', '+', '-'".into(),
             ),
             (
                 "[local]\n",
@@ -1067,7 +1091,27 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
             ),
             (
                 "[options]\nArchitecture = x86_64 ../x\n",
-                "pacman.conf:2: Architecture '../x' may not contain '/' or '\\'".into(),
+                "pacman.conf:2: Architecture '../x' may only hold ASCII letters, digits and '_' \
+                 (package file names use '-' as a separator)"
+                    .into(),
+            ),
+            (
+                "[options]\nArchitecture = armv7-x\n",
+                "pacman.conf:2: Architecture 'armv7-x' may only hold ASCII letters, digits and \
+                 '_' (package file names use '-' as a separator)"
+                    .into(),
+            ),
+            (
+                "[ünïcödé]\n",
+                "pacman.conf:1: repository name 'ünïcödé' may only hold ASCII letters, digits and \
+                 '.', '_', '+', '-'"
+                    .into(),
+            ),
+            (
+                "[my@repo]\n",
+                "pacman.conf:1: repository name 'my@repo' may only hold ASCII letters, digits and \
+                 '.', '_', '+', '-'"
+                    .into(),
             ),
             ("[core]\n= http://a\n", "pacman.conf:2: a directive name is missing before '='".into()),
             (

@@ -6,16 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt;
 use smol::lock::OnceCell;
 
-use crate::app::urls::FileRequest;
 use crate::http::client::ask_peer;
 use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, SIG_GRACE};
 use crate::peers::table::{PeerAddr, PeerTable};
-
-/// The path a peer answers lookups on: its own cache only.
-pub const PEER_ROUTE: &str = "peer";
 
 /// A peer that holds the file, and whether it also holds the file's `.sig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +66,10 @@ impl PeerLookup {
         &self.table
     }
 
-    /// The peer to send pacman to for `f`, if any holds it.
-    pub async fn find(&self, f: &FileRequest) -> Answer {
-        let key = format!("{}/{}/{}", f.repo, f.arch, f.file);
+    /// The peer to send pacman to for the file a peer answers for on `path` (its peer
+    /// route, which answers from its own cache only), if any holds it.
+    pub async fn find(&self, path: &str) -> Answer {
+        let key = path.to_string();
         let cell = {
             let now = Instant::now();
             let mut answers = crate::lock(&self.answers);
@@ -98,21 +94,20 @@ impl PeerLookup {
                 }
             }
         };
-        cell.get_or_init(|| self.ask_all(f)).await.clone()
+        cell.get_or_init(|| self.ask_all(path)).await.clone()
     }
 
     /// Ask every askable peer at once; each answer or failure also updates its backoff.
-    async fn ask_all(&self, f: &FileRequest) -> Answer {
+    async fn ask_all(&self, path: &str) -> Answer {
         let peers = crate::lock(&self.table).askable(Instant::now());
         if peers.is_empty() {
             return None;
         }
-        let path = format!("/{PEER_ROUTE}/{}/{}/{}", f.repo, f.arch, f.file);
         let (tx, rx) = smol::channel::bounded(peers.len());
         for peer in peers {
             let tx = tx.clone();
             let table = self.table.clone();
-            let path = path.clone();
+            let path = path.to_string();
             let timeout = self.timeout;
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
             crate::sys::rt::spawn(async move {
@@ -153,14 +148,9 @@ impl PeerLookup {
         loop {
             let next = match grace_until {
                 None => rx.recv().await.ok(),
-                Some(until) => {
-                    async { rx.recv().await.ok() }
-                        .or(async {
-                            smol::Timer::at(until).await;
-                            None
-                        })
-                        .await
-                }
+                Some(until) => crate::sys::rt::until(until, rx.recv())
+                    .await
+                    .and_then(Result::ok),
             };
             // None: every task has answered (each bounded by `timeout`), or the grace ended.
             let Some(answer) = next else { break };

@@ -19,7 +19,7 @@
 //!   - `id`: the instance, 16 lowercase hex digits, new on every start. Our own looped-back
 //!     datagrams are recognised by it, and a restarted peer gets a clean slate.
 //!   - `port`: the HTTP port, decimal 1–65535 without leading zeros.
-//!   - `arch`: architectures served, comma-separated names of `[A-Za-z0-9_.-]`, at most
+//!   - `arch`: architectures served, comma-separated names of `[A-Za-z0-9_]`, at most
 //!     [`MAX_ANNOUNCE_ARCHS`] of at most [`MAX_ARCH_NAME`] bytes, no repeats; may be empty.
 //!
 //!   Fields with other keys are ignored (any printable value), so later versions can add some.
@@ -47,7 +47,7 @@ mod wire;
 
 pub use run::{DiscoveryStats, StatsSnapshot, run};
 pub use socket::{Discovery, open};
-pub use wire::{Announce, DecodeError, Kind, decode, encode, new_instance_id, valid_arch};
+pub use wire::{Announce, DecodeError, Kind, decode, encode, new_instance_id};
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
