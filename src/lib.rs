@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod limits;
 pub mod names;

@@ -12,6 +12,10 @@ pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// 200 bytes; mirrors answer HEAD with well under 2 KiB.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// Empty lines skipped before a request line (RFC 9112 §2.2 asks servers to skip at least one;
+/// some clients send a stray CRLF after a body). More than this is not a client, it is noise.
+pub const MAX_LEADING_EMPTY_LINES: usize = 4;
+
 /// Most header fields in one head. curl sends 4–6; 64 is generous.
 pub const MAX_HEADERS: usize = 64;
 
@@ -32,6 +36,10 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// package file); pacserve raises its open-file limit to fit. A LAN of a thousand hosts
 /// downloading at once still fits.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Descriptors beyond two per connection that the open-file limit must leave room for: the
+/// listener, discovery, the executor's own, lookups in flight, stderr.
+pub const SPARE_FDS: usize = 64;
 
 /// Bytes handed to one sendfile(2) call; bounded so one fast client cannot hog the executor.
 pub const SENDFILE_CHUNK: usize = 1024 * 1024;
@@ -65,6 +73,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the drain checks whether the last connection has closed.
 pub const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Longest host name of a peer (`--pacserver NAME:PORT`): the DNS limit (RFC 1035).
+pub const MAX_HOST_NAME: usize = 253;
 
 /// Most peers (static + discovered) in the table; announcements beyond it are dropped, so a
 /// flood of forged datagrams cannot grow memory.
@@ -170,3 +181,20 @@ pub const OPEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// Most open cache files kept for reuse: bounds the descriptors they hold.
 pub const OPEN_CACHE_MAX: usize = 128;
+
+/// Stack of each extra executor thread. Tasks keep their state on the heap; the threads need
+/// little stack, and small boards have little memory.
+pub const EXECUTOR_STACK_BYTES: usize = 256 * 1024;
+
+/// Largest `/proc` file read (fib_trie, if_inet6, hostname: a few KiB): only guards against a
+/// kernel or a bind mount handing us something endless.
+pub const MAX_PROC_FILE_BYTES: u64 = 1024 * 1024;
+
+/// How long `pacserve pacsrv` waits to see whether a pacserve listens on localhost before it
+/// runs pacman unchanged; a local listener answers a connect at once.
+pub const PACSRV_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Shortest and longest time an option in seconds may give (`--peer-timeout`,
+/// `--multicast-interval`): below 10 ms nothing on a network finishes, above a day is a typo.
+pub const MIN_OPTION_SECONDS: f64 = 0.01;
+pub const MAX_OPTION_SECONDS: f64 = 86_400.0;

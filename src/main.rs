@@ -1,130 +1,140 @@
-//! Wiring only: arguments, configuration, the listener, the server, signals.
+//! Wiring only: arguments, configuration, the listener, the server, discovery, signals; and
+//! the one place where an error becomes an exit code.
 
+use std::fmt;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use async_io::Async;
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 
 use pacserve::app::mirrors::RepoTable;
 use pacserve::app::{Config, Service};
-use pacserve::config::cli::{self, Args, Command};
-use pacserve::config::pacman_conf;
+use pacserve::config::cli::{self, Args, Command, MulticastArgs};
+use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
 use pacserve::http::server::serve;
 use pacserve::http::url::points_at_self;
-use pacserve::peers::discovery::{self, Announce, DiscoveryStats, Kind, MulticastConfig};
+use pacserve::peers::discovery::{
+    self, Announce, Discovery, DiscoveryStats, Kind, MulticastConfig, OpenError,
+};
 use pacserve::peers::lookup::PeerLookup;
 use pacserve::peers::table::PeerTable;
-use pacserve::sys::{host, notify};
+use pacserve::sys::{host, notify, rt};
 use pacserve::{error, info, pacsrv};
 
-fn main() -> ExitCode {
-    match cli::parse_args(std::env::args_os().skip(1).collect()) {
-        Ok(Command::Help) => print!("{}", cli::HELP),
-        Ok(Command::MoreHelp) => print!("{}", cli::MORE_HELP),
-        Ok(Command::Version) => println!("pacserve {}", env!("CARGO_PKG_VERSION")),
-        Ok(Command::Run(args)) => return run(args),
-        Ok(Command::Pacsrv { port, pacman_args }) => return pacsrv::pacsrv(port, pacman_args),
-        Ok(Command::PrintPacmanConf { port, pacman_conf }) => {
-            return pacsrv::print_conf(&pacman_conf, port);
+/// Why the daemon could not start; each says what to fix. Exit code 1.
+#[derive(Debug)]
+enum StartError {
+    Config(ConfError),
+    Listen { addr: SocketAddr, source: io::Error },
+    Multicast(OpenError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Multicast(e) => write!(f, "multicast: {e}"),
         }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Config(e) => Some(e),
+            StartError::Listen { source, .. } => Some(source),
+            StartError::Multicast(e) => Some(e),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let command = match cli::parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(command) => command,
         Err(e) => {
             eprintln!("pacserve: {e}");
             return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => print!("{}", cli::HELP),
+        Command::MoreHelp => print!("{}", cli::MORE_HELP),
+        Command::Version => println!("pacserve {}", env!("CARGO_PKG_VERSION")),
+        Command::Pacsrv { port, pacman_args } => return pacsrv::pacsrv(port, pacman_args),
+        Command::PrintPacmanConf { port, pacman_conf } => {
+            return pacsrv::print_conf(&pacman_conf, port);
+        }
+        Command::Run(args) => {
+            if let Err(e) = run(args) {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS
 }
 
-fn run(args: Args) -> ExitCode {
+/// The daemon: start every part, serve until SIGTERM/SIGINT, stop cleanly.
+fn run(args: Args) -> Result<(), StartError> {
     pacserve::sys::log::set_verbosity(args.verbosity);
     raise_fd_limit();
-    let bind = SocketAddr::new(args.address, args.port);
     // Load before binding, so a broken pacman.conf never leaves a half-started daemon.
-    let conf = match pacman_conf::load(&args.pacman_conf) {
-        Ok(conf) => conf,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let listener = match TcpListener::bind(bind).and_then(smol::Async::new) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("cannot listen on {bind}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let conf = pacman_conf::load(&args.pacman_conf).map_err(StartError::Config)?;
+    let addr = SocketAddr::new(args.address, args.port);
+    let listener = TcpListener::bind(addr)
+        .and_then(Async::new)
+        .map_err(|source| StartError::Listen { addr, source })?;
     let port = listener
         .get_ref()
         .local_addr()
         .map_or(args.port, |a| a.port());
-    let filters = args
-        .multicast
-        .as_ref()
-        .map(|m| m.filters())
-        .unwrap_or_default();
-    let mut table = PeerTable::new(filters);
-    for peer in &args.pacservers {
-        table.add_static(peer.clone());
-    }
-    let table = Arc::new(Mutex::new(table));
-    let lookup = PeerLookup::new(table.clone(), args.peer_timeout);
+    let table = Arc::new(Mutex::new(peer_table(&args)));
     // Installed before READY=1, so a signal sent right after readiness is never fatal.
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup]);
     if let Err(e) = &signals {
         error!("warning: cannot handle signals ({e}); SIGTERM will stop pacserve abruptly");
     }
-
     let discovery = match &args.multicast {
         None => None,
-        Some(m) => match start_discovery(m, port, &conf) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
+        Some(m) => Some(open_discovery(m, port, &conf).map_err(StartError::Multicast)?),
     };
-
     let discovery_stats = Arc::new(DiscoveryStats::default());
-    let mut service = Service::new(build_config(&conf, &args.pacman_conf, port), lookup);
+    let mut service = Service::new(
+        build_config(&conf, &args.pacman_conf, port),
+        PeerLookup::new(table.clone(), args.peer_timeout),
+    );
     if let Some((_, cfg, _)) = &discovery {
-        service = service.with_multicast(
-            format!("{}:{}", cfg.group, cfg.port),
-            discovery_stats.clone(),
-        );
+        let group = format!("{}:{}", cfg.group, cfg.port);
+        service = service.with_multicast(group, discovery_stats.clone());
     }
     let service = Arc::new(service);
 
-    pacserve::sys::rt::block_on(pacserve::sys::rt::thread_count(), async {
+    rt::block_on(rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let server = pacserve::sys::rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
+        let server = rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
         let discovery = discovery.map(|(disc, cfg, me)| {
-            pacserve::sys::rt::spawn(discovery::run(
+            let stats = discovery_stats.clone();
+            rt::spawn(discovery::run(
                 disc,
                 cfg,
                 me,
                 table.clone(),
-                discovery_stats.clone(),
+                stats,
                 stop_rx.clone(),
             ))
         });
-        let shown = SocketAddr::new(args.address, port);
-        info!("listening on {shown}");
+        info!("listening on {}", SocketAddr::new(args.address, port));
         if let Err(e) = notify::notify("READY=1") {
             error!("warning: cannot notify systemd: {e}");
         }
-        if let Ok(mut signals) = signals {
-            while let Some(signal) = signals.next().await {
-                match signal {
-                    Ok(Signal::Hup) => reload(&service, &args.pacman_conf, port),
-                    Ok(_) => break,
-                    Err(e) => error!("signal handling failed: {e}"),
-                }
-            }
+        if let Ok(signals) = signals {
+            wait_for_stop(signals, &service, &args.pacman_conf, port).await;
             info!("stopping: finishing responses in flight");
             let _ = notify::notify("STOPPING=1");
             stop_tx.close();
@@ -135,14 +145,39 @@ fn run(args: Args) -> ExitCode {
         }
     });
     info!("stopped");
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+/// Static peers, and the filters discovered ones must pass.
+fn peer_table(args: &Args) -> PeerTable {
+    let filters = args
+        .multicast
+        .as_ref()
+        .map(MulticastArgs::filters)
+        .unwrap_or_default();
+    let mut table = PeerTable::new(filters);
+    for peer in &args.pacservers {
+        table.add_static(peer.clone());
+    }
+    table
+}
+
+/// Until SIGTERM or SIGINT; SIGHUP reloads pacman.conf meanwhile.
+async fn wait_for_stop(mut signals: Signals, service: &Service, conf: &Path, port: u16) {
+    while let Some(signal) = signals.next().await {
+        match signal {
+            Ok(Signal::Hup) => reload(service, conf, port),
+            Ok(_) => return,
+            Err(e) => error!("signal handling failed: {e}"),
+        }
+    }
 }
 
 /// Each connection may hold a socket and an open package file; the usual soft limit of
 /// 1024 descriptors is below what `MAX_CONNECTIONS` needs. Raise it toward the hard limit.
 fn raise_fd_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let want = (2 * pacserve::limits::MAX_CONNECTIONS + 64) as u64;
+    let want = (2 * pacserve::limits::MAX_CONNECTIONS + pacserve::limits::SPARE_FDS) as u64;
     let lim = getrlimit(Resource::Nofile);
     if lim.current.is_some_and(|c| c >= want) {
         return;
@@ -158,11 +193,11 @@ fn raise_fd_limit() {
 }
 
 /// Open the multicast socket (before READY=1, so a bad group or interface stops start-up).
-fn start_discovery(
-    m: &cli::MulticastArgs,
+fn open_discovery(
+    m: &MulticastArgs,
     port: u16,
-    conf: &pacman_conf::PacmanConf,
-) -> Result<(discovery::Discovery, MulticastConfig, Announce), String> {
+    conf: &PacmanConf,
+) -> Result<(Discovery, MulticastConfig, Announce), OpenError> {
     let defaults = MulticastConfig::default();
     let cfg = MulticastConfig {
         group: m.group.unwrap_or(defaults.group),
@@ -171,17 +206,13 @@ fn start_discovery(
         ttl: m.ttl.unwrap_or(defaults.ttl),
         interval: m.interval.unwrap_or(defaults.interval),
     };
-    let disc = discovery::open(&cfg).map_err(|e| format!("multicast: {e}"))?;
+    let disc = discovery::open(&cfg)?;
     let me = Announce {
         kind: Kind::Hello,
         instance: discovery::new_instance_id(),
         http_port: port,
-        archs: conf
-            .architectures
-            .iter()
-            .filter(|a| pacserve::names::valid_arch(a))
-            .cloned()
-            .collect(),
+        // pacman.conf's architectures already passed the one name rule.
+        archs: conf.architectures.clone(),
     };
     info!(
         "multicast discovery on {}:{} (ttl {}, every {}s)",
@@ -208,7 +239,7 @@ fn reload(service: &Service, path: &Path, port: u16) {
 
 /// The served configuration: cache dirs, and mirrors less those that point back at us.
 /// Warns (once per load) about what would make pacserve serve less than the user expects.
-fn build_config(conf: &pacman_conf::PacmanConf, path: &Path, port: u16) -> Config {
+fn build_config(conf: &PacmanConf, path: &Path, port: u16) -> Config {
     let own_addrs = host::local_addresses();
     let hostname = host::hostname();
     let (repos, warnings) = RepoTable::from_conf(conf, |url| {

@@ -6,9 +6,10 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::pacman_conf::{Line, classify, header_name};
+use crate::limits::PACSRV_PROBE_TIMEOUT;
 
 /// `[name]` → Some(name) for a section header line, as pacman.conf's parser reads it.
 fn section(line: &str) -> Option<&str> {
@@ -134,7 +135,7 @@ pub fn pacsrv(port: u16, pacman_args: Vec<OsString>) -> ExitCode {
     let conf = config_arg(&pacman_args)
         .unwrap_or_else(|| PathBuf::from(crate::config::cli::DEFAULT_PACMAN_CONF));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let running = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+    let running = TcpStream::connect_timeout(&addr, PACSRV_PROBE_TIMEOUT).is_ok();
     // While pacman runs, Ctrl-C is pacman's to handle; we only wait and clean up.
     let _signals = async_signal::Signals::new([
         async_signal::Signal::Int,

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::{MAX_OPTION_SECONDS, MIN_OPTION_SECONDS};
 use crate::peers::table::{Filters, PeerAddr, parse_peer_addr};
 
 /// Default TCP port, the one the original pacserve used.
@@ -90,45 +91,11 @@ impl std::fmt::Display for UsageError {
 pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
     if raw.first().is_some_and(|a| a == "pacsrv") {
         raw.remove(0);
-        // Only a leading --port is ours; everything else is pacman's, unchanged.
-        let mut port = DEFAULT_PORT;
-        if raw.first().is_some_and(|a| a == "--port") {
-            let value = raw
-                .get(1)
-                .ok_or_else(|| UsageError("option '--port' needs a value".into()))?;
-            port = value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
-                UsageError(format!(
-                    "option '--port': bad port '{}'",
-                    value.to_string_lossy()
-                ))
-            })?;
-            raw.drain(..2);
-        }
-        return Ok(Command::Pacsrv {
-            port,
-            pacman_args: raw,
-        });
+        return parse_pacsrv(raw);
     }
     if raw.first().is_some_and(|a| a == "print-pacman-conf") {
         raw.remove(0);
-        let mut p = pico_args::Arguments::from_vec(raw);
-        let port = p
-            .opt_value_from_str("--port")
-            .map_err(|e| option_error("--port", e))?
-            .unwrap_or(DEFAULT_PORT);
-        let pacman_conf = p
-            .opt_value_from_os_str("--pacman-conf", |s| -> Result<PathBuf, String> {
-                Ok(PathBuf::from(s))
-            })
-            .map_err(|e| option_error("--pacman-conf", e))?
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PACMAN_CONF));
-        if let Some(first) = p.finish().first() {
-            return Err(UsageError(format!(
-                "print-pacman-conf: unexpected argument '{}'",
-                first.to_string_lossy()
-            )));
-        }
-        return Ok(Command::PrintPacmanConf { port, pacman_conf });
+        return parse_print_pacman_conf(raw);
     }
     let mut p = pico_args::Arguments::from_vec(raw);
     if p.contains(["-h", "--help"]) {
@@ -140,32 +107,94 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
     if p.contains(["-V", "--version"]) {
         return Ok(Command::Version);
     }
-    let address = p
-        .opt_value_from_str("--address")
-        .map_err(|e| option_error("--address", e))?
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let port = p
-        .opt_value_from_str("--port")
+    let args = Args {
+        address: p
+            .opt_value_from_str("--address")
+            .map_err(|e| option_error("--address", e))?
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        port: port_option(&mut p)?,
+        pacman_conf: pacman_conf_option(&mut p, false)?,
+        pacservers: p
+            .values_from_fn("--pacserver", parse_peer_addr)
+            .map_err(|e| option_error("--pacserver", e))?,
+        peer_timeout: p
+            .opt_value_from_fn("--peer-timeout", parse_seconds)
+            .map_err(|e| option_error("--peer-timeout", e))?
+            .unwrap_or(crate::limits::PEER_TIMEOUT_DEFAULT),
+        multicast: multicast_options(&mut p)?,
+        verbosity: verbosity_options(&mut p)?,
+    };
+    reject_rest(p, "")?;
+    Ok(Command::Run(args))
+}
+
+/// `pacsrv [--port PORT] PACMAN_ARGS…`: only a leading --port is ours; everything else is
+/// pacman's, unchanged (even a later `--port`).
+fn parse_pacsrv(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut port = DEFAULT_PORT;
+    if raw.first().is_some_and(|a| a == "--port") {
+        let value = raw
+            .get(1)
+            .ok_or_else(|| UsageError("option '--port' needs a value".into()))?;
+        port = value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
+            UsageError(format!(
+                "option '--port': bad port '{}'",
+                value.to_string_lossy()
+            ))
+        })?;
+        raw.drain(..2);
+    }
+    Ok(Command::Pacsrv {
+        port,
+        pacman_args: raw,
+    })
+}
+
+/// `print-pacman-conf [--port PORT] [--pacman-conf FILE]`.
+fn parse_print_pacman_conf(raw: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut p = pico_args::Arguments::from_vec(raw);
+    let port = port_option(&mut p)?;
+    let pacman_conf = pacman_conf_option(&mut p, true)?;
+    reject_rest(p, "print-pacman-conf: ")?;
+    Ok(Command::PrintPacmanConf { port, pacman_conf })
+}
+
+fn port_option(p: &mut pico_args::Arguments) -> Result<u16, UsageError> {
+    Ok(p.opt_value_from_str("--port")
         .map_err(|e| option_error("--port", e))?
-        .unwrap_or(DEFAULT_PORT);
-    let pacman_conf = p
-        .opt_value_from_os_str("--pacman-conf", |s| -> Result<PathBuf, String> {
-            if s.is_empty() {
-                Err("empty path".into())
-            } else {
-                Ok(PathBuf::from(s))
-            }
-        })
+        .unwrap_or(DEFAULT_PORT))
+}
+
+/// `--pacman-conf FILE`, default [`DEFAULT_PACMAN_CONF`]; an empty path is refused unless
+/// `allow_empty` (print-pacman-conf then fails to read it and says so).
+fn pacman_conf_option(
+    p: &mut pico_args::Arguments,
+    allow_empty: bool,
+) -> Result<PathBuf, UsageError> {
+    fn any_path(s: &std::ffi::OsStr) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(s))
+    }
+    fn non_empty_path(s: &std::ffi::OsStr) -> Result<PathBuf, String> {
+        if s.is_empty() {
+            Err("empty path".into())
+        } else {
+            Ok(PathBuf::from(s))
+        }
+    }
+    let parse = if allow_empty {
+        any_path
+    } else {
+        non_empty_path
+    };
+    Ok(p.opt_value_from_os_str("--pacman-conf", parse)
         .map_err(|e| option_error("--pacman-conf", e))?
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PACMAN_CONF));
-    let pacservers = p
-        .values_from_fn("--pacserver", parse_peer_addr)
-        .map_err(|e| option_error("--pacserver", e))?;
-    let peer_timeout = p
-        .opt_value_from_fn("--peer-timeout", parse_seconds)
-        .map_err(|e| option_error("--peer-timeout", e))?
-        .unwrap_or(crate::limits::PEER_TIMEOUT_DEFAULT);
-    let multicast_on = p.contains("--multicast");
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PACMAN_CONF)))
+}
+
+/// `--multicast` and its options: None without `--multicast` (and then no `--multicast-*`
+/// option may be given).
+fn multicast_options(p: &mut pico_args::Arguments) -> Result<Option<MulticastArgs>, UsageError> {
+    let on = p.contains("--multicast");
     let mc = MulticastArgs {
         group: p
             .opt_value_from_str("--multicast-group")
@@ -188,44 +217,43 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
             })
             .map_err(|e| option_error("--multicast-filter", e))?,
     };
-    let multicast = if multicast_on {
-        Some(mc)
+    if on {
+        Ok(Some(mc))
     } else if mc != MulticastArgs::default() {
-        return Err(UsageError(
+        Err(UsageError(
             "--multicast-* options need --multicast to turn discovery on".into(),
-        ));
+        ))
     } else {
-        None
-    };
+        Ok(None)
+    }
+}
+
+fn verbosity_options(p: &mut pico_args::Arguments) -> Result<Verbosity, UsageError> {
     let verbose = p.contains(["-v", "--verbose"]);
     let quiet = p.contains(["-q", "--quiet"]);
-    let verbosity = match (verbose, quiet) {
-        (true, true) => {
-            return Err(UsageError(
-                "--verbose and --quiet exclude each other".into(),
-            ));
-        }
-        (true, false) => Verbosity::Verbose,
-        (false, true) => Verbosity::Quiet,
-        (false, false) => Verbosity::Normal,
-    };
-    let rest = p.finish();
-    if let Some(first) = rest.first() {
-        let shown = first.to_string_lossy();
-        return Err(UsageError(if shown.starts_with('-') {
-            format!("unknown option '{shown}' (see --help)")
-        } else {
-            format!("unexpected argument '{shown}' (see --help)")
-        }));
+    match (verbose, quiet) {
+        (true, true) => Err(UsageError(
+            "--verbose and --quiet exclude each other".into(),
+        )),
+        (true, false) => Ok(Verbosity::Verbose),
+        (false, true) => Ok(Verbosity::Quiet),
+        (false, false) => Ok(Verbosity::Normal),
     }
-    Ok(Command::Run(Args {
-        address,
-        port,
-        pacman_conf,
-        verbosity,
-        pacservers,
-        peer_timeout,
-        multicast,
+}
+
+/// Anything left over is a mistake; `context` (a subcommand's name) starts the message.
+fn reject_rest(p: pico_args::Arguments, context: &str) -> Result<(), UsageError> {
+    let rest = p.finish();
+    let Some(first) = rest.first() else {
+        return Ok(());
+    };
+    let shown = first.to_string_lossy();
+    Err(UsageError(if !context.is_empty() {
+        format!("{context}unexpected argument '{shown}'")
+    } else if shown.starts_with('-') {
+        format!("unknown option '{shown}' (see --help)")
+    } else {
+        format!("unexpected argument '{shown}' (see --help)")
     }))
 }
 
@@ -234,8 +262,9 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(0.01..=86_400.0).contains(&secs) {
-        return Err(format!("'{s}' is out of range (0.01 to 86400 seconds)"));
+    let (min, max) = (MIN_OPTION_SECONDS, MAX_OPTION_SECONDS);
+    if !(min..=max).contains(&secs) {
+        return Err(format!("'{s}' is out of range ({min} to {max} seconds)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }

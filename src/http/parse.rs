@@ -11,11 +11,7 @@
 //!
 //! Line endings may be CRLF or a bare LF (RFC 9112 §2.2); a bare CR anywhere else is rejected.
 
-use crate::limits::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE};
-
-/// Empty lines skipped before a request line (RFC 9112 §2.2 asks servers to skip at least one;
-/// some clients send a stray CRLF after a body). More than this is not a client, it is noise.
-const MAX_LEADING_EMPTY_LINES: usize = 4;
+use crate::limits::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_LEADING_EMPTY_LINES, MAX_REQUEST_LINE};
 
 /// The outcome of feeding bytes to a parser: a whole head, or "need more bytes" (not an error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use regex_lite::Regex;
 
-use crate::limits::{MAX_PEERS, PEER_BACKOFF_BASE, PEER_BACKOFF_MAX};
+use crate::error::Invalid;
+use crate::limits::{MAX_HOST_NAME, MAX_PEERS, PEER_BACKOFF_BASE, PEER_BACKOFF_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -41,37 +42,41 @@ impl std::fmt::Display for PeerAddr {
 }
 
 /// Parse `HOST:PORT`, `[IPv6]:PORT` or `IPv4:PORT` (as given to `--pacserver`).
-pub fn parse_peer_addr(s: &str) -> Result<PeerAddr, String> {
-    let bad = || format!("'{s}': expected HOST:PORT, [IPv6]:PORT or IPv4:PORT");
+pub fn parse_peer_addr(s: &str) -> Result<PeerAddr, Invalid> {
+    let bad = || {
+        Invalid(format!(
+            "'{s}': expected HOST:PORT, [IPv6]:PORT or IPv4:PORT"
+        ))
+    };
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = after.strip_prefix(':').ok_or_else(bad)?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("'{s}': '{host}' is not an IPv6 address"));
+            return Err(Invalid(format!("'{s}': '{host}' is not an IPv6 address")));
         }
         (host, port)
     } else {
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
         if host.contains(':') {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "'{s}': put an IPv6 address in brackets, e.g. [{host}]:{port}"
-            ));
+            )));
         }
         (host, port)
     };
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("'{s}': bad port '{port}'"))?;
+        .map_err(|_| Invalid(format!("'{s}': bad port '{port}'")))?;
     if port == 0 {
-        return Err(format!("'{s}': port 0"));
+        return Err(Invalid(format!("'{s}': port 0")));
     }
     let valid_host = !host.is_empty()
-        && host.len() <= 253
+        && host.len() <= MAX_HOST_NAME
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
     if !valid_host {
-        return Err(format!("'{s}': bad host name '{host}'"));
+        return Err(Invalid(format!("'{s}': bad host name '{host}'")));
     }
     Ok(PeerAddr {
         host: host.to_ascii_lowercase(),
@@ -87,18 +92,18 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+    pub fn add(&mut self, spec: &str) -> Result<(), Invalid> {
         let (kind, pattern) = spec
             .split_once(':')
-            .ok_or_else(|| format!("'{spec}': expected i:REGEX or x:REGEX"))?;
-        let re = Regex::new(pattern).map_err(|e| format!("'{spec}': {e}"))?;
+            .ok_or_else(|| Invalid(format!("'{spec}': expected i:REGEX or x:REGEX")))?;
+        let re = Regex::new(pattern).map_err(|e| Invalid(format!("'{spec}': {e}")))?;
         match kind {
             "i" => self.include.push(re),
             "x" => self.exclude.push(re),
             _ => {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "'{spec}': '{kind}' is neither i (include) nor x (exclude)"
-                ));
+                )));
             }
         }
         Ok(())

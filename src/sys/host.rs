@@ -91,7 +91,7 @@ pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
 /// kernel (or a bind mount) handing us something endless.
 fn read_small(path: &str) -> Option<String> {
     use std::io::Read;
-    const CAP: u64 = 1024 * 1024;
+    const CAP: u64 = crate::limits::MAX_PROC_FILE_BYTES;
     let file = std::fs::File::open(path).ok()?;
     let mut bytes = Vec::new();
     file.take(CAP).read_to_end(&mut bytes).ok()?;

@@ -11,7 +11,7 @@ use async_io::Timer;
 use smol::future::FutureExt;
 use smol::{Executor, Task};
 
-use crate::limits::MAX_EXECUTOR_THREADS;
+use crate::limits::{EXECUTOR_STACK_BYTES, MAX_EXECUTOR_THREADS};
 
 static EXECUTOR: Executor<'static> = Executor::new();
 
@@ -34,7 +34,7 @@ pub fn block_on<T>(threads: usize, main: impl Future<Output = T>) -> T {
         let spawned = std::thread::Builder::new()
             .name(format!("pacserve-{i}"))
             // Tasks keep their state on the heap; the threads need little stack.
-            .stack_size(256 * 1024)
+            .stack_size(EXECUTOR_STACK_BYTES)
             .spawn(|| smol::block_on(EXECUTOR.run(std::future::pending::<()>())));
         if let Err(e) = spawned {
             crate::error!("warning: cannot start executor thread {i}: {e}");

@@ -46,12 +46,13 @@ mod socket;
 mod wire;
 
 pub use run::{DiscoveryStats, StatsSnapshot, run};
-pub use socket::{Discovery, open};
+pub use socket::{Discovery, OpenError, open};
 pub use wire::{Announce, DecodeError, Kind, decode, encode, new_instance_id};
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::error::Invalid;
 use crate::limits::{
     MAX_MULTICAST_INTERFACES, MISSED_HELLOS_BEFORE_EXPIRY, MULTICAST_INTERVAL_DEFAULT,
     MULTICAST_INTERVAL_MAX, MULTICAST_INTERVAL_MIN, MULTICAST_TTL_DEFAULT,
@@ -92,24 +93,28 @@ impl Default for MulticastConfig {
 
 impl MulticastConfig {
     /// Check the values; the error names the option's value and what is wrong with it.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.problem().map_or(Ok(()), |p| Err(Invalid(p)))
+    }
+
+    fn problem(&self) -> Option<String> {
         let g = self.group;
         if !g.is_multicast() {
-            return Err(format!(
+            return Some(format!(
                 "multicast group {g}: not an IPv4 multicast address \
                  (224.0.0.0 to 239.255.255.255; the default is {DEFAULT_GROUP})"
             ));
         }
         if self.port == 0 {
-            return Err(
+            return Some(
                 "multicast port 0: choose a fixed port, every peer must use the same".into(),
             );
         }
         if !(1..=255).contains(&self.ttl) {
-            return Err(format!("multicast TTL {}: must be 1 to 255", self.ttl));
+            return Some(format!("multicast TTL {}: must be 1 to 255", self.ttl));
         }
         if self.interval < MULTICAST_INTERVAL_MIN || self.interval > MULTICAST_INTERVAL_MAX {
-            return Err(format!(
+            return Some(format!(
                 "multicast interval {:?}: must be {} s to {} s",
                 self.interval,
                 MULTICAST_INTERVAL_MIN.as_secs(),
@@ -117,22 +122,22 @@ impl MulticastConfig {
             ));
         }
         if self.interfaces.len() > MAX_MULTICAST_INTERFACES {
-            return Err(format!(
+            return Some(format!(
                 "{} multicast interfaces: at most {MAX_MULTICAST_INTERFACES}",
                 self.interfaces.len()
             ));
         }
         for (i, a) in self.interfaces.iter().enumerate() {
             if a.is_multicast() || a.is_broadcast() {
-                return Err(format!(
+                return Some(format!(
                     "multicast interface {a}: give the interface's own unicast address"
                 ));
             }
             if self.interfaces[..i].contains(a) {
-                return Err(format!("multicast interface {a} is given twice"));
+                return Some(format!("multicast interface {a} is given twice"));
             }
         }
-        Ok(())
+        None
     }
 
     /// How long a discovered peer may stay silent before it is forgotten.
@@ -148,7 +153,6 @@ fn clamp_interval(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
 
     #[test]
     fn validates_config() {
@@ -215,13 +219,16 @@ mod tests {
         ];
         for (f, want) in bad {
             let e = with(f).expect_err(want);
-            assert!(e.contains(want), "{e:?} should mention {want:?}");
+            assert!(e.0.contains(want), "{e:?} should mention {want:?}");
         }
         let bad_cfg = MulticastConfig {
             group: Ipv4Addr::new(10, 0, 0, 1),
             ..MulticastConfig::default()
         };
         let e = open(&bad_cfg).expect_err("a unicast group");
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            matches!(&e, OpenError::Invalid(Invalid(m)) if m.contains("not an IPv4 multicast")),
+            "{e:?}"
+        );
     }
 }

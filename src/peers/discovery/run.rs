@@ -5,10 +5,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use async_io::Timer;
 use rustix::io::Errno;
-use smol::Timer;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 
@@ -132,6 +132,149 @@ enum Event {
     Datagram(io::Result<(usize, SocketAddr)>),
 }
 
+/// When to say hello, as a function of time (pure): every `interval`, and in answer to a
+/// query, but never two answers closer than [`QUERY_ANSWER_MIN_GAP`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Schedule {
+    interval: Duration,
+    last_hello: Instant,
+    next_hello: Instant,
+    /// A query heard while answers were paused: answer then.
+    answer_due: Option<Instant>,
+}
+
+/// What a timer firing at some moment asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// The periodic hello (and the time to forget silent peers).
+    Periodic,
+    /// The delayed answer to a query.
+    Answer,
+    Nothing,
+}
+
+impl Schedule {
+    /// Just after the first hello, sent at `now`.
+    fn started(interval: Duration, now: Instant) -> Schedule {
+        Schedule {
+            interval,
+            last_hello: now,
+            next_hello: now + interval,
+            answer_due: None,
+        }
+    }
+
+    /// The next moment something is due.
+    fn deadline(&self) -> Instant {
+        self.answer_due
+            .map_or(self.next_hello, |t| t.min(self.next_hello))
+    }
+
+    /// The timer fired at `now`.
+    fn due(&self, now: Instant) -> Due {
+        if now >= self.next_hello {
+            Due::Periodic
+        } else if self.answer_due.is_some_and(|t| now >= t) {
+            Due::Answer
+        } else {
+            Due::Nothing
+        }
+    }
+
+    /// A query was heard at `now`: true to answer at once, else the answer is scheduled.
+    fn on_query(&mut self, now: Instant) -> bool {
+        let earliest = self.last_hello + QUERY_ANSWER_MIN_GAP;
+        if now >= earliest {
+            return true;
+        }
+        self.answer_due.get_or_insert(earliest);
+        false
+    }
+
+    /// A hello went out at `now` (it answers every query heard before it).
+    fn sent_hello(&mut self, now: Instant, periodic: bool) {
+        self.last_hello = now;
+        self.answer_due = None;
+        if periodic {
+            self.next_hello = now + self.interval;
+        }
+    }
+}
+
+/// The running loop's state.
+struct Discoverer<'a> {
+    disc: &'a Discovery,
+    me: &'a Announce,
+    table: &'a Mutex<PeerTable>,
+    stats: &'a DiscoveryStats,
+    sender: Sender<'a>,
+    hello: Vec<u8>,
+    max_silence: Duration,
+    schedule: Schedule,
+}
+
+impl Discoverer<'_> {
+    async fn hello(&mut self, now: Instant, periodic: bool) {
+        self.sender.send(&self.hello, "hello").await;
+        self.schedule.sent_hello(now, periodic);
+    }
+
+    async fn on_timer(&mut self, now: Instant) {
+        match self.schedule.due(now) {
+            Due::Periodic => {
+                self.hello(now, true).await;
+                for addr in crate::lock(self.table).expire(now, self.max_silence) {
+                    crate::info!(
+                        "peer {addr} forgotten: no hello for {} s",
+                        self.max_silence.as_secs()
+                    );
+                }
+            }
+            Due::Answer => self.hello(now, false).await,
+            Due::Nothing => {}
+        }
+    }
+
+    async fn on_datagram(&mut self, bytes: &[u8], src: SocketAddr, now: Instant) {
+        bump(&self.stats.received);
+        let a = match decode(bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                bump(&self.stats.malformed);
+                crate::verbose!(
+                    "discovery: dropped datagram from {src}: {e}: {}",
+                    escape(bytes)
+                );
+                return;
+            }
+        };
+        if a.instance == self.me.instance {
+            bump(&self.stats.own);
+            return;
+        }
+        let heard = apply(&a, src, &mut crate::lock(self.table), now);
+        match heard {
+            Heard::Hello(addr, Seen::New) => crate::info!("peer {addr} discovered"),
+            Heard::Hello(_, Seen::Refreshed) => {}
+            Heard::Hello(addr, Seen::Filtered) => {
+                crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
+            }
+            Heard::Hello(addr, Seen::TableFull) => {
+                crate::verbose!("peer {addr} ignored: peer table full")
+            }
+            Heard::Bye(addr, true) => crate::info!("peer {addr} said goodbye"),
+            Heard::Bye(addr, false) => {
+                crate::verbose!("discovery: goodbye from unknown peer {addr}")
+            }
+            Heard::Query => {
+                if self.schedule.on_query(now) {
+                    self.hello(now, false).await;
+                }
+            }
+        }
+    }
+}
+
 /// Announce `me` (its kind is ignored) and keep `table` up to date with what others
 /// announce, until `stop` is closed (or sent to); then say goodbye and return.
 ///
@@ -146,8 +289,6 @@ pub async fn run(
     stats: Arc<DiscoveryStats>,
     stop: Receiver<()>,
 ) {
-    let interval = clamp_interval(cfg.interval);
-    let max_silence = cfg.max_silence();
     let datagram = |kind| encode(&Announce { kind, ..me.clone() });
     let (hello, query, bye) = (
         datagram(Kind::Hello),
@@ -161,7 +302,6 @@ pub async fn run(
         );
         return;
     }
-
     let mut sender = Sender {
         disc: &disc,
         stats: &stats,
@@ -169,16 +309,21 @@ pub async fn run(
     };
     sender.send(&query, "query").await;
     sender.send(&hello, "hello").await;
-    let mut last_hello = Instant::now();
-    let mut next_hello = last_hello + interval;
-    // A query heard while answers were paused: answer then.
-    let mut answer_due: Option<Instant> = None;
+    let mut d = Discoverer {
+        disc: &disc,
+        me: &me,
+        table: &table,
+        stats: &stats,
+        sender,
+        hello,
+        max_silence: cfg.max_silence(),
+        schedule: Schedule::started(clamp_interval(cfg.interval), Instant::now()),
+    };
     let mut buf = [0u8; ANNOUNCE_RECV_BUFFER];
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
-
     loop {
-        let deadline = answer_due.map_or(next_hello, |t| t.min(next_hello));
+        let deadline = d.schedule.deadline();
         if armed != Some(deadline) {
             timer.set_at(deadline);
             armed = Some(deadline);
@@ -192,78 +337,25 @@ pub async fn run(
             (&mut timer).await;
             Event::Timer
         })
-        .or(async { Event::Datagram(disc.socket.recv_from(&mut buf).await) })
+        .or(async { Event::Datagram(d.disc.socket.recv_from(&mut buf).await) })
         .await;
         let now = Instant::now();
         match event {
             Event::Stop => {
-                sender.send(&bye, "bye").await;
+                d.sender.send(&bye, "bye").await;
                 return;
             }
             Event::Timer => {
                 // A fired timer stays fired until set again.
                 armed = None;
-                if now >= next_hello {
-                    sender.send(&hello, "hello").await;
-                    (last_hello, answer_due) = (now, None);
-                    next_hello = now + interval;
-                    for addr in crate::lock(&table).expire(now, max_silence) {
-                        crate::info!(
-                            "peer {addr} forgotten: no hello for {} s",
-                            max_silence.as_secs()
-                        );
-                    }
-                } else if answer_due.is_some_and(|t| now >= t) {
-                    sender.send(&hello, "hello").await;
-                    (last_hello, answer_due) = (now, None);
-                }
+                d.on_timer(now).await;
             }
             Event::Datagram(Err(e)) => {
-                crate::error!("discovery: receiving on {}: {e}", disc.group);
+                crate::error!("discovery: receiving on {}: {e}", d.disc.group);
                 Timer::after(DISCOVERY_RECV_ERROR_PAUSE).await;
             }
             Event::Datagram(Ok((n, src))) => {
-                bump(&stats.received);
-                let bytes = &buf[..n.min(buf.len())];
-                let a = match decode(bytes) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        bump(&stats.malformed);
-                        crate::verbose!(
-                            "discovery: dropped datagram from {src}: {e}: {}",
-                            escape(bytes)
-                        );
-                        continue;
-                    }
-                };
-                if a.instance == me.instance {
-                    bump(&stats.own);
-                    continue;
-                }
-                let heard = apply(&a, src, &mut crate::lock(&table), now);
-                match heard {
-                    Heard::Hello(addr, Seen::New) => crate::info!("peer {addr} discovered"),
-                    Heard::Hello(_, Seen::Refreshed) => {}
-                    Heard::Hello(addr, Seen::Filtered) => {
-                        crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
-                    }
-                    Heard::Hello(addr, Seen::TableFull) => {
-                        crate::verbose!("peer {addr} ignored: peer table full")
-                    }
-                    Heard::Bye(addr, true) => crate::info!("peer {addr} said goodbye"),
-                    Heard::Bye(addr, false) => {
-                        crate::verbose!("discovery: goodbye from unknown peer {addr}")
-                    }
-                    Heard::Query => {
-                        let earliest = last_hello + QUERY_ANSWER_MIN_GAP;
-                        if now >= earliest {
-                            sender.send(&hello, "hello").await;
-                            (last_hello, answer_due) = (now, None);
-                        } else if answer_due.is_none() {
-                            answer_due = Some(earliest);
-                        }
-                    }
-                }
+                d.on_datagram(&buf[..n.min(buf.len())], src, now).await;
                 // recv_from returns at once while datagrams are queued: let other tasks run.
                 smol::future::yield_now().await;
             }
@@ -275,12 +367,39 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::peers::discovery::socket::tests::{
-        free_udp_port, loopback_config, open_or_skip, recv_within,
+        free_udp_port, loopback_config, open_on_loopback, recv_within,
     };
     use crate::peers::discovery::wire::tests::hello;
     use crate::peers::discovery::{DEFAULT_PORT, open};
     use crate::peers::table::Filters;
     use std::time::Duration;
+
+    #[test]
+    fn schedule_answers_queries_at_most_once_a_gap() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(60);
+        let mut s = Schedule::started(interval, t0);
+        assert_eq!(s.deadline(), t0 + interval);
+        assert_eq!(s.due(t0), Due::Nothing);
+        // A query right after the first hello waits for the gap; a second one changes nothing.
+        let q = t0 + Duration::from_millis(100);
+        assert!(!s.on_query(q));
+        assert!(!s.on_query(q + Duration::from_millis(1)));
+        assert_eq!(s.deadline(), t0 + QUERY_ANSWER_MIN_GAP);
+        assert_eq!(s.due(t0 + QUERY_ANSWER_MIN_GAP), Due::Answer);
+        s.sent_hello(t0 + QUERY_ANSWER_MIN_GAP, false);
+        assert_eq!(
+            s.deadline(),
+            t0 + interval,
+            "the answer does not move the period"
+        );
+        // Long after the last hello, a query is answered at once.
+        let late = t0 + Duration::from_secs(10);
+        assert!(s.on_query(late));
+        assert_eq!(s.due(t0 + interval), Due::Periodic);
+        s.sent_hello(t0 + interval, true);
+        assert_eq!(s.deadline(), t0 + interval * 2);
+    }
 
     #[test]
     fn applies_announcements_to_the_table() {
@@ -335,8 +454,8 @@ mod tests {
         task: smol::Task<()>,
     }
 
-    fn start(cfg: &MulticastConfig, instance: u64, http_port: u16) -> Option<Running> {
-        let disc = open_or_skip(cfg)?;
+    fn start(cfg: &MulticastConfig, instance: u64, http_port: u16) -> Running {
+        let disc = open_on_loopback(cfg);
         let table = Arc::new(Mutex::new(PeerTable::default()));
         let stats = Arc::new(DiscoveryStats::default());
         let (stop, stop_rx) = smol::channel::bounded(1);
@@ -349,13 +468,13 @@ mod tests {
             stats.clone(),
             stop_rx,
         ));
-        Some(Running {
+        Running {
             instance,
             table,
             stats,
             stop,
             task,
-        })
+        }
     }
 
     /// Poll `cond` until it holds or `limit` passes.
@@ -381,15 +500,13 @@ mod tests {
     #[test]
     fn run_discovers_peers_and_says_goodbye() {
         let cfg = loopback_config(free_udp_port());
-        let Some(a) = start(&cfg, 0xa, 8001) else {
-            return;
-        };
+        let a = start(&cfg, 0xa, 8001);
         smol::block_on(async {
             let limit = Duration::from_secs(3);
             // b starts after a's query and hello: it learns of a only from the answer to its
             // query, which comes after QUERY_ANSWER_MIN_GAP.
             assert!(eventually(limit, || a.stats.snapshot().sent == 2).await);
-            let b = start(&cfg, 0xb, 8002).expect("second instance");
+            let b = start(&cfg, 0xb, 8002);
             assert!(eventually(limit, || knows(&a, 8002) && knows(&b, 8001)).await);
             assert!(!knows(&a, 8001), "a does not list itself");
             assert!(a.stats.snapshot().own >= 2, "{:?}", a.stats.snapshot());
@@ -421,9 +538,7 @@ mod tests {
     #[test]
     fn query_flood_gets_at_most_one_answer_a_second() {
         let cfg = loopback_config(free_udp_port());
-        let Some(a) = start(&cfg, 0xa, 8001) else {
-            return;
-        };
+        let a = start(&cfg, 0xa, 8001);
         let flooder = open(&cfg).expect("a second socket");
         smol::block_on(async {
             // Let a's start-up datagrams pass, then flood it with queries.

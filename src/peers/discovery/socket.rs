@@ -5,14 +5,14 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
+use async_io::{Async, Timer};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
-use smol::Async;
-use smol::Timer;
 use smol::future::FutureExt;
 
 use super::MulticastConfig;
 use super::wire::{Announce, encode};
+use crate::error::{Invalid, IoError};
 use crate::limits::{ANNOUNCE_SEND_TIMEOUT, MULTICAST_TTL_DEFAULT};
 
 /// The discovery socket: bound to the group's port on all addresses, joined to the group.
@@ -23,13 +23,38 @@ pub struct Discovery {
     interfaces: Vec<Ipv4Addr>,
 }
 
-/// An io error with what we were doing in front of it, same kind.
-fn context(e: impl Into<io::Error>, what: impl fmt::Display) -> io::Error {
-    let e: io::Error = e.into();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+/// Why the discovery socket could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// A value of the configuration cannot be used.
+    Invalid(Invalid),
+    /// A socket call failed; the OS error is kept.
+    Io(IoError),
 }
 
-fn join_error(group: Ipv4Addr, iface: Ipv4Addr, e: Errno) -> io::Error {
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Invalid(e) => e.fmt(f),
+            OpenError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Invalid(e) => Some(e),
+            OpenError::Io(e) => Some(e),
+        }
+    }
+}
+
+fn io_error(doing: impl fmt::Display) -> impl FnOnce(Errno) -> OpenError {
+    move |e| OpenError::Io(IoError::new(doing, e))
+}
+
+fn join_error(group: Ipv4Addr, iface: Ipv4Addr, e: Errno) -> OpenError {
     let on = if iface.is_unspecified() {
         "the default interface".to_string()
     } else {
@@ -49,7 +74,10 @@ fn join_error(group: Ipv4Addr, iface: Ipv4Addr, e: Errno) -> io::Error {
     } else {
         ""
     };
-    context(e, format_args!("joining {group} on {on}{hint}"))
+    OpenError::Io(IoError::new(
+        format_args!("joining {group} on {on}{hint}"),
+        e,
+    ))
 }
 
 /// Open the discovery socket for `cfg`.
@@ -59,18 +87,17 @@ fn join_error(group: Ipv4Addr, iface: Ipv4Addr, e: Errno) -> io::Error {
 /// configured interface, or on the default one. Options that only refine behaviour
 /// (multicast loop, IP_MULTICAST_IF, a TTL of 1, all kernel defaults or unsupported under
 /// qemu-user) only warn when they fail.
-pub fn open(cfg: &MulticastConfig) -> io::Result<Discovery> {
-    cfg.validate()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+pub fn open(cfg: &MulticastConfig) -> Result<Discovery, OpenError> {
+    cfg.validate().map_err(OpenError::Invalid)?;
     let fd = rustix::net::socket_with(
         AddressFamily::INET,
         SocketType::DGRAM,
         SocketFlags::CLOEXEC,
         Some(ipproto::UDP),
     )
-    .map_err(|e| context(e, "creating the multicast UDP socket"))?;
+    .map_err(io_error("creating the multicast UDP socket"))?;
     sockopt::set_socket_reuseaddr(&fd, true)
-        .map_err(|e| context(e, "setting SO_REUSEADDR on the multicast socket"))?;
+        .map_err(io_error("setting SO_REUSEADDR on the multicast socket"))?;
     let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.port);
     rustix::net::bind(&fd, &local).map_err(|e| {
         let hint = if e == Errno::ADDRINUSE {
@@ -79,7 +106,7 @@ pub fn open(cfg: &MulticastConfig) -> io::Result<Discovery> {
         } else {
             ""
         };
-        context(e, format_args!("binding UDP {local}{hint}"))
+        io_error(format_args!("binding UDP {local}{hint}"))(e)
     })?;
 
     let joins = if cfg.interfaces.is_empty() {
@@ -100,9 +127,8 @@ pub fn open(cfg: &MulticastConfig) -> io::Result<Discovery> {
     }
     if let Err(e) = sockopt::set_ip_multicast_ttl(&fd, cfg.ttl) {
         if cfg.ttl != MULTICAST_TTL_DEFAULT {
-            return Err(context(
+            return Err(io_error(format_args!("setting multicast TTL {}", cfg.ttl))(
                 e,
-                format_args!("setting multicast TTL {}", cfg.ttl),
             ));
         }
         // 1 is the kernel's default: nothing is lost.
@@ -121,7 +147,7 @@ pub fn open(cfg: &MulticastConfig) -> io::Result<Discovery> {
     }
 
     let socket = Async::new(UdpSocket::from(fd))
-        .map_err(|e| context(e, "registering the multicast socket"))?;
+        .map_err(|e| OpenError::Io(IoError::new("registering the multicast socket", e)))?;
     Ok(Discovery {
         socket,
         group: SocketAddrV4::new(cfg.group, cfg.port),
@@ -141,7 +167,8 @@ impl Discovery {
     }
 
     /// Send `a` to the group, on every configured interface. Not for concurrent use with
-    /// itself: with several interfaces it switches IP_MULTICAST_IF between sends.
+    /// itself: with several interfaces it switches IP_MULTICAST_IF between sends. When some
+    /// interfaces fail, the error of the last one is returned as the OS gave it.
     pub async fn send(&self, a: &Announce) -> io::Result<()> {
         self.send_bytes(&encode(a)).await
     }
@@ -159,7 +186,8 @@ impl Discovery {
                 return self.send_once(bytes).await;
             }
             if let Err(e) = self.send_once(bytes).await {
-                result = Err(context(e, format_args!("on {iface}")));
+                crate::verbose!("discovery: sending on {iface}: {e}");
+                result = Err(e);
             }
         }
         result
@@ -209,13 +237,13 @@ pub(super) mod tests {
         }
     }
 
-    /// Open, or `None` with a note where this machine has no multicast on loopback.
-    pub(in crate::peers::discovery) fn open_or_skip(cfg: &MulticastConfig) -> Option<Discovery> {
+    /// Open on loopback, or fail the test saying why: these tests need multicast on `lo`,
+    /// which Linux gives when the sender sets IP_MULTICAST_IF to 127.0.0.1 (as `open` does).
+    pub(in crate::peers::discovery) fn open_on_loopback(cfg: &MulticastConfig) -> Discovery {
         match open(cfg) {
-            Ok(d) => Some(d),
-            Err(e) if e.raw_os_error().is_none() && e.to_string().contains("os error 19") => {
-                eprintln!("note: skipping, no multicast on loopback here: {e}");
-                None
+            Ok(d) => d,
+            Err(OpenError::Io(e)) if e.raw_os_error() == Some(Errno::NODEV.raw_os_error()) => {
+                panic!("this machine has no multicast on loopback ({e}); these tests need it")
             }
             Err(e) => panic!("opening {cfg:?}: {e}"),
         }
@@ -241,7 +269,7 @@ pub(super) mod tests {
     #[test]
     fn two_sockets_on_one_port_hear_each_other() {
         let cfg = loopback_config(free_udp_port());
-        let Some(a) = open_or_skip(&cfg) else { return };
+        let a = open_on_loopback(&cfg);
         let b = open(&cfg).expect("a second socket on the same port (SO_REUSEADDR)");
         assert_eq!(a.local_addr().unwrap().port(), cfg.port);
         let sent = hello(1, 15678, &["x86_64", "any"]);
