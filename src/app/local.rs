@@ -1,6 +1,8 @@
-//! Open a package file from pacman's cache dirs, safely.
+//! This host's cache as pacserve serves it (I/O, off the executor): package files opened
+//! safely from pacman's cache dirs, the answer for a hit (200/206/304/416), and the `/info`
+//! listing.
 //!
-//! The name has already passed `names::valid_file` (a single plain file name); here we only
+//! A name has already passed `names::valid_file` (a single plain file name); here we only
 //! accept what is really a complete package: a non-empty regular file directly inside a
 //! CacheDir, opened without following a symlink and without blocking on a FIFO.
 
@@ -9,8 +11,12 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::app::outcome::{Answer, Outcome};
+use crate::http::date::{format_http_date, parse_http_date};
+use crate::http::message::{Body, Request};
+use crate::http::range::{RangeDecision, decide_range};
 use crate::limits::{OPEN_CACHE_MAX, OPEN_CACHE_TTL};
 
 use rustix::fs::OFlags;
@@ -181,6 +187,133 @@ pub fn dirs_stamp(cache_dirs: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> 
         .iter()
         .map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
         .collect()
+}
+
+/// The cache dirs' mtimes and the `/info` body rendered from them.
+#[derive(Clone)]
+struct InfoListing {
+    stamp: Vec<Option<SystemTime>>,
+    body: Arc<Vec<u8>>,
+    count: u64,
+}
+
+/// Recently opened files and the `/info` listing: what serving from the cache remembers.
+#[derive(Default)]
+pub struct Local {
+    open_files: OpenCache,
+    info: Mutex<Option<InfoListing>>,
+}
+
+impl Local {
+    /// A complete package file `name` from the cache dirs: from the open-file cache when
+    /// it was opened a moment ago, else opened off the executor (open/stat may block on a
+    /// slow disk, and must not freeze every connection).
+    pub async fn open(&self, cache_dirs: &[PathBuf], name: &str) -> Option<CachedFile> {
+        if let Some(hit) = self.open_files.get(name, Instant::now()) {
+            return Some(hit);
+        }
+        let dirs = cache_dirs.to_vec();
+        let owned = name.to_string();
+        let (found, skipped) = smol::unblock(move || open_cached(&dirs, &owned)).await;
+        for (path, why) in &skipped {
+            crate::verbose!("{}: not served: {why:?}", path.display());
+        }
+        if let Some(f) = &found {
+            self.open_files.put(name, f, Instant::now());
+        }
+        found
+    }
+
+    /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
+    pub async fn info(&self, cache_dirs: &[PathBuf]) -> Answer {
+        let (body, _) = self.listing(cache_dirs).await;
+        Answer::new(200, Outcome::Status)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .with_body(Body::Shared(body))
+    }
+
+    /// The `/info` body and its package count, rebuilt only when a cache dir changed.
+    pub async fn listing(&self, cache_dirs: &[PathBuf]) -> (Arc<Vec<u8>>, u64) {
+        let dirs = cache_dirs.to_vec();
+        let cached = crate::lock(&self.info).clone();
+        let listing = smol::unblock(move || {
+            let stamp = dirs_stamp(&dirs);
+            match cached {
+                Some(old) if old.stamp == stamp && stamp.iter().all(Option::is_some) => old,
+                _ => {
+                    let mut text = String::from("# pacserve info 1: NAME SIZE\n");
+                    let packages = list_packages(&dirs);
+                    for (name, size) in &packages {
+                        text.push_str(name);
+                        text.push(' ');
+                        text.push_str(&size.to_string());
+                        text.push('\n');
+                    }
+                    InfoListing {
+                        stamp,
+                        body: Arc::new(text.into_bytes()),
+                        count: packages.len() as u64,
+                    }
+                }
+            }
+        })
+        .await;
+        let out = (listing.body.clone(), listing.count);
+        *crate::lock(&self.info) = Some(listing);
+        out
+    }
+
+    /// The cache dirs changed (a reload): forget the files opened from the old ones.
+    pub fn forget_open_files(&self) {
+        self.open_files.clear();
+    }
+}
+
+/// A cache hit: 200, 206, 304 or 416 as the conditional and range headers ask.
+pub fn serve(cached: CachedFile, req: &Request) -> Answer {
+    let last_modified = format_http_date(cached.mtime);
+    if let Some(since) = req.if_modified_since.as_deref().and_then(parse_http_date) {
+        if cached.mtime <= since {
+            return Answer::new(304, Outcome::Local).header("Last-Modified", last_modified);
+        }
+    }
+    // If-Range with a date other than ours: the client's partial copy is of another file.
+    let range = match &req.if_range {
+        Some(tag) if *tag != last_modified => None,
+        _ => req.range.as_deref(),
+    };
+    let file = cached.file;
+    let resp = |status| {
+        Answer::new(status, Outcome::Local)
+            .header("Content-Type", "application/octet-stream")
+            .header("Last-Modified", last_modified.clone())
+            .header("Accept-Ranges", "bytes")
+    };
+    match decide_range(range, cached.len) {
+        RangeDecision::Full => {
+            let mut r = resp(200);
+            r.response.body = Body::File {
+                file,
+                start: 0,
+                len: cached.len,
+            };
+            r
+        }
+        RangeDecision::Partial { start, end } => {
+            let mut r = resp(206).header(
+                "Content-Range",
+                format!("bytes {start}-{end}/{}", cached.len),
+            );
+            r.response.body = Body::File {
+                file,
+                start,
+                len: end - start + 1,
+            };
+            r
+        }
+        RangeDecision::Unsatisfiable => Answer::new(416, Outcome::Local)
+            .header("Content-Range", format!("bytes */{}", cached.len)),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
-//! The decisions: which mirrors may answer for a repo, in which order, and what a probe's
-//! answer means. Pure: no sockets, time passed in.
+//! The mirrors of each repository: which may answer, in which order, what a probe's answer
+//! means, which failed recently (pure, time passed in); and [`Mirrors`], the one place that
+//! probes them (I/O).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::app::urls::FileRequest;
 use crate::config::pacman_conf::PacmanConf;
+use crate::http::client::head_status;
 use crate::http::url::{Scheme, Url, parse_url};
-use crate::limits::{DEAD_MIRROR_BACKOFF, MAX_DEAD_MIRRORS};
+use crate::limits::{DEAD_MIRROR_BACKOFF, MAX_DEAD_MIRRORS, MIRROR_PROBE_TIMEOUT};
 
 /// Repositories and their usable mirrors, built once per (re)load of pacman.conf.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,6 +196,57 @@ impl DeadMirrors {
 
     pub fn is_empty(&self) -> bool {
         self.until.is_empty()
+    }
+}
+
+/// The probing side: mirrors that failed recently, shared by every lookup.
+#[derive(Debug, Default)]
+pub struct Mirrors {
+    dead: Mutex<DeadMirrors>,
+}
+
+impl Mirrors {
+    fn dead(&self) -> std::sync::MutexGuard<'_, DeadMirrors> {
+        crate::lock(&self.dead)
+    }
+
+    /// Where a database request goes: the first mirror not known to be dead.
+    pub fn database(&self, repos: &RepoTable, f: &FileRequest) -> Option<Url> {
+        let mirrors = repos.mirror_urls(&f.repo, &f.arch, &f.file);
+        pick_database_mirror(mirrors, &self.dead(), Instant::now())
+    }
+
+    /// The first mirror that has the file: plain-http mirrors are probed in order, the
+    /// first https one is taken unprobed.
+    pub async fn find(&self, repos: &RepoTable, f: &FileRequest) -> Option<Url> {
+        let mirrors = repos.mirror_urls(&f.repo, &f.arch, &f.file);
+        let steps = plan_package(mirrors, &self.dead(), Instant::now());
+        for step in steps {
+            match step {
+                MirrorStep::Redirect(url) => return Some(url),
+                MirrorStep::SkipDead(url) => crate::verbose!("{url}: skipped, failed recently"),
+                MirrorStep::Probe(url) => match head_status(&url, MIRROR_PROBE_TIMEOUT).await {
+                    Ok(status) => match probe_verdict(status) {
+                        ProbeVerdict::Has => {
+                            crate::verbose!("{url}: {status}, has it");
+                            return Some(url);
+                        }
+                        ProbeVerdict::Lacks => crate::verbose!("{url}: {status}, lacks it"),
+                        ProbeVerdict::Failed => {
+                            crate::error!(
+                                "mirror {url} answered {status}; skipping it for a while"
+                            );
+                            self.dead().mark_dead(&url, Instant::now());
+                        }
+                    },
+                    Err(e) => {
+                        crate::error!("mirror {url} failed: {e}; skipping it for a while");
+                        self.dead().mark_dead(&url, Instant::now());
+                    }
+                },
+            }
+        }
+        None
     }
 }
 

@@ -1,6 +1,8 @@
-//! What pacserve answers: local cache → mirrors, databases straight to the mirrors.
-//!
-//! The I/O shell around the pure decisions in `route`, `resolve` and `http::range`.
+//! What pacserve answers, and the order it tries things in: [`Service::answer`] is the table
+//! of contents. A package: this host's cache ([`local`]), then a LAN peer
+//! ([`crate::peers::lookup`]), then the first mirror that has it ([`mirrors`]); a database:
+//! straight to a mirror; a page: the status view ([`status`]). [`urls`] is the URL space,
+//! [`outcome`] how a request ended, [`stats`] the counters. I/O through those modules.
 
 pub mod local;
 pub mod mirrors;
@@ -10,24 +12,17 @@ pub mod status;
 pub mod urls;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::app::local::{CachedFile, OpenCache, dirs_stamp, list_packages, open_cached};
-use crate::app::mirrors::{
-    DeadMirrors, MirrorStep, ProbeVerdict, RepoTable, pick_database_mirror, plan_package,
-    probe_verdict,
-};
+use crate::app::local::Local;
+use crate::app::mirrors::{Mirrors, RepoTable};
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
 use crate::app::urls::{Endpoint, FileKind, FileRequest, Page, route};
-use crate::http::client::head_status;
-use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::message::{Body, Method, Request, Response};
-use crate::http::range::{RangeDecision, decide_range};
 use crate::http::server::{Completed, Handler, ShellAnswer};
 use crate::http::url::Url;
-use crate::limits::MIRROR_PROBE_TIMEOUT;
 use crate::peers::discovery::DiscoveryStats;
 use crate::peers::lookup::PeerLookup;
 use crate::peers::table::Source;
@@ -41,36 +36,25 @@ pub struct Config {
     pub repos: RepoTable,
 }
 
-/// The cache dirs' mtimes and the `/info` body rendered from them.
-#[derive(Clone)]
-struct InfoListing {
-    stamp: Vec<Option<std::time::SystemTime>>,
-    body: Arc<Vec<u8>>,
-    count: u64,
-}
-
 pub struct Service {
     config: RwLock<Arc<Config>>,
-    dead_mirrors: Mutex<DeadMirrors>,
+    local: Local,
     peers: PeerLookup,
-    open_files: OpenCache,
+    mirrors: Mirrors,
     stats: Stats,
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
     discovery_stats: Option<Arc<DiscoveryStats>>,
-    /// The rendered `/info` listing and the cache dirs' mtimes it was made from.
-    info: Mutex<Option<InfoListing>>,
 }
 
 impl Service {
     pub fn new(config: Config, peers: PeerLookup) -> Service {
         Service {
             config: RwLock::new(Arc::new(config)),
-            dead_mirrors: Mutex::new(DeadMirrors::default()),
+            local: Local::default(),
             peers,
-            info: Mutex::new(None),
+            mirrors: Mirrors::default(),
             stats: Stats::default(),
-            open_files: OpenCache::default(),
             multicast: None,
             discovery_stats: None,
         }
@@ -94,7 +78,7 @@ impl Service {
     /// Swap in a new configuration; requests in flight keep the one they started with.
     pub fn replace_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-        self.open_files.clear();
+        self.local.forget_open_files();
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -104,17 +88,12 @@ impl Service {
             .clone()
     }
 
-    fn dead(&self) -> std::sync::MutexGuard<'_, DeadMirrors> {
-        // A panic elsewhere cannot leave this table half-updated in a harmful way.
-        crate::lock(&self.dead_mirrors)
-    }
-
     async fn answer(&self, req: &Request) -> Answer {
         if req.method == Method::Other {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
         match urls::page(&req.target) {
-            Some(Page::Info) => return self.info().await,
+            Some(Page::Info) => return self.local.info(&self.config().cache_dirs).await,
             // Browsers ask for it with every view of the status page; not a lookup.
             Some(Page::Favicon) => return Answer::new(404, Outcome::Status),
             Some(page) => return self.status_page(page).await,
@@ -158,79 +137,21 @@ impl Service {
     /// Another pacserve asks: answer from this cache only, never from peers or mirrors, so
     /// a lookup cannot recurse or loop. `X-Pacserve-Sig` says whether the `.sig` is here too.
     async fn peer_query(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
-        let Some(cached) = self.open(config, &f.file).await else {
+        let Some(cached) = self.local.open(&config.cache_dirs, &f.file).await else {
             return Answer::new(404, Outcome::Miss);
         };
         let has_sig = !f.file.ends_with(".sig")
             && self
-                .open(config, &format!("{}.sig", f.file))
+                .local
+                .open(&config.cache_dirs, &format!("{}.sig", f.file))
                 .await
                 .is_some();
-        serve_local(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" })
-    }
-
-    /// A complete package file `name` from the cache dirs: from the open-file cache when
-    /// it was opened a moment ago, else opened off the executor (open/stat may block on a
-    /// slow disk, and must not freeze every connection).
-    async fn open(&self, config: &Config, name: &str) -> Option<CachedFile> {
-        if let Some(hit) = self.open_files.get(name, Instant::now()) {
-            return Some(hit);
-        }
-        let dirs = config.cache_dirs.clone();
-        let owned = name.to_string();
-        let (found, skipped) = smol::unblock(move || open_cached(&dirs, &owned)).await;
-        for (path, why) in &skipped {
-            crate::verbose!("{}: not served: {why:?}", path.display());
-        }
-        if let Some(f) = &found {
-            self.open_files.put(name, f, Instant::now());
-        }
-        found
-    }
-
-    /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
-    async fn info(&self) -> Answer {
-        let (body, _) = self.listing().await;
-        let mut r =
-            Answer::new(200, Outcome::Status).header("Content-Type", "text/plain; charset=utf-8");
-        r.response.body = Body::Shared(body);
-        r
-    }
-
-    /// The `/info` body and its package count, rebuilt only when a cache dir changed.
-    async fn listing(&self) -> (Arc<Vec<u8>>, u64) {
-        let dirs = self.config().cache_dirs.clone();
-        let cached = crate::lock(&self.info).clone();
-        let listing = smol::unblock(move || {
-            let stamp = dirs_stamp(&dirs);
-            match cached {
-                Some(old) if old.stamp == stamp && stamp.iter().all(Option::is_some) => old,
-                _ => {
-                    let mut text = String::from("# pacserve info 1: NAME SIZE\n");
-                    let packages = list_packages(&dirs);
-                    for (name, size) in &packages {
-                        text.push_str(name);
-                        text.push(' ');
-                        text.push_str(&size.to_string());
-                        text.push('\n');
-                    }
-                    InfoListing {
-                        stamp,
-                        body: Arc::new(text.into_bytes()),
-                        count: packages.len() as u64,
-                    }
-                }
-            }
-        })
-        .await;
-        let out = (listing.body.clone(), listing.count);
-        *crate::lock(&self.info) = Some(listing);
-        out
+        local::serve(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" })
     }
 
     /// Everything the status page, JSON and metrics show.
     async fn status_view(&self) -> StatusView {
-        let (_, packages) = self.listing().await;
+        let (_, packages) = self.local.listing(&self.config().cache_dirs).await;
         let now = Instant::now();
         let peers = crate::lock(self.peers.table()).all();
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
@@ -298,17 +219,14 @@ impl Service {
             ),
             _ => (status::html(&view), "text/html; charset=utf-8"),
         };
-        let mut r = Answer::new(200, Outcome::Status)
+        Answer::new(200, Outcome::Status)
             .header("Content-Type", kind)
-            .header("Cache-Control", "no-store");
-        r.response.body = Body::Shared(Arc::new(body.into_bytes()));
-        r
+            .header("Cache-Control", "no-store")
+            .with_body(Body::Shared(Arc::new(body.into_bytes())))
     }
 
     fn database(&self, config: &Config, f: &FileRequest) -> Answer {
-        let mirrors = config.repos.mirror_urls(&f.repo, &f.arch, &f.file);
-        let picked = pick_database_mirror(mirrors, &self.dead(), Instant::now());
-        match picked {
+        match self.mirrors.database(&config.repos, f) {
             Some(url) => redirect(&url),
             None => Answer::new(404, Outcome::Miss),
         }
@@ -326,7 +244,7 @@ impl Service {
         if let Some(r) = self.local_or_peer(config, f, req).await {
             return r;
         }
-        match self.find_on_mirrors(config, f).await {
+        match self.mirrors.find(&config.repos, f).await {
             Some(url) => redirect(&url),
             None => Answer::new(404, Outcome::Miss),
         }
@@ -339,8 +257,8 @@ impl Service {
         f: &FileRequest,
         req: &Request,
     ) -> Option<Answer> {
-        if let Some(cached) = self.open(config, &f.file).await {
-            return Some(serve_local(cached, req));
+        if let Some(cached) = self.local.open(&config.cache_dirs, &f.file).await {
+            return Some(local::serve(cached, req));
         }
         if let Some(hit) = self.peers.find(&urls::peer_query_path(f)).await {
             crate::verbose!(
@@ -351,39 +269,6 @@ impl Service {
             );
             let location = urls::peer_location(&hit.peer, f);
             return Some(Answer::new(307, Outcome::Peer).header("Location", location));
-        }
-        None
-    }
-
-    /// The first mirror that has the file: plain-http mirrors are probed in order, the
-    /// first https one is taken unprobed.
-    async fn find_on_mirrors(&self, config: &Config, f: &FileRequest) -> Option<Url> {
-        let mirrors = config.repos.mirror_urls(&f.repo, &f.arch, &f.file);
-        let steps = plan_package(mirrors, &self.dead(), Instant::now());
-        for step in steps {
-            match step {
-                MirrorStep::Redirect(url) => return Some(url),
-                MirrorStep::SkipDead(url) => crate::verbose!("{url}: skipped, failed recently"),
-                MirrorStep::Probe(url) => match head_status(&url, MIRROR_PROBE_TIMEOUT).await {
-                    Ok(status) => match probe_verdict(status) {
-                        ProbeVerdict::Has => {
-                            crate::verbose!("{url}: {status}, has it");
-                            return Some(url);
-                        }
-                        ProbeVerdict::Lacks => crate::verbose!("{url}: {status}, lacks it"),
-                        ProbeVerdict::Failed => {
-                            crate::error!(
-                                "mirror {url} answered {status}; skipping it for a while"
-                            );
-                            self.dead().mark_dead(&url, Instant::now());
-                        }
-                    },
-                    Err(e) => {
-                        crate::error!("mirror {url} failed: {e}; skipping it for a while");
-                        self.dead().mark_dead(&url, Instant::now());
-                    }
-                },
-            }
         }
         None
     }
@@ -440,51 +325,4 @@ fn log_completed(done: &Completed<'_, Outcome>) {
 
 fn redirect(url: &Url) -> Answer {
     Answer::new(307, Outcome::Mirror).header("Location", url.to_string())
-}
-
-/// A cache hit: 200, 206, 304 or 416 as the conditional and range headers ask.
-fn serve_local(cached: CachedFile, req: &Request) -> Answer {
-    let last_modified = format_http_date(cached.mtime);
-    if let Some(since) = req.if_modified_since.as_deref().and_then(parse_http_date) {
-        if cached.mtime <= since {
-            return Answer::new(304, Outcome::Local).header("Last-Modified", last_modified);
-        }
-    }
-    // If-Range with a date other than ours: the client's partial copy is of another file.
-    let range = match &req.if_range {
-        Some(tag) if *tag != last_modified => None,
-        _ => req.range.as_deref(),
-    };
-    let file = cached.file;
-    let resp = |status| {
-        Answer::new(status, Outcome::Local)
-            .header("Content-Type", "application/octet-stream")
-            .header("Last-Modified", last_modified.clone())
-            .header("Accept-Ranges", "bytes")
-    };
-    match decide_range(range, cached.len) {
-        RangeDecision::Full => {
-            let mut r = resp(200);
-            r.response.body = Body::File {
-                file,
-                start: 0,
-                len: cached.len,
-            };
-            r
-        }
-        RangeDecision::Partial { start, end } => {
-            let mut r = resp(206).header(
-                "Content-Range",
-                format!("bytes {start}-{end}/{}", cached.len),
-            );
-            r.response.body = Body::File {
-                file,
-                start,
-                len: end - start + 1,
-            };
-            r
-        }
-        RangeDecision::Unsatisfiable => Answer::new(416, Outcome::Local)
-            .header("Content-Range", format!("bytes */{}", cached.len)),
-    }
 }
