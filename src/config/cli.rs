@@ -1,4 +1,4 @@
-//! Command-line arguments → a plain `Args` struct (pico-args), and the help texts.
+//! Command-line arguments → a plain `Args` struct (pico-args), and the help texts. Pure.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};

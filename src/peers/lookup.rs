@@ -1,4 +1,4 @@
-//! Asking the LAN: which peer holds a package? All live peers are asked in parallel on their
+//! Asking the LAN (I/O): which peer holds a package? All live peers are asked in parallel on their
 //! peer route (which answers from its own cache only, so queries never recurse); answers are
 //! cached briefly and identical concurrent lookups share one round of queries.
 

@@ -1,4 +1,4 @@
-//! Facts about this machine: its addresses, host name and architecture.
+//! Facts about this machine (I/O: /proc): its addresses, host name and architecture.
 //!
 //! Everything is read from `/proc`; the parsers are pure functions of the text so they can be
 //! tested on samples and fuzzed. Garbage lines are skipped, never fatal: a host whose `/proc`

@@ -1,4 +1,4 @@
-//! Logging to stderr: one line per request, errors always, detail with `--verbose`.
+//! Logging to stderr (I/O): one line per request, errors always, detail with `--verbose`.
 //!
 //! Anything that came from the network is escaped before it is printed, so a hostile
 //! request cannot forge log lines or send escape sequences to a terminal.
