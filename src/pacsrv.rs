@@ -1,5 +1,6 @@
 //! `pacserve pacsrv ARGS…` runs pacman with pacserve inserted; `pacserve print-pacman-conf`
-//! prints the user's pacman.conf with pacserve inserted (I/O: files, pacman). The text edit is pure.
+//! prints the user's pacman.conf with pacserve inserted. I/O (files, pacman); the text edit
+//! is pure.
 
 use std::ffi::OsString;
 use std::io::Write as _;
