@@ -61,6 +61,19 @@ pub const MAX_CONF_BYTES: u64 = 1024 * 1024;
 /// Include nesting depth; stops include loops.
 pub const MAX_INCLUDE_DEPTH: usize = 8;
 
+/// Files one load of pacman.conf may parse, each inclusion counted: Arch's stock config
+/// includes one mirrorlist from about ten sections. Without it a few small files that
+/// include each other many times fan out to thousands of reads (5 files × 30 Includes made
+/// 27,000 Server lines, 8 s and 132 MB).
+pub const MAX_INCLUDED_FILES: usize = 256;
+
+/// Bytes one load may parse over all its files (a full mirrorlist is 40 KiB).
+pub const MAX_CONF_TOTAL_BYTES: usize = 8 * 1024 * 1024;
+
+/// Server lines one repository may have: the full Arch mirrorlist, every line uncommented,
+/// has about 900; pacman only ever gets to the first few.
+pub const MAX_SERVERS_PER_REPO: usize = 1024;
+
 /// Files one Include glob may expand to.
 pub const MAX_GLOB_MATCHES: usize = 256;
 
@@ -198,3 +211,7 @@ pub const PACSRV_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// `--multicast-interval`): below 10 ms nothing on a network finishes, above a day is a typo.
 pub const MIN_OPTION_SECONDS: f64 = 0.01;
 pub const MAX_OPTION_SECONDS: f64 = 86_400.0;
+
+/// Longest a SIGHUP reload may take to read pacman.conf (and its Includes) before the old
+/// configuration is kept: local files read in milliseconds; this only bounds a hung NFS.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);

@@ -4,9 +4,10 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_io::Async;
 use async_signal::{Signal, Signals};
@@ -18,6 +19,7 @@ use pacserve::config::cli::{self, Args, Command, MulticastArgs};
 use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
 use pacserve::http::server::serve;
 use pacserve::http::url::points_at_self;
+use pacserve::limits::RELOAD_TIMEOUT;
 use pacserve::peers::discovery::{
     self, Announce, Discovery, DiscoveryStats, Kind, MulticastConfig, OpenError,
 };
@@ -133,8 +135,16 @@ fn run(args: Args) -> Result<(), StartError> {
         if let Err(e) = notify::notify("READY=1") {
             error!("warning: cannot notify systemd: {e}");
         }
+        // SIGHUPs are coalesced: one reload runs, at most one more waits.
+        let (reload_tx, reload_rx) = smol::channel::bounded::<()>(1);
+        let reloader = rt::spawn(reloader(
+            reload_rx,
+            service.clone(),
+            args.pacman_conf.clone(),
+            port,
+        ));
         if let Ok(signals) = signals {
-            wait_for_stop(signals, &service, &args.pacman_conf, port).await;
+            wait_for_stop(signals, &reload_tx).await;
             info!("stopping: finishing responses in flight");
             let _ = notify::notify("STOPPING=1");
             stop_tx.close();
@@ -143,6 +153,9 @@ fn run(args: Args) -> Result<(), StartError> {
         if let Some(d) = discovery {
             d.await;
         }
+        drop(reload_tx);
+        // A reload stuck on a slow filesystem must not hold up the exit.
+        drop(reloader);
     });
     info!("stopped");
     Ok(())
@@ -162,14 +175,30 @@ fn peer_table(args: &Args) -> PeerTable {
     table
 }
 
-/// Until SIGTERM or SIGINT; SIGHUP reloads pacman.conf meanwhile.
-async fn wait_for_stop(mut signals: Signals, service: &Service, conf: &Path, port: u16) {
+/// Until SIGTERM or SIGINT; a SIGHUP meanwhile asks for a reload, which runs on its own
+/// task, so a slow one never delays a stop.
+async fn wait_for_stop(mut signals: Signals, reload: &smol::channel::Sender<()>) {
     while let Some(signal) = signals.next().await {
         match signal {
-            Ok(Signal::Hup) => reload(service, conf, port),
+            Ok(Signal::Hup) => {
+                // Full: a reload is already waiting, and it will read the newest file.
+                let _ = reload.try_send(());
+            }
             Ok(_) => return,
             Err(e) => error!("signal handling failed: {e}"),
         }
+    }
+}
+
+/// Reloads, one at a time, until the senders are gone.
+async fn reloader(
+    asked: smol::channel::Receiver<()>,
+    service: Arc<Service>,
+    conf: PathBuf,
+    port: u16,
+) {
+    while asked.recv().await.is_ok() {
+        reload(&service, &conf, port).await;
     }
 }
 
@@ -224,15 +253,26 @@ fn open_discovery(
     Ok((disc, cfg, me))
 }
 
-/// SIGHUP: read pacman.conf again; keep the old configuration if the new one is broken.
-fn reload(service: &Service, path: &Path, port: u16) {
+/// SIGHUP: read pacman.conf again, off the executor and within [`RELOAD_TIMEOUT`]; keep the
+/// old configuration if the new one is broken or too slow to read.
+async fn reload(service: &Service, path: &Path, port: u16) {
     let _ = notify::notify("RELOADING=1");
-    match pacman_conf::load(path) {
-        Ok(conf) => {
-            service.replace_config(build_config(&conf, path, port));
+    let owned = path.to_path_buf();
+    let loading = smol::unblock(move || {
+        pacman_conf::load(&owned).map(|conf| build_config(&conf, &owned, port))
+    });
+    let loaded = rt::until(Instant::now() + RELOAD_TIMEOUT, loading).await;
+    match loaded {
+        Some(Ok(config)) => {
+            service.replace_config(config);
             info!("reloaded {}", path.display());
         }
-        Err(e) => error!("reload failed, keeping the previous configuration: {e}"),
+        Some(Err(e)) => error!("reload failed, keeping the previous configuration: {e}"),
+        None => error!(
+            "reload failed, keeping the previous configuration: {} took longer than {} s to read",
+            path.display(),
+            RELOAD_TIMEOUT.as_secs()
+        ),
     }
     let _ = notify::notify("READY=1");
 }

@@ -28,7 +28,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::glob::expand_glob;
-use crate::limits::{MAX_CONF_BYTES, MAX_INCLUDE_DEPTH};
+use crate::limits::{
+    MAX_CONF_BYTES, MAX_CONF_TOTAL_BYTES, MAX_INCLUDE_DEPTH, MAX_INCLUDED_FILES,
+    MAX_SERVERS_PER_REPO,
+};
 use crate::names;
 use crate::sys::host;
 
@@ -130,6 +133,9 @@ pub fn load(path: &Path) -> Result<PacmanConf, ConfError> {
         Err(ReadError::TooBig) => {
             return Err(ConfError::file(path, too_big_message()));
         }
+        Err(ReadError::NotRegular) => {
+            return Err(ConfError::file(path, not_regular_message()));
+        }
     };
     parse_with(&text, path, &mut resolve_include)
 }
@@ -159,6 +165,8 @@ pub fn parse_with(
 ) -> Result<PacmanConf, ConfError> {
     let mut parser = Parser {
         resolve,
+        files_read: 0,
+        bytes_read: 0,
         chain: Vec::new(),
         section: None,
         cache_dirs: Vec::new(),
@@ -179,6 +187,10 @@ enum Section {
 
 struct Parser<'r, 'a> {
     resolve: &'r mut IncludeResolver<'a>,
+    /// Files parsed so far, each Include of a file counted again: bounds the fan-out.
+    files_read: usize,
+    /// Bytes parsed so far, over every file.
+    bytes_read: usize,
     /// Files being read, outermost first: for loop detection and the depth limit.
     chain: Vec<PathBuf>,
     /// Shared across Includes on purpose: pacman lets an included file switch sections.
@@ -373,6 +385,13 @@ impl Parser<'_, '_> {
                     )));
                 }
                 let repo = &mut self.repos[index];
+                if repo.servers.len() >= MAX_SERVERS_PER_REPO {
+                    return Err(err(format!(
+                        "[{}] has more than {MAX_SERVERS_PER_REPO} Server lines; pacman uses \
+                         the first few, keep those",
+                        repo.name
+                    )));
+                }
                 let url = url.replace("$repo", &repo.name);
                 let url = url.strip_suffix('/').unwrap_or(&url).to_owned();
                 if url.is_empty() {
@@ -390,6 +409,20 @@ impl Parser<'_, '_> {
     fn include(&mut self, value: &str, path: &Path, line_no: usize) -> Result<(), ConfError> {
         let files = (self.resolve)(value, path, line_no)?;
         for (file, text) in files {
+            self.files_read += 1;
+            self.bytes_read = self.bytes_read.saturating_add(text.len());
+            if self.files_read > MAX_INCLUDED_FILES || self.bytes_read > MAX_CONF_TOTAL_BYTES {
+                return Err(ConfError::at(
+                    path,
+                    line_no,
+                    format!(
+                        "Include = {}: the Includes of this configuration read more than \
+                         {MAX_INCLUDED_FILES} files or {MAX_CONF_TOTAL_BYTES} bytes in all; \
+                         include each mirrorlist once",
+                        quote(value)
+                    ),
+                ));
+            }
             if self.chain.contains(&file) {
                 return Err(ConfError::at(
                     path,
@@ -453,6 +486,10 @@ fn chain_text(chain: &[PathBuf], next: &Path) -> String {
     parts.join(" -> ")
 }
 
+fn not_regular_message() -> &'static str {
+    "not a regular file (a FIFO, device or directory cannot be read as configuration)"
+}
+
 fn too_big_message() -> String {
     format!("larger than {MAX_CONF_BYTES} bytes; that is no pacman.conf")
 }
@@ -487,13 +524,24 @@ fn escape_control(text: &str) -> Cow<'_, str> {
 enum ReadError {
     Io(std::io::Error),
     TooBig,
+    /// A FIFO, device, socket or directory: reading it could block forever or never end.
+    NotRegular,
 }
 
-/// Reads at most `MAX_CONF_BYTES` (+1 to notice a bigger file, or an endless one such as
-/// `/dev/zero`). Invalid UTF-8 is replaced rather than fatal: pacman does not care about the
-/// encoding, and a stray Latin-1 byte in a comment should not stop the daemon.
+/// Reads a regular file of at most `MAX_CONF_BYTES` (+1 to notice a bigger one). It is opened
+/// with O_NONBLOCK, so a FIFO put in its place cannot hang the open, and refused unless it is
+/// a regular file. Invalid UTF-8 is replaced rather than fatal: pacman does not care about
+/// the encoding, and a stray Latin-1 byte in a comment should not stop the daemon.
 fn read_limited(path: &Path) -> Result<String, ReadError> {
-    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    if !file.metadata().map_err(ReadError::Io)?.is_file() {
+        return Err(ReadError::NotRegular);
+    }
     let mut bytes = Vec::new();
     file.take(MAX_CONF_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -536,6 +584,13 @@ fn resolve_include(
                     path.display()
                 )));
             }
+            Err(ReadError::NotRegular) => {
+                return Err(err(format!(
+                    "Include: {}: {}",
+                    path.display(),
+                    not_regular_message()
+                )));
+            }
         }
     }
     Ok(files)
@@ -545,7 +600,7 @@ fn resolve_include(
 mod tests {
     use super::*;
     use crate::config::glob::glob_match;
-    use crate::limits::MAX_GLOB_MATCHES;
+    use crate::limits::{MAX_GLOB_MATCHES, MAX_INCLUDED_FILES, MAX_SERVERS_PER_REPO};
     use std::collections::HashMap;
 
     /// Arch Linux's stock /etc/pacman.conf (pacman 7), comments and all.
@@ -1166,9 +1221,17 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
         let mut fits = "[core]\nServer = http://a\n".to_owned();
         fits.push_str(&"#".repeat(MAX_CONF_BYTES as usize - fits.len()));
         assert_eq!(parse(&fits).unwrap().repos[0].servers, ["http://a"]);
-        // Many lines, many servers: still linear.
-        let many = format!("[core]\n{}", "Server = http://a\n".repeat(50_000));
-        assert_eq!(parse(&many).unwrap().repos[0].servers.len(), 50_000);
+        // Many lines: still linear; as many servers as allowed, one more is refused.
+        let lines = format!("[core]\n{}", "SigLevel = Never\n".repeat(50_000));
+        assert_eq!(parse(&lines).unwrap().repos[0].servers.len(), 0);
+        let many = format!(
+            "[core]\n{}",
+            "Server = http://a\n".repeat(MAX_SERVERS_PER_REPO)
+        );
+        assert_eq!(
+            parse(&many).unwrap().repos[0].servers.len(),
+            MAX_SERVERS_PER_REPO
+        );
     }
 
     #[test]
@@ -1509,7 +1572,8 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
         assert_eq!(
             load_err(&main),
             format!(
-                "{dir}/dir.conf:2: Include: cannot read {dir}/loop: Is a directory (os error 21)"
+                "{dir}/dir.conf:2: Include: {dir}/loop: {}",
+                not_regular_message()
             )
         );
 
@@ -1529,16 +1593,67 @@ Server = http://mirror.archlinuxarm.org/$arch/$repo
                 "{dir}/inc-big.conf:2: Include: {dir}/big.conf is larger than {MAX_CONF_BYTES} bytes"
             )
         );
-        // An endless file is cut at the limit, not read forever.
-        if Path::new("/dev/zero").exists() {
-            let main = t.write("zero.conf", "[core]\nInclude = /dev/zero\n");
-            assert_eq!(
-                load_err(&main),
-                format!(
-                    "{dir}/zero.conf:2: Include: /dev/zero is larger than {MAX_CONF_BYTES} bytes"
-                )
-            );
+        // A device, a FIFO (which would block a plain open until someone writes) or a
+        // directory is refused at once, in an Include or as the file itself.
+        let main = t.write("zero.conf", "[core]\nInclude = /dev/zero\n");
+        assert_eq!(
+            load_err(&main),
+            format!(
+                "{dir}/zero.conf:2: Include: /dev/zero: {}",
+                not_regular_message()
+            )
+        );
+        let fifo = t.0.join("fifo.conf");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .expect("mkfifo");
+        let main = t.write(
+            "inc-fifo.conf",
+            &format!("[core]\nInclude = {}\n", fifo.display()),
+        );
+        assert_eq!(
+            load_err(&main),
+            format!(
+                "{dir}/inc-fifo.conf:2: Include: {}: {}",
+                fifo.display(),
+                not_regular_message()
+            )
+        );
+        assert_eq!(
+            load_err(&fifo),
+            format!("{}: {}", fifo.display(), not_regular_message())
+        );
+        assert_eq!(
+            load_err(&t.0),
+            format!("{}: {}", t.0.display(), not_regular_message())
+        );
+
+        // Fan-out: each level includes the next 30 times; 30^3 reads are refused early.
+        t.write("fan/d.conf", "Server = http://mirror.example/$repo\n");
+        for (name, next) in [("c", "d"), ("b", "c"), ("a", "b")] {
+            let line = format!("Include = {dir}/fan/{next}.conf\n");
+            t.write(&format!("fan/{name}.conf"), &line.repeat(30));
         }
+        let main = t.write("fan.conf", &format!("[core]\nInclude = {dir}/fan/a.conf\n"));
+        let e = load_err(&main);
+        assert!(
+            e.contains(&format!("read more than {MAX_INCLUDED_FILES} files")),
+            "{e}"
+        );
+        // Too many Server lines in one repository.
+        let many = "Server = http://m.example/$repo\n".repeat(MAX_SERVERS_PER_REPO + 1);
+        let main = t.write("servers.conf", &format!("[core]\n{many}"));
+        assert_eq!(
+            load_err(&main),
+            format!(
+                "{dir}/servers.conf:{}: [core] has more than {MAX_SERVERS_PER_REPO} Server lines; \
+                 pacman uses the first few, keep those",
+                MAX_SERVERS_PER_REPO + 2
+            )
+        );
 
         for i in 0..=MAX_GLOB_MATCHES {
             t.write(&format!("many/{i:03}.conf"), "");
