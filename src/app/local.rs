@@ -189,19 +189,50 @@ pub fn dirs_stamp(cache_dirs: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> 
         .collect()
 }
 
-/// The cache dirs' mtimes and the `/info` body rendered from them.
-#[derive(Clone)]
-struct InfoListing {
+/// One scan of the cache dirs: the `/info` body and its package count, and what it was made
+/// from (the dirs and their mtimes), to tell when it is stale.
+#[derive(Debug)]
+pub struct Listing {
+    dirs: Vec<PathBuf>,
     stamp: Vec<Option<SystemTime>>,
-    body: Arc<Vec<u8>>,
-    count: u64,
+    pub body: Arc<Vec<u8>>,
+    pub count: u64,
+}
+
+impl Listing {
+    /// Made from these dirs as they are now. A dir that does not exist is a state like any
+    /// other (None), not a reason to scan again: only a change is.
+    fn is_current(&self, dirs: &[PathBuf], stamp: &[Option<SystemTime>]) -> bool {
+        self.dirs == dirs && self.stamp == stamp
+    }
+
+    /// Scan `dirs` (blocking).
+    fn scan(dirs: Vec<PathBuf>) -> Listing {
+        let stamp = dirs_stamp(&dirs);
+        let packages = list_packages(&dirs);
+        let mut text = String::from("# pacserve info 1: NAME SIZE\n");
+        for (name, size) in &packages {
+            text.push_str(name);
+            text.push(' ');
+            text.push_str(&size.to_string());
+            text.push('\n');
+        }
+        Listing {
+            dirs,
+            stamp,
+            body: Arc::new(text.into_bytes()),
+            count: packages.len() as u64,
+        }
+    }
 }
 
 /// Recently opened files and the `/info` listing: what serving from the cache remembers.
 #[derive(Default)]
 pub struct Local {
     open_files: OpenCache,
-    info: Mutex<Option<InfoListing>>,
+    listing: Mutex<Option<Arc<Listing>>>,
+    /// Held while a scan runs: at most one at a time, however many ask.
+    scanning: smol::lock::Mutex<()>,
 }
 
 impl Local {
@@ -224,43 +255,60 @@ impl Local {
         found
     }
 
-    /// `/info`: the packages this host holds, rebuilt only when a cache dir changed.
+    /// `/info`: the packages this host holds, rescanned only when a cache dir changed.
     pub async fn info(&self, cache_dirs: &[PathBuf]) -> Answer {
-        let (body, _) = self.listing(cache_dirs).await;
+        let listing = self.listing(cache_dirs).await;
         Answer::new(200, Outcome::Status)
             .header("Content-Type", "text/plain; charset=utf-8")
-            .with_body(Body::Shared(body))
+            .with_body(Body::Shared(listing.body.clone()))
     }
 
-    /// The `/info` body and its package count, rebuilt only when a cache dir changed.
-    pub async fn listing(&self, cache_dirs: &[PathBuf]) -> (Arc<Vec<u8>>, u64) {
+    fn last(&self) -> Option<Arc<Listing>> {
+        crate::lock(&self.listing).clone()
+    }
+
+    /// The listing of `cache_dirs`: the last one while it is current; else a new scan, of
+    /// which only one runs at a time: whoever asks meanwhile gets the previous listing (and
+    /// waits only when there is none yet).
+    pub async fn listing(&self, cache_dirs: &[PathBuf]) -> Arc<Listing> {
         let dirs = cache_dirs.to_vec();
-        let cached = crate::lock(&self.info).clone();
-        let listing = smol::unblock(move || {
-            let stamp = dirs_stamp(&dirs);
-            match cached {
-                Some(old) if old.stamp == stamp && stamp.iter().all(Option::is_some) => old,
-                _ => {
-                    let mut text = String::from("# pacserve info 1: NAME SIZE\n");
-                    let packages = list_packages(&dirs);
-                    for (name, size) in &packages {
-                        text.push_str(name);
-                        text.push(' ');
-                        text.push_str(&size.to_string());
-                        text.push('\n');
-                    }
-                    InfoListing {
-                        stamp,
-                        body: Arc::new(text.into_bytes()),
-                        count: packages.len() as u64,
-                    }
-                }
-            }
-        })
-        .await;
-        let out = (listing.body.clone(), listing.count);
-        *crate::lock(&self.info) = Some(listing);
-        out
+        let stamp = {
+            let dirs = dirs.clone();
+            smol::unblock(move || dirs_stamp(&dirs)).await
+        };
+        let last = self.last();
+        if let Some(l) = last.as_ref().filter(|l| l.is_current(&dirs, &stamp)) {
+            return l.clone();
+        }
+        let _scanning = match (self.scanning.try_lock(), last) {
+            (Some(guard), _) => guard,
+            (None, Some(previous)) => return previous,
+            (None, None) => self.scanning.lock().await,
+        };
+        // Whoever held the lock before us may have just scanned.
+        if let Some(l) = self.last().filter(|l| l.is_current(&dirs, &stamp)) {
+            return l;
+        }
+        let fresh = Arc::new(smol::unblock(move || Listing::scan(dirs)).await);
+        *crate::lock(&self.listing) = Some(fresh.clone());
+        fresh
+    }
+
+    /// How many packages the cache holds, for the status page: the last listing's count,
+    /// never waiting for a rescan; when no scan runs, one is started in the background, which
+    /// rescans only if a dir changed. Only before the first listing exists does this wait.
+    pub async fn package_count(self: &Arc<Self>, cache_dirs: &[PathBuf]) -> u64 {
+        let Some(last) = self.last() else {
+            return self.listing(cache_dirs).await.count;
+        };
+        if self.scanning.try_lock().is_some() {
+            let (local, dirs) = (self.clone(), cache_dirs.to_vec());
+            crate::sys::rt::spawn(async move {
+                local.listing(&dirs).await;
+            })
+            .detach();
+        }
+        last.count
     }
 
     /// The cache dirs changed (a reload): forget the files opened from the old ones.
@@ -398,6 +446,53 @@ mod tests {
                 ("x-1-1-any.pkg.tar.zst.sig".to_string(), 3),
             ]
         );
+    }
+
+    #[test]
+    fn a_listing_is_rescanned_only_when_a_dir_changed() {
+        let d = Dir::new("listing");
+        std::fs::write(d.0.join("x-1-1-any.pkg.tar.zst"), b"12345").unwrap();
+        let missing = d.0.join("not-yet");
+        let dirs = vec![d.0.clone(), missing.clone()];
+        let local = Arc::new(Local::default());
+        smol::block_on(async {
+            let first = local.listing(&dirs).await;
+            assert_eq!(first.count, 1);
+            // A dir that does not exist is a stable state: no rescan.
+            let again = local.listing(&dirs).await;
+            assert!(
+                Arc::ptr_eq(&first, &again),
+                "rescanned with nothing changed"
+            );
+            assert_eq!(local.package_count(&dirs).await, 1);
+            // The missing dir appears with a package: rescanned.
+            std::fs::create_dir(&missing).unwrap();
+            std::fs::write(missing.join("y-1-1-any.pkg.tar.zst"), b"1").unwrap();
+            let after = local.listing(&dirs).await;
+            assert_eq!(after.count, 2);
+            assert!(String::from_utf8_lossy(&after.body).contains("y-1-1-any.pkg.tar.zst 1\n"));
+            // Other dirs (a reload): rescanned.
+            let other = local.listing(&dirs[..1]).await;
+            assert_eq!(other.count, 1);
+        });
+    }
+
+    #[test]
+    fn while_one_scan_runs_others_get_the_previous_listing() {
+        let d = Dir::new("single-flight");
+        std::fs::write(d.0.join("x-1-1-any.pkg.tar.zst"), b"12345").unwrap();
+        let dirs = vec![d.0.clone()];
+        let local = Local::default();
+        smol::block_on(async {
+            let first = local.listing(&dirs).await;
+            std::fs::write(d.0.join("y-1-1-any.pkg.tar.zst"), b"1").unwrap();
+            // Someone is scanning: the stale listing comes back at once, no second scan.
+            let held = local.scanning.lock().await;
+            let during = local.listing(&dirs).await;
+            assert!(Arc::ptr_eq(&first, &during));
+            drop(held);
+            assert_eq!(local.listing(&dirs).await.count, 2);
+        });
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Config {
 
 pub struct Service {
     config: RwLock<Arc<Config>>,
-    local: Local,
+    local: Arc<Local>,
     peers: PeerLookup,
     mirrors: Mirrors,
     stats: Stats,
@@ -51,7 +51,7 @@ impl Service {
     pub fn new(config: Config, peers: PeerLookup) -> Service {
         Service {
             config: RwLock::new(Arc::new(config)),
-            local: Local::default(),
+            local: Arc::new(Local::default()),
             peers,
             mirrors: Mirrors::default(),
             stats: Stats::default(),
@@ -151,7 +151,7 @@ impl Service {
 
     /// Everything the status page, JSON and metrics show.
     async fn status_view(&self) -> StatusView {
-        let (_, packages) = self.local.listing(&self.config().cache_dirs).await;
+        let packages = self.local.package_count(&self.config().cache_dirs).await;
         let now = Instant::now();
         let peers = crate::lock(self.peers.table()).all();
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
