@@ -54,10 +54,40 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// Whether `e` says this host ran out of something (descriptors, buffers, memory): not the
+/// fault of the peer or mirror we were talking to, so never held against it.
+pub fn local_shortage(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let shortages = [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM];
+    e.raw_os_error()
+        .is_some_and(|code| shortages.iter().any(|s| s.raw_os_error() == code))
+        || e.kind() == io::ErrorKind::OutOfMemory
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn tells_local_shortages_from_remote_failures() {
+        for code in [24, 23, 105, 12] {
+            assert!(
+                local_shortage(&io::Error::from_raw_os_error(code)),
+                "{code}"
+            );
+        }
+        for code in [111, 110, 113, 104] {
+            assert!(
+                !local_shortage(&io::Error::from_raw_os_error(code)),
+                "{code}"
+            );
+        }
+        assert!(!local_shortage(&io::Error::new(
+            io::ErrorKind::TimedOut,
+            "x"
+        )));
+    }
 
     #[test]
     fn keeps_the_os_error() {

@@ -48,10 +48,20 @@ pub const SENDFILE_CHUNK: usize = 1024 * 1024;
 /// after 10 s of stall; the probe must finish well within that.
 pub const MIRROR_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The whole walk over a repository's mirrors for one package, however many are hung: well
+/// inside pacman's 10 s stall limit, so pacman hears a 404 and moves on to its own next
+/// Server before it gives up on pacserve (four hung mirrors once took 12 s).
+pub const MIRROR_WALK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most mirrors probed for one package: a config of thousands of refusing mirrors must not
+/// cost thousands of connections per request.
+pub const MAX_PROBES_PER_WALK: usize = 16;
+
 /// How long a mirror that failed a probe (refused, timed out, 5xx) is skipped.
 pub const DEAD_MIRROR_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Most mirrors remembered as dead; the table is cleared of expired entries before it grows.
+/// Least number of mirrors remembered as dead (more when the configuration has more); the
+/// table is cleared of expired entries before it grows.
 pub const MAX_DEAD_MIRRORS: usize = 256;
 
 /// pacman.conf and included files larger than this are rejected (the stock one is 3 KiB, a
@@ -215,3 +225,8 @@ pub const MAX_OPTION_SECONDS: f64 = 86_400.0;
 /// Longest a SIGHUP reload may take to read pacman.conf (and its Includes) before the old
 /// configuration is kept: local files read in milliseconds; this only bounds a hung NFS.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Repeated error lines from one place: at most `LOG_BURST` per `LOG_WINDOW`, then counted
+/// (a flood of refused connections once wrote 381,000 lines in 40 s).
+pub const LOG_BURST: u32 = 5;
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);

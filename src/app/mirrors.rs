@@ -3,20 +3,28 @@
 //! probes them (I/O).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smol::lock::OnceCell;
 
 use crate::app::urls::FileRequest;
 use crate::config::pacman_conf::PacmanConf;
+use crate::error::local_shortage;
 use crate::http::client::head_status;
 use crate::http::url::{Scheme, Url, parse_url};
-use crate::limits::{DEAD_MIRROR_BACKOFF, MAX_DEAD_MIRRORS, MIRROR_PROBE_TIMEOUT};
+use crate::limits::{
+    DEAD_MIRROR_BACKOFF, MAX_DEAD_MIRRORS, MAX_PROBES_PER_WALK, MIRROR_PROBE_TIMEOUT,
+    MIRROR_WALK_TIMEOUT,
+};
 
 /// Repositories and their usable mirrors, built once per (re)load of pacman.conf.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepoTable {
     repos: HashMap<String, Vec<String>>,
     architectures: Vec<String>,
+    /// Distinct mirrors (scheme, host, port) over all repos.
+    mirror_hosts: usize,
 }
 
 /// Something about the configuration a user should hear of, but not fatal.
@@ -40,6 +48,7 @@ impl RepoTable {
             ));
         }
         let mut repos = HashMap::new();
+        let mut hosts = std::collections::HashSet::new();
         let probe_arch = conf.architectures.first().map_or("x86_64", String::as_str);
         for repo in &conf.repos {
             let mut kept = Vec::new();
@@ -50,7 +59,10 @@ impl RepoTable {
                         "[{}] Server {server}: points at this pacserve, skipped",
                         repo.name
                     ))),
-                    Ok(_) => kept.push(server.trim_end_matches('/').to_string()),
+                    Ok(url) => {
+                        hosts.insert(mirror_key(&url));
+                        kept.push(server.trim_end_matches('/').to_string());
+                    }
                     Err(e) => warnings.push(ConfWarning(format!(
                         "[{}] Server {server}: {}, skipped",
                         repo.name, e.0
@@ -70,6 +82,7 @@ impl RepoTable {
         let table = RepoTable {
             repos,
             architectures: conf.architectures.clone(),
+            mirror_hosts: hosts.len(),
         };
         (table, warnings)
     }
@@ -96,6 +109,11 @@ impl RepoTable {
                 parse_url(&format!("{base}/{file}")).ok()
             })
             .collect()
+    }
+
+    /// How many mirrors (scheme, host and port) the configuration names, over all repos.
+    pub fn mirror_hosts(&self) -> usize {
+        self.mirror_hosts
     }
 
     pub fn repo_names(&self) -> impl Iterator<Item = &str> {
@@ -176,11 +194,15 @@ impl DeadMirrors {
         self.until.get(&mirror_key(url)).is_some_and(|t| now < *t)
     }
 
-    pub fn mark_dead(&mut self, url: &Url, now: Instant) {
-        if self.until.len() >= MAX_DEAD_MIRRORS {
+    /// Skip `url`'s mirror for a while. The table holds at least [`MAX_DEAD_MIRRORS`], and
+    /// as many as the configuration has mirrors (`configured`), so every mirror of a config
+    /// can be remembered and none is probed again by every request.
+    pub fn mark_dead(&mut self, url: &Url, now: Instant, configured: usize) {
+        let cap = configured.max(MAX_DEAD_MIRRORS);
+        if self.until.len() >= cap {
             self.until.retain(|_, t| now < *t);
         }
-        if self.until.len() < MAX_DEAD_MIRRORS {
+        if self.until.len() < cap {
             self.until
                 .insert(mirror_key(url), now + DEAD_MIRROR_BACKOFF);
         }
@@ -199,10 +221,37 @@ impl DeadMirrors {
     }
 }
 
-/// The probing side: mirrors that failed recently, shared by every lookup.
+/// What the walk over a repository's mirrors found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Send pacman here.
+    At(Url),
+    /// No mirror has it (or none answered within the walk's deadline).
+    Nowhere,
+    /// This host ran out of descriptors or memory while probing: nobody's fault but ours,
+    /// so no mirror is marked dead; the client should try again in a moment.
+    Overloaded,
+}
+
+/// How one probe ended, shared by every request that asked for the same URL meanwhile.
+#[derive(Debug, Clone)]
+enum Probed {
+    Status(u16),
+    Failed(String),
+    Shortage,
+}
+
+/// Every error line about a failing mirror goes through this: a flood of failing mirrors
+/// costs a few lines.
+static MIRROR_ERRORS: crate::sys::log::Throttle = crate::sys::log::Throttle::new();
+
+/// The probing side: mirrors that failed recently, and probes in flight, shared by every
+/// request.
 #[derive(Debug, Default)]
 pub struct Mirrors {
     dead: Mutex<DeadMirrors>,
+    /// Probes running now, by URL: a burst of requests for one file costs one probe.
+    probing: Mutex<HashMap<String, Arc<OnceCell<Probed>>>>,
 }
 
 impl Mirrors {
@@ -217,36 +266,81 @@ impl Mirrors {
     }
 
     /// The first mirror that has the file: plain-http mirrors are probed in order, the
-    /// first https one is taken unprobed.
-    pub async fn find(&self, repos: &RepoTable, f: &FileRequest) -> Option<Url> {
+    /// first https one is taken unprobed. The whole walk ends within [`MIRROR_WALK_TIMEOUT`]
+    /// (well inside pacman's 10 s stall limit) and makes at most [`MAX_PROBES_PER_WALK`]
+    /// probes.
+    pub async fn find(&self, repos: &RepoTable, f: &FileRequest) -> Found {
         let mirrors = repos.mirror_urls(&f.repo, &f.arch, &f.file);
+        let deadline = Instant::now() + MIRROR_WALK_TIMEOUT;
+        let mut probes = 0;
         let steps = plan_package(mirrors, &self.dead(), Instant::now());
         for step in steps {
-            match step {
-                MirrorStep::Redirect(url) => return Some(url),
-                MirrorStep::SkipDead(url) => crate::verbose!("{url}: skipped, failed recently"),
-                MirrorStep::Probe(url) => match head_status(&url, MIRROR_PROBE_TIMEOUT).await {
-                    Ok(status) => match probe_verdict(status) {
-                        ProbeVerdict::Has => {
-                            crate::verbose!("{url}: {status}, has it");
-                            return Some(url);
-                        }
-                        ProbeVerdict::Lacks => crate::verbose!("{url}: {status}, lacks it"),
-                        ProbeVerdict::Failed => {
-                            crate::error!(
-                                "mirror {url} answered {status}; skipping it for a while"
-                            );
-                            self.dead().mark_dead(&url, Instant::now());
-                        }
-                    },
-                    Err(e) => {
-                        crate::error!("mirror {url} failed: {e}; skipping it for a while");
-                        self.dead().mark_dead(&url, Instant::now());
+            let url = match step {
+                MirrorStep::Redirect(url) => return Found::At(url),
+                MirrorStep::SkipDead(url) => {
+                    crate::verbose!("{url}: skipped, failed recently");
+                    continue;
+                }
+                MirrorStep::Probe(url) => url,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || probes == MAX_PROBES_PER_WALK {
+                crate::verbose!("{}: mirror walk given up at {url}", f.file);
+                return Found::Nowhere;
+            }
+            probes += 1;
+            match self.probe(&url, left.min(MIRROR_PROBE_TIMEOUT)).await {
+                Probed::Status(status) => match probe_verdict(status) {
+                    ProbeVerdict::Has => {
+                        crate::verbose!("{url}: {status}, has it");
+                        return Found::At(url);
+                    }
+                    ProbeVerdict::Lacks => crate::verbose!("{url}: {status}, lacks it"),
+                    ProbeVerdict::Failed => {
+                        crate::error_throttled!(
+                            MIRROR_ERRORS,
+                            "mirror {url} answered {status}; skipping it for a while"
+                        );
+                        self.dead()
+                            .mark_dead(&url, Instant::now(), repos.mirror_hosts());
                     }
                 },
+                Probed::Failed(e) => {
+                    crate::error_throttled!(
+                        MIRROR_ERRORS,
+                        "mirror {url} failed: {e}; skipping it for a while"
+                    );
+                    self.dead()
+                        .mark_dead(&url, Instant::now(), repos.mirror_hosts());
+                }
+                Probed::Shortage => return Found::Overloaded,
             }
         }
-        None
+        Found::Nowhere
+    }
+
+    /// `HEAD url`, merged with a probe of the same URL already in flight.
+    async fn probe(&self, url: &Url, timeout: Duration) -> Probed {
+        let key = url.to_string();
+        let cell = crate::lock(&self.probing)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = cell
+            .get_or_init(|| async {
+                match head_status(url, timeout).await {
+                    Ok(status) => Probed::Status(status),
+                    Err(e) if local_shortage(&e) => Probed::Shortage,
+                    Err(e) => Probed::Failed(e.to_string()),
+                }
+            })
+            .await
+            .clone();
+        let mut probing = crate::lock(&self.probing);
+        if probing.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            probing.remove(&key);
+        }
+        result
     }
 }
 
@@ -326,7 +420,7 @@ mod tests {
         let b = url("http://b.example/x");
         let s = url("https://s.example/x");
         let c = url("http://c.example/x");
-        dead.mark_dead(&b, now);
+        dead.mark_dead(&b, now, 0);
         let steps = plan_package(vec![a.clone(), b.clone(), s.clone(), c], &dead, now);
         assert_eq!(
             steps,
@@ -353,12 +447,12 @@ mod tests {
             pick_database_mirror(vec![a.clone(), b.clone()], &dead, now),
             Some(a.clone())
         );
-        dead.mark_dead(&a, now);
+        dead.mark_dead(&a, now, 0);
         assert_eq!(
             pick_database_mirror(vec![a.clone(), b.clone()], &dead, now),
             Some(b.clone())
         );
-        dead.mark_dead(&b, now);
+        dead.mark_dead(&b, now, 0);
         assert_eq!(
             pick_database_mirror(vec![a.clone(), b], &dead, now),
             Some(a)
@@ -387,16 +481,41 @@ mod tests {
     }
 
     #[test]
+    fn dead_table_holds_every_configured_mirror() {
+        let now = Instant::now();
+        let mut dead = DeadMirrors::default();
+        let configured = MAX_DEAD_MIRRORS * 4;
+        for i in 0..configured {
+            dead.mark_dead(&url(&format!("http://m{i}.example/")), now, configured);
+        }
+        assert_eq!(dead.len(), configured);
+        assert!(dead.is_dead(&url("http://m0.example/x"), now));
+        let (table, _) = RepoTable::from_conf(
+            &conf(&[
+                "http://a.example/$repo",
+                "http://a.example/other/$repo",
+                "https://a.example/",
+            ]),
+            |_| false,
+        );
+        assert_eq!(
+            table.mirror_hosts(),
+            2,
+            "http and https of one host are two mirrors"
+        );
+    }
+
+    #[test]
     fn dead_table_is_capped() {
         let now = Instant::now();
         let mut dead = DeadMirrors::default();
         for i in 0..(MAX_DEAD_MIRRORS + 50) {
-            dead.mark_dead(&url(&format!("http://m{i}.example/")), now);
+            dead.mark_dead(&url(&format!("http://m{i}.example/")), now, 0);
         }
         assert_eq!(dead.len(), MAX_DEAD_MIRRORS);
         // Once the entries have expired, new ones fit again.
         let later = now + DEAD_MIRROR_BACKOFF + Duration::from_secs(1);
-        dead.mark_dead(&url("http://fresh.example/"), later);
+        dead.mark_dead(&url("http://fresh.example/"), later, 0);
         assert_eq!(dead.len(), 1);
     }
 }

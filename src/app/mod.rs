@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::app::local::Local;
-use crate::app::mirrors::{Mirrors, RepoTable};
+use crate::app::mirrors::{Found, Mirrors, RepoTable};
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
 use crate::app::urls::{Endpoint, FileKind, FileRequest, Page, route};
@@ -245,8 +245,9 @@ impl Service {
             return r;
         }
         match self.mirrors.find(&config.repos, f).await {
-            Some(url) => redirect(&url),
-            None => Answer::new(404, Outcome::Miss),
+            Found::At(url) => redirect(&url),
+            Found::Nowhere => Answer::new(404, Outcome::Miss),
+            Found::Overloaded => overloaded(),
         }
     }
 
@@ -321,6 +322,12 @@ fn log_completed(done: &Completed<'_, Outcome>) {
         }
         (None, _) => crate::info!("{peer} - - {status} {bytes} {outcome}"),
     }
+}
+
+/// This host ran out of descriptors or memory: not a miss (the file may well be there), so
+/// 503 and a hint to try again, which pacman treats like any failed server.
+fn overloaded() -> Answer {
+    Answer::new(503, Outcome::Busy).header("Retry-After", "1")
 }
 
 fn redirect(url: &Url) -> Answer {

@@ -8,7 +8,9 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::config::cli::Verbosity;
-use crate::limits::MAX_LOGGED_PATH;
+use std::time::Instant;
+
+use crate::limits::{LOG_BURST, LOG_WINDOW, MAX_LOGGED_PATH};
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
@@ -59,6 +61,63 @@ macro_rules! verbose {
     };
 }
 
+/// Repeated lines from one place in the code, limited: at most [`LOG_BURST`] in each
+/// [`LOG_WINDOW`]; the rest are counted, and the first line after the window says how many
+/// were left out ("… and 3412 more like it in the last 10 s"). A flood of refused connections
+/// or failing mirrors then costs a few lines, not a disk.
+pub struct Throttle {
+    state: std::sync::Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            state: std::sync::Mutex::new((None, 0, 0)),
+        }
+    }
+
+    /// Whether a line may be printed at `now`; when it may, also how many were left out in
+    /// the window that ended.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = crate::lock(&self.state);
+        let (start, printed, dropped) = &mut *state;
+        let window_over = start.is_none_or(|s| now.saturating_duration_since(s) >= LOG_WINDOW);
+        if window_over {
+            let left_out = *dropped;
+            *state = (Some(now), 1, 0);
+            return Some(left_out);
+        }
+        if *printed < LOG_BURST {
+            *printed += 1;
+            return Some(0);
+        }
+        *dropped += 1;
+        None
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new()
+    }
+}
+
+/// Print an error line through a `static` [`Throttle`] of the call site.
+#[macro_export]
+macro_rules! error_throttled {
+    ($throttle:expr, $($arg:tt)*) => {
+        if let Some(left_out) = $throttle.admit(std::time::Instant::now()) {
+            if left_out > 0 {
+                $crate::sys::log::line(format_args!(
+                    "... and {left_out} more like the next in the last {} s",
+                    $crate::limits::LOG_WINDOW.as_secs()
+                ));
+            }
+            $crate::sys::log::line(format_args!($($arg)*));
+        }
+    };
+}
+
 /// Bytes from the network made safe to print: printable ASCII stays, everything else
 /// (control bytes, spaces, quotes, backslash, non-ASCII) becomes `\xNN`; truncated at
 /// `MAX_LOGGED_PATH` bytes of input with a trailing `...`.
@@ -98,6 +157,24 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(escape(input), *want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn throttle_lets_a_burst_through_then_counts() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        for _ in 0..LOG_BURST {
+            assert_eq!(t.admit(t0), Some(0));
+        }
+        for _ in 0..3412 {
+            assert_eq!(t.admit(t0), None);
+        }
+        assert_eq!(
+            t.admit(t0 + LOG_WINDOW),
+            Some(3412),
+            "the next window says how many"
+        );
+        assert_eq!(t.admit(t0 + LOG_WINDOW), Some(0));
     }
 
     #[test]
