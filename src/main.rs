@@ -202,11 +202,13 @@ async fn reloader(
     }
 }
 
-/// Each connection may hold a socket and an open package file; the usual soft limit of
-/// 1024 descriptors is below what `MAX_CONNECTIONS` needs. Raise it toward the hard limit.
+/// Each connection may hold a socket and an open package file, plus the open-file cache and
+/// the outgoing connections; the usual soft limit of 1024 descriptors is below that. Raise it
+/// toward the hard limit.
 fn raise_fd_limit() {
+    use pacserve::limits::{MAX_CONNECTIONS, MAX_OUTGOING_CONNECTIONS, OPEN_CACHE_MAX, SPARE_FDS};
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let want = (2 * pacserve::limits::MAX_CONNECTIONS + pacserve::limits::SPARE_FDS) as u64;
+    let want = (2 * MAX_CONNECTIONS + OPEN_CACHE_MAX + MAX_OUTGOING_CONNECTIONS + SPARE_FDS) as u64;
     let lim = getrlimit(Resource::Nofile);
     if lim.current.is_some_and(|c| c >= want) {
         return;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::outcome::{Answer, Outcome};
+use crate::error::local_shortage;
 use crate::http::date::{format_http_date, parse_http_date};
 use crate::http::message::{Body, Request};
 use crate::http::range::{RangeDecision, decide_range};
@@ -52,10 +53,27 @@ pub fn open_cached(
         let path = dir.join(name);
         match open_one(&path) {
             Ok(found) => return (Some(found), skipped),
-            Err(skip) => skipped.push((path, skip)),
+            Err(skip) => {
+                // Out of descriptors: the other dirs would fail the same way.
+                let shortage = matches!(&skip, Skip::Io(e) if local_shortage(e));
+                skipped.push((path, skip));
+                if shortage {
+                    break;
+                }
+            }
         }
     }
     (None, skipped)
+}
+
+/// What looking in the cache found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(CachedFile),
+    Absent,
+    /// This host ran out of descriptors or memory: the file may well be there, so it must
+    /// not be answered as absent.
+    Shortage,
 }
 
 fn open_one(path: &Path) -> Result<CachedFile, Skip> {
@@ -226,6 +244,9 @@ impl Listing {
     }
 }
 
+/// Cache files that could not be opened for want of descriptors: a few lines, not a flood.
+static SHORTAGE_ERRORS: crate::sys::log::Throttle = crate::sys::log::Throttle::new();
+
 /// Recently opened files and the `/info` listing: what serving from the cache remembers.
 #[derive(Default)]
 pub struct Local {
@@ -239,20 +260,34 @@ impl Local {
     /// A complete package file `name` from the cache dirs: from the open-file cache when
     /// it was opened a moment ago, else opened off the executor (open/stat may block on a
     /// slow disk, and must not freeze every connection).
-    pub async fn open(&self, cache_dirs: &[PathBuf], name: &str) -> Option<CachedFile> {
+    pub async fn open(&self, cache_dirs: &[PathBuf], name: &str) -> Lookup {
         if let Some(hit) = self.open_files.get(name, Instant::now()) {
-            return Some(hit);
+            return Lookup::Hit(hit);
         }
         let dirs = cache_dirs.to_vec();
         let owned = name.to_string();
         let (found, skipped) = smol::unblock(move || open_cached(&dirs, &owned)).await;
+        let mut shortage = false;
         for (path, why) in &skipped {
-            crate::verbose!("{}: not served: {why:?}", path.display());
+            if matches!(why, Skip::Io(e) if local_shortage(e)) {
+                shortage = true;
+                crate::error_throttled!(
+                    SHORTAGE_ERRORS,
+                    "{}: cannot open: {why:?}",
+                    path.display()
+                );
+            } else {
+                crate::verbose!("{}: not served: {why:?}", path.display());
+            }
         }
-        if let Some(f) = &found {
-            self.open_files.put(name, f, Instant::now());
+        match found {
+            Some(f) => {
+                self.open_files.put(name, &f, Instant::now());
+                Lookup::Hit(f)
+            }
+            None if shortage => Lookup::Shortage,
+            None => Lookup::Absent,
         }
-        found
     }
 
     /// `/info`: the packages this host holds, rescanned only when a cache dir changed.

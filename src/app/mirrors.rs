@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use smol::lock::OnceCell;
 
@@ -17,6 +17,7 @@ use crate::limits::{
     DEAD_MIRROR_BACKOFF, MAX_DEAD_MIRRORS, MAX_PROBES_PER_WALK, MIRROR_PROBE_TIMEOUT,
     MIRROR_WALK_TIMEOUT,
 };
+use crate::sys::budget;
 
 /// Repositories and their usable mirrors, built once per (re)load of pacman.conf.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -289,7 +290,7 @@ impl Mirrors {
                 return Found::Nowhere;
             }
             probes += 1;
-            match self.probe(&url, left.min(MIRROR_PROBE_TIMEOUT)).await {
+            match self.probe(&url, deadline).await {
                 Probed::Status(status) => match probe_verdict(status) {
                     ProbeVerdict::Has => {
                         crate::verbose!("{url}: {status}, has it");
@@ -319,8 +320,9 @@ impl Mirrors {
         Found::Nowhere
     }
 
-    /// `HEAD url`, merged with a probe of the same URL already in flight.
-    async fn probe(&self, url: &Url, timeout: Duration) -> Probed {
+    /// `HEAD url` within [`MIRROR_PROBE_TIMEOUT`] and `deadline`, merged with a probe of the
+    /// same URL already in flight. It waits for room in the outgoing budget first.
+    async fn probe(&self, url: &Url, deadline: Instant) -> Probed {
         let key = url.to_string();
         let cell = crate::lock(&self.probing)
             .entry(key.clone())
@@ -328,7 +330,11 @@ impl Mirrors {
             .clone();
         let result = cell
             .get_or_init(|| async {
-                match head_status(url, timeout).await {
+                let Some(_permit) = budget::outgoing(deadline).await else {
+                    return Probed::Shortage;
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                match head_status(url, left.min(MIRROR_PROBE_TIMEOUT)).await {
                     Ok(status) => Probed::Status(status),
                     Err(e) if local_shortage(&e) => Probed::Shortage,
                     Err(e) => Probed::Failed(e.to_string()),

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::app::local::Local;
+use crate::app::local::{Local, Lookup};
 use crate::app::mirrors::{Found, Mirrors, RepoTable};
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
@@ -137,15 +137,18 @@ impl Service {
     /// Another pacserve asks: answer from this cache only, never from peers or mirrors, so
     /// a lookup cannot recurse or loop. `X-Pacserve-Sig` says whether the `.sig` is here too.
     async fn peer_query(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
-        let Some(cached) = self.local.open(&config.cache_dirs, &f.file).await else {
-            return Answer::new(404, Outcome::Miss);
+        let cached = match self.local.open(&config.cache_dirs, &f.file).await {
+            Lookup::Hit(cached) => cached,
+            Lookup::Absent => return Answer::new(404, Outcome::Miss),
+            Lookup::Shortage => return overloaded(),
         };
         let has_sig = !f.file.ends_with(".sig")
-            && self
-                .local
-                .open(&config.cache_dirs, &format!("{}.sig", f.file))
-                .await
-                .is_some();
+            && matches!(
+                self.local
+                    .open(&config.cache_dirs, &format!("{}.sig", f.file))
+                    .await,
+                Lookup::Hit(_)
+            );
         local::serve(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" })
     }
 
@@ -258,8 +261,10 @@ impl Service {
         f: &FileRequest,
         req: &Request,
     ) -> Option<Answer> {
-        if let Some(cached) = self.local.open(&config.cache_dirs, &f.file).await {
-            return Some(local::serve(cached, req));
+        match self.local.open(&config.cache_dirs, &f.file).await {
+            Lookup::Hit(cached) => return Some(local::serve(cached, req)),
+            Lookup::Shortage => return Some(overloaded()),
+            Lookup::Absent => {}
         }
         if let Some(hit) = self.peers.find(&urls::peer_query_path(f)).await {
             crate::verbose!(

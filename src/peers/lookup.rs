@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use smol::lock::OnceCell;
 
+use crate::error::local_shortage;
 use crate::http::client::ask_peer;
 use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, SIG_GRACE};
 use crate::peers::table::{PeerAddr, PeerTable};
+use crate::sys::budget;
 
 /// A peer that holds the file, and whether it also holds the file's `.sig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,13 +107,21 @@ impl PeerLookup {
         }
         let (tx, rx) = smol::channel::bounded(peers.len());
         for peer in peers {
+            // Out of outgoing connections: this peer is not asked this time (and not held
+            // responsible); the others, and the mirrors, still are.
+            let Some(permit) = budget::try_outgoing() else {
+                crate::verbose!("peer {peer} not asked: outgoing connections all in use");
+                continue;
+            };
             let tx = tx.clone();
             let table = self.table.clone();
             let path = path.to_string();
             let timeout = self.timeout;
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
             crate::sys::rt::spawn(async move {
-                let answer = match ask_peer(&peer, &path, timeout).await {
+                let asked = ask_peer(&peer, &path, timeout).await;
+                drop(permit);
+                let answer = match asked {
                     Ok((200, has_sig)) => {
                         crate::lock(&table).succeeded(&peer, Instant::now());
                         Some(PeerHit { peer, has_sig })
@@ -123,6 +133,10 @@ impl PeerLookup {
                     Ok((status, _)) => {
                         crate::verbose!("peer {peer} answered {status}; backing off");
                         crate::lock(&table).failed(&peer, Instant::now());
+                        None
+                    }
+                    Err(e) if local_shortage(&e) => {
+                        crate::verbose!("peer {peer} not asked: {e} (on this host)");
                         None
                     }
                     Err(e) => {

@@ -188,18 +188,18 @@ impl PeerTable {
     pub fn seen(&mut self, addr: PeerAddr, instance: u64, now: Instant) -> Seen {
         if let Some(p) = self.peers.get_mut(&addr) {
             p.last_seen = Some(now);
-            if p.source == Source::Multicast && p.instance != Some(instance) {
-                // A restarted pacserve: give it a clean slate.
+            if p.source == Source::Multicast {
+                // A restart is a new instance. Its backoff stays: it belongs to the address
+                // (a forged hello with a fresh id must not make a dead address worth asking
+                // again); the first answer clears it.
                 p.instance = Some(instance);
-                p.failures = 0;
-                p.retry_at = None;
             }
             return Seen::Refreshed;
         }
         if !self.filters.allows(&addr.authority()) {
             return Seen::Filtered;
         }
-        if self.peers.len() >= MAX_PEERS {
+        if self.peers.len() >= MAX_PEERS && !self.evict_one_unproven() {
             return Seen::TableFull;
         }
         self.peers.insert(
@@ -215,6 +215,24 @@ impl PeerTable {
             },
         );
         Seen::New
+    }
+
+    /// Full table: forget the discovered peer that never answered a lookup and was heard
+    /// from longest ago, to make room. False when every peer has answered (or is static).
+    fn evict_one_unproven(&mut self) -> bool {
+        let victim = self
+            .peers
+            .values()
+            .filter(|p| p.source == Source::Multicast && p.last_answer.is_none())
+            .min_by_key(|p| p.last_seen)
+            .map(|p| p.addr.clone());
+        match victim {
+            Some(addr) => {
+                self.peers.remove(&addr);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A multicast goodbye: forget a discovered peer at once (static peers stay).
@@ -402,12 +420,17 @@ mod tests {
         );
         table.succeeded(&a, t0);
         assert!(!table.get(&a).unwrap().backed_off(t0));
-        // A restarted discovered peer starts clean.
+        // A new instance id at a failing address keeps the backoff: it is the address that
+        // failed (forged hellos with fresh ids must not make it worth asking again).
         let b = addr("10.0.0.5:15678");
         table.seen(b.clone(), 1, t0);
         table.failed(&b, t0);
         table.seen(b.clone(), 2, t0);
-        assert_eq!(table.get(&b).unwrap().failures, 0);
+        let p = table.get(&b).unwrap();
+        assert_eq!((p.failures, p.instance), (1, Some(2)));
+        assert!(p.backed_off(t0));
+        table.succeeded(&b, t0);
+        assert_eq!(table.get(&b).unwrap().failures, 0, "an answer clears it");
     }
 
     #[test]
@@ -420,7 +443,24 @@ mod tests {
                 Seen::New
             );
         }
-        assert_eq!(table.seen(addr("10.9.9.9:1"), 1, t0), Seen::TableFull);
+        // Full of peers that never answered: the one heard from longest ago makes room.
+        let t1 = t0 + Duration::from_secs(1);
+        let oldest = addr("10.1.0.1:1");
+        table.seen(oldest.clone(), 1, t0);
+        for i in 1..MAX_PEERS {
+            let a = addr(&format!("10.1.{}.{}:1", i / 250, i % 250 + 1));
+            table.seen(a.clone(), 1, t1);
+            table.succeeded(&a, t1);
+        }
+        assert_eq!(table.seen(addr("10.9.9.9:1"), 1, t1), Seen::New);
+        assert!(
+            table.get(&oldest).is_none(),
+            "the unproven peer was evicted"
+        );
+        assert_eq!(table.len(), MAX_PEERS);
+        // Every peer has answered now: a newcomer is refused, nobody proven is evicted.
+        table.succeeded(&addr("10.9.9.9:1"), t1);
+        assert_eq!(table.seen(addr("10.9.9.8:1"), 1, t1), Seen::TableFull);
         assert_eq!(table.len(), MAX_PEERS);
     }
 }

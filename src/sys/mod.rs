@@ -1,6 +1,7 @@
 //! The process's surroundings: the stderr [`log`], systemd's [`notify`] protocol, facts about
-//! this [`host`] from /proc, and the executor ([`rt`]).
+//! this [`host`] from /proc, the executor ([`rt`]) and the descriptor [`budget`].
 
+pub mod budget;
 pub mod host;
 pub mod log;
 pub mod notify;
