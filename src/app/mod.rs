@@ -120,9 +120,22 @@ impl Service {
             return Answer::new(404, Outcome::Miss);
         }
         match (file_req.endpoint, file_req.kind) {
-            (Endpoint::Request, FileKind::Database) => self.database(&config, &file_req),
-            (Endpoint::Request, FileKind::Package) => self.package(&config, &file_req, req).await,
-            (Endpoint::Peer, FileKind::Package) => self.peer_query(&config, &file_req, req).await,
+            (Endpoint::Request | Endpoint::Lan, FileKind::Database) => {
+                self.database(&config, &file_req)
+            }
+            (Endpoint::Request, FileKind::Package) => {
+                self.package(&config, &file_req, req, true).await
+            }
+            // Sent here by a peer: never on to another one, so redirects never chain.
+            (Endpoint::Lan, FileKind::Package) => {
+                self.package(&config, &file_req, req, false).await
+            }
+            (Endpoint::Peer, FileKind::Package) => {
+                // The asker lacks the file: whatever we believed about it holding it is wrong.
+                self.peers
+                    .forget_holder(&urls::peer_query_path(&file_req), req.peer.ip());
+                self.peer_query(&config, &file_req, req).await
+            }
             (Endpoint::Cache, FileKind::Package) => {
                 self.cache_server(&config, &file_req, req).await
             }
@@ -237,14 +250,21 @@ impl Service {
 
     /// `/cache/`: the cache, then the LAN; a miss is a plain 404, never a mirror redirect.
     async fn cache_server(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
-        match self.local_or_peer(config, f, req).await {
+        match self.local_or_peer(config, f, req, true).await {
             Some(r) => r,
             None => Answer::new(404, Outcome::Miss),
         }
     }
 
-    async fn package(&self, config: &Config, f: &FileRequest, req: &Request) -> Answer {
-        if let Some(r) = self.local_or_peer(config, f, req).await {
+    /// The cache, then (if `ask_peers`) the LAN, then the mirrors.
+    async fn package(
+        &self,
+        config: &Config,
+        f: &FileRequest,
+        req: &Request,
+        ask_peers: bool,
+    ) -> Answer {
+        if let Some(r) = self.local_or_peer(config, f, req, ask_peers).await {
             return r;
         }
         match self.mirrors.find(&config.repos, f).await {
@@ -254,17 +274,21 @@ impl Service {
         }
     }
 
-    /// A cache hit, or a redirect to a peer that holds the file.
+    /// A cache hit, or (if `ask_peers`) a redirect to a peer that holds the file.
     async fn local_or_peer(
         &self,
         config: &Config,
         f: &FileRequest,
         req: &Request,
+        ask_peers: bool,
     ) -> Option<Answer> {
         match self.local.open(&config.cache_dirs, &f.file).await {
             Lookup::Hit(cached) => return Some(local::serve(cached, req)),
             Lookup::Shortage => return Some(overloaded()),
             Lookup::Absent => {}
+        }
+        if !ask_peers {
+            return None;
         }
         if let Some(hit) = self.peers.find(&urls::peer_query_path(f)).await {
             crate::verbose!(

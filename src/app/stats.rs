@@ -130,6 +130,7 @@ mod tests {
     /// Record one GET of `path` (None: an answer the shell gave before any request).
     fn record(s: &Stats, path: Option<&str>, status: u16, outcome: Outcome, bytes: u64) {
         let req = path.map(|p| Request {
+            peer: "127.0.0.1:1".parse().unwrap(),
             method: Method::Get,
             method_text: "GET".into(),
             target: p.into(),

@@ -20,18 +20,25 @@ pub enum Endpoint {
     /// `/cache/…`: pacman ≥ 6.1's `CacheServer`: the cache, then the LAN; a miss is a plain
     /// 404 (never a mirror redirect), so pacman quietly moves on to its own mirrors.
     Cache,
+    /// `/lan/…`: where another pacserve sends pacman: this cache, then the mirrors, never a
+    /// further peer. Redirects between pacservers never chain, even when answers about who
+    /// holds a file have gone stale on both sides. pacman asks for the `.sig` here too.
+    Lan,
 }
 
 /// The path prefixes of file routes.
-pub const PREFIXES: [(&str, Endpoint); 4] = [
+pub const PREFIXES: [(&str, Endpoint); 5] = [
     ("request", Endpoint::Request),
     ("pacman", Endpoint::Request),
     (PEER_PREFIX, Endpoint::Peer),
     ("cache", Endpoint::Cache),
+    (LAN_PREFIX, Endpoint::Lan),
 ];
 
 /// The prefix a peer is asked on: its own cache only.
 const PEER_PREFIX: &str = "peer";
+/// The prefix pacman is sent to on a peer.
+const LAN_PREFIX: &str = "lan";
 
 /// The package listing other pacserves may fetch: `NAME SIZE` lines.
 pub const INFO_PATH: &str = "/info";
@@ -64,11 +71,12 @@ pub fn page(target: &str) -> Option<Page> {
     }
 }
 
-/// Where pacman is sent for a file a peer holds: the peer's pacman route, which answers
-/// from its cache (and sends a missing `.sig` to its own mirrors).
+/// Where pacman is sent for a file a peer holds: the peer's `/lan/` route, which answers
+/// from its cache (and sends a missing `.sig`, or a file it no longer holds, to its own
+/// mirrors, never to another peer).
 pub fn peer_location(peer: &PeerAddr, f: &FileRequest) -> String {
     format!(
-        "http://{}/request/{}/{}/{}",
+        "http://{}/{LAN_PREFIX}/{}/{}/{}",
         peer.authority(),
         f.repo,
         f.arch,
@@ -250,6 +258,8 @@ mod tests {
             Endpoint::Peer
         } else if target.starts_with("/cache/") {
             Endpoint::Cache
+        } else if target.starts_with("/lan/") {
+            Endpoint::Lan
         } else {
             Endpoint::Request
         };
@@ -282,6 +292,13 @@ mod tests {
             "core",
             "x86_64",
             p,
+            Package,
+        );
+        ok(
+            &format!("/lan/core/x86_64/{p}.sig"),
+            "core",
+            "x86_64",
+            &format!("{p}.sig"),
             Package,
         );
         ok(
@@ -450,11 +467,11 @@ mod tests {
         let location = peer_location(&peer, &f);
         assert_eq!(
             location,
-            "http://[fd00::2]:15678/request/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst"
+            "http://[fd00::2]:15678/lan/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst"
         );
         // What we build is what we route: the Location and the query path come back whole.
         let back = route(location.trim_start_matches("http://[fd00::2]:15678")).unwrap();
-        assert_eq!((back.endpoint, &back.file), (Endpoint::Request, &f.file));
+        assert_eq!((back.endpoint, &back.file), (Endpoint::Lan, &f.file));
         let query = peer_query_path(&f);
         assert_eq!(query, "/peer/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst");
         assert_eq!(route(&query).unwrap().endpoint, Endpoint::Peer);

@@ -14,6 +14,8 @@ pub enum Method {
 /// A request head, copied out of the connection buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// Who sent it.
+    pub peer: std::net::SocketAddr,
     pub method: Method,
     pub method_text: String,
     pub target: String,

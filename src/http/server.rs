@@ -196,6 +196,7 @@ async fn connection<H: Handler>(
             match parse_request(&buf[..filled]) {
                 Ok(Parsed::Complete { value, len }) => {
                     let req = Request {
+                        peer,
                         method: match value.method {
                             "GET" => Method::Get,
                             "HEAD" => Method::Head,

@@ -99,6 +99,19 @@ impl PeerLookup {
         cell.get_or_init(|| self.ask_all(path)).await.clone()
     }
 
+    /// The peer at `host` asked us for the file of `path`: so it does not hold it, whatever
+    /// a remembered answer says. Forget such an answer at once (stale answers on two hosts
+    /// that name each other would otherwise send pacman back and forth until they expire).
+    pub fn forget_holder(&self, path: &str, host: std::net::IpAddr) {
+        let mut answers = crate::lock(&self.answers);
+        let wrong = answers.get(path).is_some_and(
+            |e| matches!(e.cell.get(), Some(Some(hit)) if hit.peer.host.parse() == Ok(host)),
+        );
+        if wrong {
+            answers.remove(path);
+        }
+    }
+
     /// Ask every askable peer at once; each answer or failure also updates its backoff.
     async fn ask_all(&self, path: &str) -> Answer {
         let peers = crate::lock(&self.table).askable(Instant::now());
