@@ -110,6 +110,7 @@ struct Signer {
 
 impl Signer {
     fn new() -> Signer {
+        common::preflight::require();
         let dir = TempDir::new("gpg");
         let home = dir.mkdir("home");
         fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).expect("chmod GNUPGHOME");

@@ -68,10 +68,6 @@ pub fn http_date_secs(secs: u64) -> String {
     )
 }
 
-pub fn http_date(t: SystemTime) -> String {
-    http_date_secs(unix_secs(t))
-}
-
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -96,7 +96,6 @@ impl Drop for Acceptor {
 /// `Connection: close`). GET and HEAD; Last-Modified and If-Modified-Since; single ranges.
 pub struct Mirror {
     addr: SocketAddr,
-    root: PathBuf,
     log: Arc<Mutex<Vec<MirrorRequest>>>,
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Option<Acceptor>,
@@ -137,7 +136,6 @@ impl Mirror {
         };
         Mirror {
             addr,
-            root: root.to_path_buf(),
             log,
             workers,
             acceptor: Some(acceptor),
@@ -150,10 +148,6 @@ impl Mirror {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// `http://ADDR:PORT` + `path`.

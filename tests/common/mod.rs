@@ -19,6 +19,7 @@
 //! - [`lan`]: network namespaces, veth pairs, a bridge, and cleanup of leftovers.
 //! - [`preflight`]: every outside tool checked once, before anything needs it.
 
+// Every test binary compiles the whole harness and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;

@@ -127,11 +127,6 @@ impl PacmanClient {
         self.sync()
     }
 
-    /// `-Syy`: forced refresh (plain GET).
-    pub fn force_sync(&self) -> Ran {
-        self.run(&["-Syy", "--noconfirm"])
-    }
-
     /// `-Sw --noconfirm PKG`: download into the cache only.
     pub fn download(&self, pkg: &str) -> Ran {
         self.run(&["-Sw", "--noconfirm", pkg])
