@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
@@ -13,16 +11,16 @@ use common::*;
 
 const CLIENTS: usize = 1000;
 const FILE_BYTES: usize = 256 * 1024;
+/// Connect attempts per client: the listen backlog may overflow for a moment.
+const CONNECT_TRIES: usize = 5;
 
-/// Connect (bounded retries: the listen backlog may overflow for a moment), wait for all,
-/// then GET the file and read the whole response.
+/// Connect (bounded retries), wait for all, then GET the file and read the whole response.
 fn client(port: u16, path: String, start: Arc<Barrier>) -> Result<Vec<u8>, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = None;
-    for _ in 0..5 {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(s) => {
-                stream = Some(s);
+    let mut conn = None;
+    for _ in 0..CONNECT_TRIES {
+        match RawConn::connect(port) {
+            Ok(c) => {
+                conn = Some(c);
                 break;
             }
             Err(_) => thread::sleep(Duration::from_millis(200)),
@@ -30,27 +28,17 @@ fn client(port: u16, path: String, start: Arc<Barrier>) -> Result<Vec<u8>, Strin
     }
     // Everybody waits at the barrier even after a failed connect, so no thread hangs.
     start.wait();
-    let mut s = stream.ok_or("could not connect")?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
+    let mut c = conn.ok_or("could not connect")?;
+    c.send(&request_bytes("GET", &path, &[]))
         .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut all = Vec::with_capacity(FILE_BYTES + 512);
-    s.read_to_end(&mut all).map_err(|e| e.to_string())?;
-    let split = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no response head")?;
-    let head = String::from_utf8_lossy(&all[..split]).into_owned();
-    if !head.starts_with("HTTP/1.1 200 ") {
+    let r = c.read_response(false).map_err(|e| e.to_string())?;
+    if !r.head.starts_with("HTTP/1.1 200 ") {
         return Err(format!(
             "status line: {}",
-            head.lines().next().unwrap_or("")
+            r.head.lines().next().unwrap_or("")
         ));
     }
-    Ok(all[split + 4..].to_vec())
+    Ok(r.body)
 }
 
 #[test]
@@ -60,8 +48,7 @@ fn a_thousand_concurrent_clients_get_identical_files() {
     let name = "big-1.0-1-x86_64.pkg.tar.zst";
     let content = pseudo_random("concurrency", FILE_BYTES);
     std::fs::write(cache.join(name), &content).expect("write package");
-    let mirror_root = dir.mkdir("mirror");
-    let mirror = Mirror::start(&mirror_root);
+    let mirror = Mirror::start(&dir.mkdir("mirror"));
     let conf = write_server_conf(
         dir.path(),
         &[&cache],
@@ -78,7 +65,7 @@ fn a_thousand_concurrent_clients_get_identical_files() {
         let port = ps.port();
         handles.push(
             thread::Builder::new()
-                .stack_size(128 * 1024)
+                .stack_size(256 * 1024)
                 .spawn(move || client(port, path, start))
                 .expect("spawn client thread"),
         );

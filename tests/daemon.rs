@@ -2,26 +2,20 @@
 //! the old configuration when the new one is broken), SIGTERM and SIGINT drain downloads in
 //! flight and exit 0, and systemd's readiness protocol (`NOTIFY_SOCKET`, path and abstract).
 //!
-//! The harness's `Pacserve` cannot set environment variables, so this file starts the
-//! daemon itself ([`Daemon`]): same arguments, stderr captured by a thread, killed by pid on
-//! drop. Signals go through the real `kill(1)`.
+//! What is tested here is mostly what the daemon says: its `reloaded`, `reload failed`,
+//! `stopping` and warning lines, and its sd_notify datagrams.
 
 mod common;
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// How long a log line may lag behind what it reports (a reload, a signal).
-const LOG_WAIT: Duration = Duration::from_secs(10);
 /// How long a notification datagram may take to arrive.
 const NOTIFY_WAIT: Duration = Duration::from_secs(10);
 /// Longest the daemon may take to exit after SIGTERM/SIGINT: its drain limit
@@ -39,150 +33,7 @@ const PAYLOAD: usize = 100_000;
 const STATES: [&str; 3] = ["READY=1", "RELOADING=1", "STOPPING=1"];
 
 // ---------------------------------------------------------------------------------------------
-// The daemon, started by hand
-
-/// A running pacserve started with our own environment; killed by pid on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-    exited: Option<ExitStatus>,
-}
-
-impl Daemon {
-    /// `pacserve --address 127.0.0.1 --port 0 --pacman-conf CONF --verbose` with `env`
-    /// (and without an inherited `NOTIFY_SOCKET`); waits (bounded) for `listening on`.
-    fn start(conf: &Path, env: &[(&str, &str)]) -> Daemon {
-        common::preflight::require();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacserve"));
-        cmd.args(["--address", "127.0.0.1", "--port", "0", "--verbose"])
-            .arg("--pacman-conf")
-            .arg(conf)
-            .env_remove("NOTIFY_SOCKET");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn pacserve: {e}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // Ends at EOF, when the process exits or is killed.
-        let reader = drain(child.stderr.take().expect("stderr is piped"), log.clone());
-        let mut d = Daemon {
-            child,
-            port: 0,
-            log,
-            reader: Some(reader),
-            exited: None,
-        };
-        let started = wait_until(START_LIMIT, || {
-            listening_port(&d.log()).is_some() || d.has_exited()
-        });
-        match listening_port(&d.log()) {
-            Some(port) => d.port = port,
-            None => panic!(
-                "pacserve did not print `listening on` (started: {started}, exited: {:?}); \
-                 stderr:\n{}",
-                d.exited,
-                d.log()
-            ),
-        }
-        d
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-
-    /// How many lines of the log contain `needle`.
-    fn lines_with(&self, needle: &str) -> usize {
-        self.log().lines().filter(|l| l.contains(needle)).count()
-    }
-
-    /// Wait (bounded) until `needle` is on more than `before` lines; false on timeout.
-    fn wait_more_lines(&self, needle: &str, before: usize) -> bool {
-        wait_until(LOG_WAIT, || self.lines_with(needle) > before)
-    }
-
-    /// True once the process has exited (and been reaped).
-    fn has_exited(&mut self) -> bool {
-        if self.exited.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exited = Some(status);
-            }
-        }
-        self.exited.is_some()
-    }
-
-    /// `kill -SIG PID`, only while the process is known to be unreaped (so the pid is still
-    /// ours).
-    fn signal(&mut self, sig: &str) {
-        assert!(
-            !self.has_exited(),
-            "pacserve exited ({:?}) before SIG{sig}; stderr:\n{}",
-            self.exited,
-            self.log()
-        );
-        let ran = run_bounded(
-            Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(self.pid().to_string()),
-            Duration::from_secs(10),
-        );
-        assert!(ran.success(), "kill -{sig} failed: {}", ran.text());
-    }
-
-    /// Wait (bounded) for the process to exit; None if it is still running at `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        wait_until(limit, || self.has_exited());
-        self.exited
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !self.has_exited() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(r) = self.reader.take() {
-            // The pipe closes with the process; don't hang if something else holds it.
-            wait_until(Duration::from_secs(5), || r.is_finished());
-            if r.is_finished() {
-                let _ = r.join();
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A world: repos `core` and `extra`, each with a mirror and a cache dir
-
-struct Pkg {
-    file: String,
-    bytes: Vec<u8>,
-}
-
-impl Pkg {
-    fn build(dir: &Path, name: &str, payload: usize) -> Pkg {
-        let path = make_package(dir, name, "1.0-1", payload);
-        let bytes = fs::read(&path).expect("read built package");
-        let file = package_file_name(name, "1.0-1");
-        Pkg { file, bytes }
-    }
-
-    fn path(&self, repo: &str) -> String {
-        format!("/request/{repo}/x86_64/{}", self.file)
-    }
-}
+// A world: repos `core` and `extra`, each with a mirror and a cache dir holding its package
 
 /// Fields drop in order: mirrors first, the directory they serve last.
 struct World {
@@ -204,14 +55,8 @@ impl World {
         let extra_repo = dir.mkdir("mirror-extra/extra/os/x86_64");
         let core_pkg = Pkg::build(&core_cache, "corepkg", PAYLOAD);
         let extra_pkg = Pkg::build(&extra_cache, "extrapkg", PAYLOAD);
-        repo_add(
-            &core_repo.join("core.db.tar.gz"),
-            &[core_cache.join(&core_pkg.file)],
-        );
-        repo_add(
-            &extra_repo.join("extra.db.tar.gz"),
-            &[extra_cache.join(&extra_pkg.file)],
-        );
+        repo_add(&core_repo.join("core.db.tar.gz"), &[&core_pkg]);
+        repo_add(&extra_repo.join("extra.db.tar.gz"), &[&extra_pkg]);
         World {
             core_mirror: Mirror::start(&dir.join("mirror-core")),
             extra_mirror: Mirror::start(&dir.join("mirror-extra")),
@@ -248,30 +93,10 @@ impl World {
 // ---------------------------------------------------------------------------------------------
 // Small clients
 
-/// A keep-alive GET (no `Connection: close`).
-fn keep_alive_get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: pacserve-tests\r\n\r\n")
-        .into_bytes()
-}
-
 /// GET `path` on `conn` (kept alive) and read one response.
 fn get_on(conn: &mut RawConn, path: &str) -> Response {
-    conn.send(&keep_alive_get(path))
-        .unwrap_or_else(|e| panic!("send GET {path}: {e}"));
-    conn.read_response(false)
+    conn.ask("GET", path)
         .unwrap_or_else(|e| panic!("GET {path} on the kept-alive connection: {e}"))
-}
-
-/// Fail with a short message (not 64 MiB of bytes) when `got` is not `want`.
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!(
-            "{what}: {} bytes received, {} expected; first difference at {first_diff:?}",
-            got.len(),
-            want.len()
-        );
-    }
 }
 
 /// After shutdown began: a new connection must be refused, or closed without a byte of
@@ -311,32 +136,6 @@ fn refused_or_closed_silently(port: u16) -> Result<String, String> {
     }
 }
 
-/// Bytes up to and including the blank line that ends a response head (bounded).
-fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let deadline = Instant::now() + RESPONSE_LIMIT;
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            let rest = buf[end + 4..].to_vec();
-            return (head, rest);
-        }
-        assert!(buf.len() < 64 * 1024, "response head too large");
-        assert!(Instant::now() < deadline, "no response head in time");
-        let n = s.read(&mut chunk).expect("read response head");
-        assert!(n > 0, "closed inside the response head: {}", preview(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-}
-
 // ---------------------------------------------------------------------------------------------
 // sd_notify
 
@@ -369,10 +168,10 @@ fn recv_states(sock: &UnixDatagram, n: usize) -> Vec<String> {
 fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
     let w = World::new("reload");
     let conf = w.conf_core();
-    let mut d = Daemon::start(&conf, &[]);
+    let d = Pacserve::start(&conf, &[]);
 
-    let mut conn = RawConn::connect(d.port).expect("connect");
-    let r = get_on(&mut conn, &w.core_pkg.path("core"));
+    let mut conn = RawConn::connect(d.port()).expect("connect");
+    let r = get_on(&mut conn, &w.core_pkg.request_path());
     assert_eq!(r.status, 200, "{}", r.head);
     assert_same_bytes(&r.body, &w.core_pkg.bytes, "core package before reload");
     assert!(
@@ -381,9 +180,9 @@ fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
         r.head
     );
     // Before the reload, `extra` is unknown: its package and database are not served.
-    let before = get(d.port, &w.extra_pkg.path("extra"));
+    let before = get(d.port(), &w.extra_pkg.at("request", "extra"));
     assert_eq!(before.status, 404, "extra before reload:\n{}", before.head);
-    let before_db = get(d.port, "/request/extra/x86_64/extra.db");
+    let before_db = get(d.port(), "/request/extra/x86_64/extra.db");
     assert_eq!(
         before_db.status, 404,
         "extra.db before reload:\n{}",
@@ -392,7 +191,7 @@ fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
 
     w.conf_both();
     let reloaded = d.lines_with("reloaded");
-    d.signal("HUP");
+    d.signal(Signal::HUP);
     assert!(
         d.wait_more_lines("reloaded", reloaded),
         "no `reloaded` line after SIGHUP; stderr:\n{}",
@@ -400,7 +199,7 @@ fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
     );
 
     // The same connection, now serving the new repo from the new cache dir.
-    let r = get_on(&mut conn, &w.extra_pkg.path("extra"));
+    let r = get_on(&mut conn, &w.extra_pkg.at("request", "extra"));
     assert_eq!(
         r.status,
         200,
@@ -425,7 +224,7 @@ fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
     )
     .expect("write broken conf");
     let failed = d.lines_with("reload failed");
-    d.signal("HUP");
+    d.signal(Signal::HUP);
     assert!(
         d.wait_more_lines("reload failed", failed),
         "no `reload failed` line after SIGHUP with a broken file; stderr:\n{}",
@@ -443,16 +242,16 @@ fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
     );
 
     // The previous configuration is kept: extra still served, here and on a new connection.
-    let r = get_on(&mut conn, &w.extra_pkg.path("extra"));
+    let r = get_on(&mut conn, &w.extra_pkg.at("request", "extra"));
     assert_eq!(r.status, 200, "extra after failed reload:\n{}", r.head);
     assert_same_bytes(&r.body, &w.extra_pkg.bytes, "extra after failed reload");
-    let r = get(d.port, &w.extra_pkg.path("extra"));
+    let r = get(d.port(), &w.extra_pkg.at("request", "extra"));
     assert_eq!(r.status, 200, "extra on a new connection:\n{}", r.head);
     assert_same_bytes(&r.body, &w.extra_pkg.bytes, "extra on a new connection");
     assert!(
-        !d.has_exited(),
+        d.is_running(),
         "pacserve exited after a failed reload: {:?}\n{}",
-        d.exited,
+        d.wait_exit(Duration::ZERO),
         d.log()
     );
 }
@@ -461,36 +260,32 @@ fn sighup_reloads_keeps_connections_and_survives_a_broken_conf() {
 fn sigterm_finishes_the_download_in_flight_refuses_new_ones_and_exits_0() {
     let w = World::new("drain");
     let big = Pkg::build(&w.core_cache, "bigpkg", BIG_PAYLOAD);
-    let mut d = Daemon::start(&w.conf_core(), &[]);
+    let d = Pacserve::start(&w.conf_core(), &[]);
 
-    let addr = SocketAddr::from(([127, 0, 0, 1], d.port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
-        .expect("set read timeout");
-    s.write_all(&request_bytes("GET", &big.path("core"), &[]))
+    let mut c = RawConn::connect(d.port()).expect("connect");
+    c.send(&request_bytes("GET", &big.request_path(), &[]))
         .expect("send GET");
-    let (head, mut body) = read_head(&mut s);
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert_eq!(content_length(&head), Some(big.bytes.len()), "{head}");
+    let head = c.read_head().expect("the response head");
+    assert!(head.head.starts_with("HTTP/1.1 200 "), "{}", head.head);
+    assert_eq!(head.content_length(), Some(big.size()), "{}", head.head);
     // A little of the body, then pause with most of it still on the server's side.
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut body = c.take_buffered();
     let mut reads = 0;
     while body.is_empty() && reads < 100 {
-        let n = s.read(&mut chunk).expect("read the first body bytes");
+        let n = c.read_into(&mut body).expect("read the first body bytes");
         assert!(n > 0, "closed before any body");
-        body.extend_from_slice(&chunk[..n]);
         reads += 1;
     }
     assert!(!body.is_empty(), "no body bytes");
 
     let stopping = d.lines_with("stopping");
-    d.signal("TERM");
+    d.signal(Signal::TERM);
     assert!(
         d.wait_more_lines("stopping", stopping),
         "no `stopping` line after SIGTERM; stderr:\n{}",
         d.log()
     );
-    let new_conn = refused_or_closed_silently(d.port);
+    let new_conn = refused_or_closed_silently(d.port());
     assert!(
         new_conn.is_ok(),
         "new connection after SIGTERM: {new_conn:?}\n{}",
@@ -501,9 +296,9 @@ fn sigterm_finishes_the_download_in_flight_refuses_new_ones_and_exits_0() {
     body.reserve(big.bytes.len());
     let deadline = Instant::now() + BODY_WAIT;
     while body.len() < big.bytes.len() && Instant::now() < deadline {
-        match s.read(&mut chunk) {
+        match c.read_into(&mut body) {
             Ok(0) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) => panic!(
                 "reading the body after SIGTERM, {} of {} bytes: {e}\n{}",
                 body.len(),
@@ -513,37 +308,20 @@ fn sigterm_finishes_the_download_in_flight_refuses_new_ones_and_exits_0() {
         }
     }
     assert_same_bytes(&body, &big.bytes, "body across SIGTERM");
-    let _ = s.shutdown(Shutdown::Both);
+    drop(c);
 
-    let status = d.wait_exit(EXIT_WAIT);
-    assert!(
-        status.is_some(),
-        "pacserve still running {EXIT_WAIT:?} after SIGTERM; stderr:\n{}",
-        d.log()
-    );
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM: {status:?}; stderr:\n{}",
-        d.log()
-    );
+    d.assert_exits_0(EXIT_WAIT, "SIGTERM");
 }
 
 #[test]
 fn sigint_stops_like_sigterm_with_exit_0() {
     let w = World::new("sigint");
-    let mut d = Daemon::start(&w.conf_core(), &[]);
-    let r = get(d.port, &w.core_pkg.path("core"));
+    let d = Pacserve::start(&w.conf_core(), &[]);
+    let r = get(d.port(), &w.core_pkg.request_path());
     assert_eq!(r.status, 200, "{}", r.head);
 
-    d.signal("INT");
-    let status = d.wait_exit(EXIT_WAIT);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGINT: {status:?}; stderr:\n{}",
-        d.log()
-    );
+    d.signal(Signal::INT);
+    d.assert_exits_0(EXIT_WAIT, "SIGINT");
     assert!(
         d.lines_with("stopping") > 0,
         "no `stopping` line after SIGINT; stderr:\n{}",
@@ -557,14 +335,16 @@ fn sd_notify_on_a_path_socket_ready_reloading_stopping() {
     let sock_path = w.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     let sock_env = sock_path.display().to_string();
-    let mut d = Daemon::start(&w.conf_core(), &[("NOTIFY_SOCKET", &sock_env)]);
+    let d = Pacserve::builder(&w.conf_core())
+        .env("NOTIFY_SOCKET", &sock_env)
+        .start();
 
     assert_eq!(recv_states(&sock, 1), ["READY=1"], "{}", d.log());
     // Ready means serving.
-    let r = get(d.port, &w.core_pkg.path("core"));
+    let r = get(d.port(), &w.core_pkg.request_path());
     assert_eq!(r.status, 200, "{}", r.head);
 
-    d.signal("HUP");
+    d.signal(Signal::HUP);
     assert_eq!(
         recv_states(&sock, 2),
         ["RELOADING=1", "READY=1"],
@@ -572,20 +352,14 @@ fn sd_notify_on_a_path_socket_ready_reloading_stopping() {
         d.log()
     );
 
-    d.signal("TERM");
+    d.signal(Signal::TERM);
     assert_eq!(
         recv_states(&sock, 1),
         ["STOPPING=1"],
         "after SIGTERM; stderr:\n{}",
         d.log()
     );
-    let status = d.wait_exit(EXIT_WAIT);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM: {status:?}; stderr:\n{}",
-        d.log()
-    );
+    d.assert_exits_0(EXIT_WAIT, "SIGTERM");
 }
 
 #[test]
@@ -595,17 +369,13 @@ fn sd_notify_on_an_abstract_socket_ready() {
 
     let w = World::new("notify-abstract");
     // The abstract namespace is shared by the whole host: borrow the temp dir's unique name.
-    let name = w
-        .dir
-        .path()
-        .file_name()
-        .expect("temp dir has a name")
-        .to_string_lossy()
-        .into_owned();
+    let name = w.dir.name();
     let addr = UnixAddr::from_abstract_name(name.as_bytes()).expect("abstract address");
     let sock = UnixDatagram::bind_addr(&addr).expect("bind abstract notify socket");
     let env = format!("@{name}");
-    let d = Daemon::start(&w.conf_core(), &[("NOTIFY_SOCKET", &env)]);
+    let d = Pacserve::builder(&w.conf_core())
+        .env("NOTIFY_SOCKET", &env)
+        .start();
     assert_eq!(recv_states(&sock, 1), ["READY=1"], "{}", d.log());
 }
 
@@ -631,7 +401,7 @@ fn an_empty_or_broken_setup_is_warned_about_at_start_and_on_sighup() {
         ),
     )
     .expect("write conf");
-    let mut d = Daemon::start(&conf, &[]);
+    let d = Pacserve::start(&conf, &[]);
     let at_start = warnings(&d.log());
     let path = conf.display().to_string();
     assert_eq!(
@@ -653,7 +423,7 @@ fn an_empty_or_broken_setup_is_warned_about_at_start_and_on_sighup() {
         d.log()
     );
     // Still running and answering.
-    let r = get(d.port, "/request/core/x86_64/a-1-1-x86_64.pkg.tar.zst");
+    let r = get(d.port(), "/request/core/x86_64/a-1-1-x86_64.pkg.tar.zst");
     assert_eq!(r.status, 404, "{}", r.head);
 
     // A repository without a Server, and a CacheDir that is a file: warned on reload.
@@ -668,7 +438,7 @@ fn an_empty_or_broken_setup_is_warned_about_at_start_and_on_sighup() {
     )
     .expect("rewrite conf");
     let reloaded = d.lines_with("reloaded");
-    d.signal("HUP");
+    d.signal(Signal::HUP);
     assert!(
         d.wait_more_lines("reloaded", reloaded),
         "no reload; stderr:\n{}",
@@ -692,5 +462,5 @@ fn an_empty_or_broken_setup_is_warned_about_at_start_and_on_sighup() {
         "stderr:\n{}",
         d.log()
     );
-    assert!(!d.has_exited(), "pacserve exited: {}", d.log());
+    assert!(d.is_running(), "pacserve exited: {}", d.log());
 }

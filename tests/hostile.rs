@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,17 +15,14 @@ use common::*;
 /// How long we wait for the daemon to close a connection it should close; longer than its
 /// 10 s head timeout, so a daemon that closes only at that timeout still passes.
 const CLOSE_WAIT: Duration = Duration::from_secs(20);
-const LOG_WAIT: Duration = Duration::from_secs(5);
 
 /// Fields drop in order: the daemon first, the directory it serves last.
 struct Target {
     ps: Pacserve,
     mirror: Mirror,
     cache: PathBuf,
-    good_file: String,
-    good: Vec<u8>,
-    good2_file: String,
-    good2: Vec<u8>,
+    good: Pkg,
+    good2: Pkg,
     part_marker: Vec<u8>,
     secret: Vec<u8>,
     secret_path: PathBuf,
@@ -41,8 +38,8 @@ impl Target {
         let dir = TempDir::new(tag);
         let cache = dir.mkdir("cache");
         let mirror_root = dir.mkdir("mirror");
-        let good_path = make_package(&cache, "good", "1.0-1", 20_000);
-        let good2_path = make_package(&cache, "goodtwo", "1.0-1", 7_000);
+        let good = Pkg::build(&cache, "good", 20_000);
+        let good2 = Pkg::build(&cache, "goodtwo", 7_000);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -61,12 +58,9 @@ impl Target {
             &[("core", &[mirror.url("/$repo/os/$arch")])],
         );
         let ps = Pacserve::start(&conf, &[]);
-        let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
         Target {
-            good: fs::read(&good_path).expect("read good"),
-            good2: fs::read(&good2_path).expect("read good2"),
-            good_file: name(&good_path),
-            good2_file: name(&good2_path),
+            good,
+            good2,
             _dir: dir,
             cache,
             mirror,
@@ -82,11 +76,11 @@ impl Target {
     }
 
     fn good_path(&self) -> String {
-        format!("/request/core/x86_64/{}", self.good_file)
+        self.good.request_path()
     }
 
     /// The daemon has not exited and serves a normal request correctly.
-    fn assert_alive(&mut self, after: &str) {
+    fn assert_alive(&self, after: &str) {
         assert!(
             self.ps.is_running(),
             "pacserve died after {after}; log:\n{}",
@@ -99,12 +93,12 @@ impl Target {
         )
         .unwrap_or_else(|e| panic!("normal request failed after {after}: {e}"));
         assert_eq!(r.status, 200, "after {after}: {}", r.head);
-        assert!(r.body == self.good, "wrong body after {after}");
+        assert!(r.body == self.good.bytes, "wrong body after {after}");
     }
 
     /// Like `assert_alive`, retrying for a bounded while: after mass disconnects the daemon may
     /// need a moment to notice the closes and free their slots.
-    fn assert_alive_eventually(&mut self, after: &str) {
+    fn assert_alive_eventually(&self, after: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut last = String::new();
         for _ in 0..150 {
@@ -114,7 +108,7 @@ impl Target {
                 &request_bytes("GET", &self.good_path(), &[]),
                 false,
             ) {
-                Ok(r) if r.status == 200 && r.body == self.good => return,
+                Ok(r) if r.status == 200 && r.body == self.good.bytes => return,
                 Ok(r) => last = r.head,
                 Err(e) => last = e.to_string(),
             }
@@ -159,17 +153,11 @@ fn send_and_collect(port: u16, raw: &[u8], what: &str) -> Vec<u8> {
     got
 }
 
-/// The status of a response that starts `bytes`, if it is one.
-fn status_of(bytes: &[u8]) -> Option<u16> {
-    let s = bytes.strip_prefix(b"HTTP/1.")?;
-    std::str::from_utf8(s.get(2..5)?).ok()?.parse().ok()
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn path_traversal_is_refused_in_every_form() {
-    let mut t = Target::new("traversal");
+    let t = Target::new("traversal");
     let secret_abs = t.secret_path.display().to_string();
     let mut targets: Vec<String> = [
         "/request/core/x86_64/../secret.pkg.tar.zst",
@@ -250,20 +238,19 @@ fn path_traversal_is_refused_in_every_form() {
         }
         t.assert_alive(shown);
     }
-    // No file outside the cache was ever handed to a client.
-    assert!(
-        !t.ps
-            .requests()
-            .iter()
-            .any(|l| l.status == 200 && l.path.contains("secret")),
-        "{}",
+    // No file outside the cache was ever handed to a client: the only answers from the cache
+    // were those to the normal request after each hostile one.
+    assert_eq!(
+        t.ps.counted("local"),
+        targets.len() as u64,
+        "a hostile target was answered from the cache\n{}",
         t.ps.log()
     );
 }
 
 #[test]
 fn partial_files_are_never_served() {
-    let mut t = Target::new("part");
+    let t = Target::new("part");
     let part_path = format!("/request/core/x86_64/{PART_FILE}.part");
     let pkg_path = format!("/request/core/x86_64/{PART_FILE}");
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
@@ -292,13 +279,12 @@ fn partial_files_are_never_served() {
         t.assert_no_secret(&what, &r.body);
         t.assert_alive(&what);
     }
-    let lines = t.ps.requests();
+    let lookups = t.ps.lookups();
     assert!(
-        !lines
+        !lookups
             .iter()
             .any(|l| l.path.contains(PART_FILE) && l.outcome == "local"),
-        "a .part was served from the cache:\n{}",
-        t.ps.log()
+        "a .part was served from the cache: {lookups:?}"
     );
     // The empty mirror was asked about the package (so pacserve did not treat the .part as a
     // hit) and served nothing.
@@ -308,7 +294,7 @@ fn partial_files_are_never_served() {
 
 #[test]
 fn non_regular_files_in_the_cache_are_not_served() {
-    let mut t = Target::new("nonregular");
+    let t = Target::new("nonregular");
     // A symlink out of the cache, a FIFO (opening it naively would hang), a directory, all
     // with package names.
     let link = "link-1.0-1-x86_64.pkg.tar.zst";
@@ -338,7 +324,7 @@ fn non_regular_files_in_the_cache_are_not_served() {
 
 #[test]
 fn oversized_heads_get_414_and_431() {
-    let mut t = Target::new("oversized");
+    let t = Target::new("oversized");
     let path = t.good_path();
     let long_line = format!(
         "GET /request/core/x86_64/{}.pkg.tar.zst HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
@@ -373,7 +359,7 @@ fn oversized_heads_get_414_and_431() {
 
 #[test]
 fn garbage_bytes_get_exactly_one_answer_each() {
-    let mut t = Target::new("garbage");
+    let t = Target::new("garbage");
     let mut client_hello = vec![
         0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03,
     ];
@@ -464,7 +450,7 @@ fn garbage_bytes_get_exactly_one_answer_each() {
 
 #[test]
 fn slow_and_silent_clients_do_not_block_others() {
-    let mut t = Target::new("slowloris");
+    let t = Target::new("slowloris");
     let partial = format!(
         "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow",
         t.good_path()
@@ -481,16 +467,16 @@ fn slow_and_silent_clients_do_not_block_others() {
     }
     // A normal client is served, and served correctly, while all of them hang on.
     t.assert_alive("350 slow and silent clients");
-    let r = head(t.port(), &format!("/request/core/x86_64/{}", t.good2_file));
+    let r = head(t.port(), &t.good2.request_path());
     assert_eq!(r.status, 200);
-    assert_eq!(r.content_length(), Some(t.good2.len() as u64));
+    assert_eq!(r.content_length(), Some(t.good2.size()));
     drop(held);
     t.assert_alive_eventually("dropping the slow clients");
 }
 
 #[test]
 fn connections_over_the_cap_get_503() {
-    let mut t = Target::new("cap");
+    let t = Target::new("cap");
     let mut held: Vec<TcpStream> = Vec::new();
     // pacserve::limits::MAX_CONNECTIONS is 1024: open a few more than that.
     let total = pacserve::limits::MAX_CONNECTIONS + 16;
@@ -528,24 +514,24 @@ fn connections_over_the_cap_get_503() {
 
 #[test]
 fn other_methods_get_405() {
-    let mut t = Target::new("methods");
+    let t = Target::new("methods");
     let path = t.good_path();
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"] {
         let r = request(t.port(), method, &path, &[("Content-Length", "0")]);
         assert_eq!(r.status, 405, "{method}: {}", r.head);
-        assert!(!contains_bytes(&r.body, &t.good[..64]));
+        assert!(!contains_bytes(&r.body, &t.good.bytes[..64]));
         t.assert_alive(method);
     }
     // The file is still there, untouched.
     assert_eq!(
-        fs::read(t.cache.join(&t.good_file)).ok(),
-        Some(t.good.clone())
+        fs::read(t.cache.join(&t.good.file)).ok(),
+        Some(t.good.bytes.clone())
     );
 }
 
 #[test]
 fn http11_without_host_is_400_and_http10_without_host_is_fine() {
-    let mut t = Target::new("host");
+    let t = Target::new("host");
     let path = t.good_path();
     let raw = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
     let r = exchange(t.port(), raw.as_bytes(), false).expect("response");
@@ -553,15 +539,15 @@ fn http11_without_host_is_400_and_http10_without_host_is_fine() {
     let raw = format!("GET {path} HTTP/1.0\r\n\r\n");
     let r = exchange(t.port(), raw.as_bytes(), false).expect("response");
     assert_eq!(r.status, 200, "{}", r.head);
-    assert!(r.body == t.good);
+    assert!(r.body == t.good.bytes);
     t.assert_alive("requests without Host");
 }
 
 #[test]
 fn pipelined_requests_get_answers_in_order() {
-    let mut t = Target::new("pipeline");
+    let t = Target::new("pipeline");
     let p1 = t.good_path();
-    let p2 = format!("/request/core/x86_64/{}", t.good2_file);
+    let p2 = t.good2.request_path();
     let raw = format!(
         "GET {p1} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\
          HEAD {p2} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\
@@ -572,15 +558,21 @@ fn pipelined_requests_get_answers_in_order() {
     c.send(raw.as_bytes()).expect("send pipelined requests");
     let r1 = c.read_response(false).expect("first response");
     assert_eq!(r1.status, 200, "{}", r1.head);
-    assert!(r1.body == t.good, "first body is not the first package");
+    assert!(
+        r1.body == t.good.bytes,
+        "first body is not the first package"
+    );
     let r2 = c.read_response(true).expect("second response");
     assert_eq!(r2.status, 200, "{}", r2.head);
-    assert_eq!(r2.content_length(), Some(t.good2.len() as u64));
+    assert_eq!(r2.content_length(), Some(t.good2.size()));
     let r3 = c.read_response(false).expect("third response");
     assert_eq!(r3.status, 404, "{}", r3.head);
     let r4 = c.read_response(false).expect("fourth response");
     assert_eq!(r4.status, 200, "{}", r4.head);
-    assert!(r4.body == t.good2, "fourth body is not the second package");
+    assert!(
+        r4.body == t.good2.bytes,
+        "fourth body is not the second package"
+    );
     assert!(
         c.closed_within(CLOSE_WAIT),
         "no close after Connection: close"
@@ -596,10 +588,9 @@ fn nonempty_lines(s: &str) -> Vec<&str> {
     s.lines().filter(|l| !l.trim().is_empty()).collect()
 }
 
-#[test]
-fn missing_pacman_conf_is_a_clear_error() {
-    let dir = TempDir::new("noconf");
-    let conf = dir.join("does-not-exist.conf");
+/// pacserve started with `conf` must exit at once, not 0, with one line on stderr that says
+/// `needle`, and never listen.
+fn assert_conf_error(conf: &Path, needle: &str, what: &str) {
     let conf_s = conf.display().to_string();
     let ran = Pacserve::run_to_exit(&[
         "--address",
@@ -609,15 +600,26 @@ fn missing_pacman_conf_is_a_clear_error() {
         "--pacman-conf",
         &conf_s,
     ]);
-    assert!(!ran.timed_out, "pacserve kept running:\n{}", ran.stderr);
-    assert!(!ran.success(), "exit 0 with a missing config");
     assert!(
-        ran.stderr.contains(&conf_s),
-        "error does not name the file:\n{}",
+        !ran.timed_out,
+        "{what}: pacserve kept running:\n{}",
+        ran.stderr
+    );
+    assert!(!ran.success(), "{what}: exit 0");
+    assert!(
+        ran.stderr.contains(needle),
+        "{what}: error does not say `{needle}`:\n{}",
         ran.stderr
     );
     assert!(!ran.stderr.contains("listening on"), "{}", ran.stderr);
     assert_eq!(nonempty_lines(&ran.stderr).len(), 1, "{}", ran.stderr);
+}
+
+#[test]
+fn missing_pacman_conf_is_a_clear_error() {
+    let dir = TempDir::new("noconf");
+    let conf = dir.join("does-not-exist.conf");
+    assert_conf_error(&conf, &conf.display().to_string(), "a missing config");
 }
 
 #[test]
@@ -638,28 +640,7 @@ fn malformed_pacman_conf_names_file_and_line() {
     for (name, text, line) in cases {
         let conf = dir.join(name);
         fs::write(&conf, text).expect("write conf");
-        let conf_s = conf.display().to_string();
-        let ran = Pacserve::run_to_exit(&[
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--pacman-conf",
-            &conf_s,
-        ]);
-        assert!(
-            !ran.timed_out,
-            "{name}: pacserve kept running:\n{}",
-            ran.stderr
-        );
-        assert!(!ran.success(), "{name}: exit 0");
-        assert!(
-            ran.stderr.contains(&format!("{conf_s}:{line}:")),
-            "{name}: error does not say `{conf_s}:{line}:`:\n{}",
-            ran.stderr
-        );
-        assert!(!ran.stderr.contains("listening on"), "{}", ran.stderr);
-        assert_eq!(nonempty_lines(&ran.stderr).len(), 1, "{}", ran.stderr);
+        assert_conf_error(&conf, &format!("{}:{line}:", conf.display()), name);
     }
 }
 

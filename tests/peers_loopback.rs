@@ -4,7 +4,8 @@
 //!
 //! Each test builds its own LAN on loopback: one mirror (a real HTTP server) holding repo `core`
 //! made by `repo-add`, and "hosts", each a real pacserve process with its own cache dir and
-//! pacman.conf. Where it matters, the real pacman downloads through them.
+//! pacman.conf. Where it matters, the real pacman downloads through them. What each pacserve
+//! answered is read from its `/status.json`; what it says about failing peers, from its log.
 
 mod common;
 
@@ -19,11 +20,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// How long a log line may lag behind the answer it describes.
-const LOG_WAIT: Duration = Duration::from_secs(5);
-/// Pause before checking that something did *not* happen: lines are logged just after the
-/// answer goes out, so a request that did happen shows up well within it.
-const SETTLE: Duration = Duration::from_millis(300);
 /// Payload of the test packages: a few KiB keeps every test quick.
 const PAYLOAD: usize = 4096;
 /// Longest a gpg or pacman-key run may take.
@@ -32,125 +28,10 @@ const GPG_LIMIT: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------------
 // A LAN on loopback
 
-struct Pkg {
-    name: String,
-    file: String,
-    bytes: Vec<u8>,
-    /// Where the package lies on the mirror.
-    path: PathBuf,
-}
-
-impl Pkg {
-    fn new(path: PathBuf, name: &str) -> Pkg {
-        let bytes = fs::read(&path).expect("read built package");
-        let file = path
-            .file_name()
-            .expect("package has a file name")
-            .to_string_lossy()
-            .into_owned();
-        Pkg {
-            name: name.to_string(),
-            file,
-            bytes,
-            path,
-        }
-    }
-
-    /// The path pacman asks a pacserve for.
-    fn request_path(&self) -> String {
-        format!("/request/core/x86_64/{}", self.file)
-    }
-
-    /// The path one pacserve asks another on.
-    fn peer_path(&self) -> String {
-        format!("/peer/core/x86_64/{}", self.file)
-    }
-
-    /// The path on the mirror.
-    fn mirror_path(&self) -> String {
-        format!("/core/os/x86_64/{}", self.file)
-    }
-
-    fn sig_file(&self) -> String {
-        format!("{}.sig", self.file)
-    }
-}
-
-/// One mirror with repo `core` holding `names` (all in its database), and a directory for
-/// the hosts. Fields drop in order: the mirror first, the directory it serves last.
-struct Lan {
-    mirror: Mirror,
-    pkgs: Vec<Pkg>,
-    dir: TempDir,
-}
-
-impl Lan {
-    fn new(tag: &str, names: &[&str]) -> Lan {
-        let dir = TempDir::new(tag);
-        let repo_dir = dir.mkdir("mirror/core/os/x86_64");
-        let paths: Vec<PathBuf> = names
-            .iter()
-            .map(|n| make_package(&repo_dir, n, "1.0-1", PAYLOAD))
-            .collect();
-        repo_add(&repo_dir.join("core.db.tar.gz"), &paths);
-        let pkgs = paths
-            .into_iter()
-            .zip(names)
-            .map(|(p, n)| Pkg::new(p, n))
-            .collect();
-        let mirror = Mirror::start(&dir.join("mirror"));
-        Lan { mirror, pkgs, dir }
-    }
-
-    fn pkg(&self, name: &str) -> &Pkg {
-        self.pkgs
-            .iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no package {name} in this LAN"))
-    }
-
-    /// The mirror's `Server =` line.
-    fn mirror_server(&self) -> String {
-        self.mirror.url("/$repo/os/$arch")
-    }
-
-    fn mirror_url(&self, pkg: &Pkg) -> String {
-        self.mirror.url(&pkg.mirror_path())
-    }
-
-    /// A host: an empty cache dir and a pacserve.conf whose `[core]` lists the mirror.
-    fn host(&self, name: &str) -> Host {
-        let dir = self.dir.mkdir(name);
-        let cache = self.dir.mkdir(format!("{name}/cache"));
-        let conf = write_server_conf(&dir, &[&cache], &[("core", &[self.mirror_server()])]);
-        Host { cache, conf }
-    }
-}
-
-struct Host {
-    cache: PathBuf,
-    conf: PathBuf,
-}
-
-impl Host {
-    /// Put a copy of `pkg` into this host's cache.
-    fn hold(&self, pkg: &Pkg) {
-        self.put(&pkg.file, &pkg.bytes);
-    }
-
-    fn put(&self, name: &str, bytes: &[u8]) {
-        let p = self.cache.join(name);
-        fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    }
-
-    fn start(&self, extra: &[&str]) -> Pacserve {
-        Pacserve::start(&self.conf, extra)
-    }
-}
-
-/// `--pacserver` value naming `ps`.
-fn peer_of(ps: &Pacserve) -> String {
-    format!("127.0.0.1:{}", ps.port())
+/// A mirror with repo `core` holding `names`, and a directory for the hosts.
+fn lan(tag: &str, names: &[&str]) -> Repo {
+    let pkgs: Vec<(&str, usize)> = names.iter().map(|n| (*n, PAYLOAD)).collect();
+    Repo::new(tag, &pkgs)
 }
 
 /// Where pacserve sends pacman when `peer` holds `pkg`.
@@ -163,25 +44,11 @@ fn client_of(ps: &Pacserve) -> PacmanClient {
     PacmanClient::new("core", &[ps.url("/request/$repo/$arch")])
 }
 
-/// Everything a failure message needs.
-fn logs(named: &[(&str, &Pacserve)], mirror: &Mirror) -> String {
-    let mut s = String::new();
-    for (name, ps) in named {
-        s.push_str(&format!("--- {name} (port {}):\n{}", ps.port(), ps.log()));
-    }
-    s.push_str(&format!("--- mirror:\n{}", mirror.dump()));
-    s
-}
-
-fn assert_ran_ok(ran: &Ran, what: &str, named: &[(&str, &Pacserve)], mirror: &Mirror) {
-    assert!(
-        ran.success(),
-        "{what} failed ({:?}, timed out: {}):\n{}\n{}",
-        ran.status,
-        ran.timed_out,
-        ran.text(),
-        logs(named, mirror)
-    );
+/// A pacman client whose only server is `ps`, after its first `-Sy`.
+fn synced_client(ps: &Pacserve, named: &[&Pacserve], mirror: &Mirror) -> PacmanClient {
+    let client = client_of(ps);
+    client.sync().assert_ok("-Sy", &logs(named, mirror));
+    client
 }
 
 fn assert_redirect(r: &Response, want: &str, what: &str, ps: &Pacserve) {
@@ -194,75 +61,27 @@ fn assert_redirect(r: &Response, want: &str, what: &str, ps: &Pacserve) {
     );
 }
 
-/// Request lines of `ps` matching `pred`, now.
-fn count(ps: &Pacserve, pred: impl Fn(&LogLine) -> bool) -> usize {
-    ps.requests().iter().filter(|l| pred(l)).count()
+/// Lookups of `ps` matching `pred`, now.
+fn count(ps: &Pacserve, pred: impl Fn(&Lookup) -> bool) -> usize {
+    ps.lookups().iter().filter(|l| pred(l)).count()
 }
 
-/// Wait (bounded) until at least `at_least` lines match, give stragglers `SETTLE`, and
+/// Wait (bounded) until at least `at_least` lookups match, give stragglers `SETTLE`, and
 /// return how many match then.
-fn settled_count(ps: &Pacserve, at_least: usize, pred: impl Fn(&LogLine) -> bool) -> usize {
-    let _ = ps.wait_request(LOG_WAIT, |_| count(ps, &pred) >= at_least);
+fn settled_count(ps: &Pacserve, at_least: usize, pred: impl Fn(&Lookup) -> bool) -> usize {
+    let _ = wait_until(LOG_WAIT, || count(ps, &pred) >= at_least);
     thread::sleep(SETTLE);
     count(ps, &pred)
 }
 
-fn wait_line(ps: &Pacserve, method: &str, path: &str, status: u16) -> LogLine {
-    ps.wait_request(LOG_WAIT, |l| {
-        l.method == method && l.path == path && l.status == status
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no `{method} {path} {status}` line in pacserve's log:\n{}",
-            ps.log()
-        )
-    })
-}
-
-/// Verbose lines saying that `peer` failed a query.
-fn failure_lines(ps: &Pacserve, peer: u16) -> Vec<String> {
-    let needle = format!("peer 127.0.0.1:{peer} failed");
-    ps.log()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The wait in a `...; next try in WAIT` line (`2s`), also when printed as `Some(2s)`.
-fn backoff_in(line: &str) -> Option<&str> {
-    let wait = line.split("next try in ").nth(1)?.trim();
-    Some(
-        wait.strip_prefix("Some(")
-            .and_then(|w| w.strip_suffix(')'))
-            .unwrap_or(wait),
-    )
-}
-
-/// Start two pacserves that name each other as peers: ports are picked first (retried if
-/// someone takes one meanwhile).
+/// Start two pacserves that name each other as peers: ports are picked first.
 fn start_cycle(a: &Host, b: &Host) -> (Pacserve, Pacserve) {
-    let mut last_err = String::new();
-    for _ in 0..3 {
-        let (pa, pb) = (free_port(), free_port());
-        if pa == pb {
-            continue;
-        }
-        let (pa, pb) = (pa.to_string(), pb.to_string());
-        let (to_a, to_b) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-        let first = match Pacserve::try_start(&a.conf, &["--port", &pa, "--pacserver", &to_b]) {
-            Ok(ps) => ps,
-            Err(e) => {
-                last_err = e;
-                continue;
-            }
-        };
-        match Pacserve::try_start(&b.conf, &["--port", &pb, "--pacserver", &to_a]) {
-            Ok(second) => return (first, second),
-            Err(e) => last_err = e,
-        }
-    }
-    panic!("could not start the pair: {last_err}");
+    with_free_ports(2, |p| {
+        let (to_a, to_b) = (format!("127.0.0.1:{}", p[0]), format!("127.0.0.1:{}", p[1]));
+        let first = a.pacserve().port(p[0]).args(&["--pacserver", &to_b]);
+        let second = b.pacserve().port(p[1]).args(&["--pacserver", &to_a]);
+        Ok((first.try_start()?, second.try_start()?))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,6 +110,7 @@ struct Signer {
 
 impl Signer {
     fn new() -> Signer {
+        common::preflight::require();
         let dir = TempDir::new("gpg");
         let home = dir.mkdir("home");
         fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).expect("chmod GNUPGHOME");
@@ -373,11 +193,7 @@ fn require_signatures(client: &PacmanClient, signer: &Signer) -> AgentGuard {
         "SigLevel = Required DatabaseOptional TrustAll\n",
     );
     fs::write(conf_path, &conf).expect("write client pacman.conf");
-    let gpgdir = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("GPGDir = "))
-        .map(|d| PathBuf::from(d.trim()))
-        .expect("client pacman.conf names its GPGDir");
+    let gpgdir = client.gpg_dir().to_path_buf();
     let guard = AgentGuard(gpgdir.clone());
     for step in [
         vec!["--init".to_string()],
@@ -403,46 +219,38 @@ fn require_signatures(client: &PacmanClient, signer: &Signer) -> AgentGuard {
 
 #[test]
 fn static_peer_serves_pacman_while_the_db_comes_from_the_mirror() {
-    let lan = Lan::new("static", &["sharedpkg"]);
+    let lan = lan("static", &["sharedpkg"]);
     let x = lan.pkg("sharedpkg");
     let host_a = lan.host("a");
     host_a.hold(x);
     let a = host_a.start(&[]);
-    let b = lan.host("b").start(&["--pacserver", &peer_of(&a)]);
-    let named = [("A", &a), ("B", &b)];
+    let b = lan.host("b").start(&["--pacserver", &a.authority()]);
+    let named = [&a, &b];
 
-    let client = client_of(&b);
-    assert_ran_ok(&client.sync(), "-Sy via B", &named, &lan.mirror);
-    assert_ran_ok(&client.download(&x.name), "-Sw via B", &named, &lan.mirror);
-
-    assert_eq!(
-        client.cached(&x.file).as_deref(),
-        Some(&x.bytes[..]),
-        "pacman's copy differs from the package"
-    );
+    let client = synced_client(&b, &named, &lan.mirror);
+    client.fetch(x, || logs(&named, &lan.mirror));
     // The package came from A's cache...
-    let line = wait_line(&a, "GET", &x.request_path(), 200);
+    let line = a.expect_lookup("GET", &x.request_path(), 200);
     assert_eq!(line.outcome, "local");
     assert_eq!(line.bytes, x.bytes.len() as u64);
-    let asked = wait_line(&a, "HEAD", &x.peer_path(), 200);
+    let asked = a.expect_lookup("HEAD", &x.peer_path(), 200);
     assert_eq!(asked.outcome, "local");
     // ... because B sent pacman there ...
-    assert_eq!(wait_line(&b, "GET", &x.request_path(), 307).outcome, "peer");
+    assert_eq!(
+        b.expect_lookup("GET", &x.request_path(), 307).outcome,
+        "peer"
+    );
     let r = get(b.port(), &x.request_path());
     assert_redirect(&r, &peer_location(&a, x), "B's answer", &b);
     // ... and the mirror was never involved.
-    assert_eq!(lan.mirror.served(&x.file), 0, "{}", lan.mirror.dump());
-    assert_eq!(lan.mirror.asked(&x.file), 0, "{}", lan.mirror.dump());
+    lan.mirror.assert_served(&x.file, 0);
+    lan.mirror.assert_asked(&x.file, 0);
 
     // The database came from the mirror; A never heard of it.
+    lan.mirror.assert_served("/core/os/x86_64/core.db", 1);
     assert_eq!(
-        lan.mirror.served("/core/os/x86_64/core.db"),
-        1,
-        "{}",
-        lan.mirror.dump()
-    );
-    assert_eq!(
-        wait_line(&b, "GET", "/request/core/x86_64/core.db", 307).outcome,
+        b.expect_lookup("GET", "/request/core/x86_64/core.db", 307)
+            .outcome,
         "mirror"
     );
     thread::sleep(SETTLE);
@@ -455,20 +263,20 @@ fn static_peer_serves_pacman_while_the_db_comes_from_the_mirror() {
 
 #[test]
 fn peers_naming_each_other_never_recurse() {
-    let lan = Lan::new("cycle", &["looppkg"]);
+    let lan = lan("cycle", &["looppkg"]);
     let x = lan.pkg("looppkg");
     let (host_a, host_b) = (lan.host("a"), lan.host("b"));
     let (a, b) = start_cycle(&host_a, &host_b);
-    let named = [("A", &a), ("B", &b)];
+    let named = [&a, &b];
 
     // A asks B; B answers from its own cache only (a miss) and does not ask A back.
     let r = get(a.port(), &x.request_path());
     assert_redirect(&r, &lan.mirror_url(x), "A's answer", &a);
     assert_eq!(
-        wait_line(&a, "GET", &x.request_path(), 307).outcome,
+        a.expect_lookup("GET", &x.request_path(), 307).outcome,
         "mirror"
     );
-    let query = wait_line(&b, "HEAD", &x.peer_path(), 404);
+    let query = b.expect_lookup("HEAD", &x.peer_path(), 404);
     assert_eq!(query.outcome, "miss");
     let b_peer = settled_count(&b, 1, |l| l.path.starts_with("/peer/"));
     assert_eq!(b_peer, 1, "B was queried more than once:\n{}", b.log());
@@ -480,23 +288,16 @@ fn peers_naming_each_other_never_recurse() {
     // The other way round: B asks A once, and A does not ask B back.
     let r = get(b.port(), &x.request_path());
     assert_redirect(&r, &lan.mirror_url(x), "B's answer", &b);
-    assert_eq!(wait_line(&a, "HEAD", &x.peer_path(), 404).outcome, "miss");
+    assert_eq!(a.expect_lookup("HEAD", &x.peer_path(), 404).outcome, "miss");
     let a_peer = settled_count(&a, 1, |l| l.path.starts_with("/peer/"));
     assert_eq!(a_peer, 1, "A was queried more than once:\n{}", a.log());
     let b_peer = count(&b, |l| l.path.starts_with("/peer/"));
     assert_eq!(b_peer, 1, "A recursed back to B:\n{}", b.log());
 
     // The real pacman through A gets the package from the mirror.
-    let client = client_of(&a);
-    assert_ran_ok(&client.sync(), "-Sy via A", &named, &lan.mirror);
-    assert_ran_ok(&client.download(&x.name), "-Sw via A", &named, &lan.mirror);
-    assert_eq!(client.cached(&x.file).as_deref(), Some(&x.bytes[..]));
-    assert_eq!(
-        lan.mirror.served(&x.mirror_path()),
-        1,
-        "{}",
-        lan.mirror.dump()
-    );
+    let client = synced_client(&a, &named, &lan.mirror);
+    client.fetch(x, || logs(&named, &lan.mirror));
+    lan.mirror.assert_served(&x.mirror_path(), 1);
     thread::sleep(SETTLE);
     // Whatever A asked B during pacman's run, B only ever answered on its peer route, and
     // databases never went to B.
@@ -518,18 +319,18 @@ fn peers_naming_each_other_never_recurse() {
 
 #[test]
 fn dead_peer_is_backed_off_and_the_live_one_serves() {
-    let lan = Lan::new("dead", &["livepkg", "otherpkg"]);
+    let lan = lan("dead", &["livepkg", "otherpkg"]);
     let (x, y) = (lan.pkg("livepkg"), lan.pkg("otherpkg"));
     let host_live = lan.host("live");
     host_live.hold(x);
     host_live.hold(y);
     let live = host_live.start(&[]);
     let dead = dead_port();
-    let dead_peer = format!("127.0.0.1:{dead}");
+    let dead_peer = dead.authority();
     let b = lan
         .host("b")
-        .start(&["--pacserver", &dead_peer, "--pacserver", &peer_of(&live)]);
-    let named = [("live", &live), ("B", &b)];
+        .start(&["--pacserver", &dead_peer, "--pacserver", &live.authority()]);
+    let named = [&live, &b];
 
     let r = get(b.port(), &x.request_path());
     assert_redirect(&r, &peer_location(&live, x), "first lookup", &b);
@@ -542,48 +343,59 @@ fn dead_peer_is_backed_off_and_the_live_one_serves() {
     let r = get(b.port(), &y.request_path());
     assert_redirect(&r, &peer_location(&live, y), "second lookup", &b);
     assert_eq!(
-        wait_line(&live, "HEAD", &y.peer_path(), 200).outcome,
+        live.expect_lookup("HEAD", &y.peer_path(), 200).outcome,
         "local"
     );
     thread::sleep(SETTLE);
-    let failures = failure_lines(&b, dead);
+    let log = b.log();
+    let failures = failure_lines(&log, &dead_peer);
     assert_eq!(
         failures.len(),
         1,
         "the dead peer was asked again within its backoff:\n{}",
         b.log()
     );
-    assert_eq!(backoff_in(&failures[0]), Some("2s"), "first backoff");
-    assert_eq!(lan.mirror.asked(&x.file) + lan.mirror.asked(&y.file), 0);
+    assert_eq!(
+        backoff_secs(failures[0]),
+        Some(2),
+        "first backoff: {}",
+        failures[0]
+    );
+    lan.mirror.assert_asked(&x.file, 0);
+    lan.mirror.assert_asked(&y.file, 0);
 
     // pacman downloads through B, from the live peer.
-    let client = client_of(&b);
-    assert_ran_ok(&client.sync(), "-Sy via B", &named, &lan.mirror);
-    assert_ran_ok(&client.download(&x.name), "-Sw via B", &named, &lan.mirror);
-    assert_eq!(client.cached(&x.file).as_deref(), Some(&x.bytes[..]));
+    let client = synced_client(&b, &named, &lan.mirror);
+    client.fetch(x, || logs(&named, &lan.mirror));
     assert_eq!(
-        wait_line(&live, "GET", &x.request_path(), 200).outcome,
+        live.expect_lookup("GET", &x.request_path(), 200).outcome,
         "local"
     );
-    assert_eq!(lan.mirror.served(&x.file), 0, "{}", lan.mirror.dump());
+    lan.mirror.assert_served(&x.file, 0);
 
     // Once the backoff is over the dead peer is tried again, and its next wait doubles.
     // Fresh names each round, so no remembered answer stands in for a lookup.
     for i in 0..100 {
-        if failure_lines(&b, dead).len() >= 2 {
+        if failure_lines(&b.log(), &dead_peer).len() >= 2 {
             break;
         }
         let ghost = format!("/request/core/x86_64/ghost{i}-1.0-1-x86_64.pkg.tar.zst");
         assert_eq!(get(b.port(), &ghost).status, 404, "{}", b.log());
         thread::sleep(Duration::from_millis(100));
     }
-    let failures = failure_lines(&b, dead);
+    let log = b.log();
+    let failures = failure_lines(&log, &dead_peer);
     assert!(
         failures.len() >= 2,
         "the dead peer was never retried:\n{}",
         b.log()
     );
-    assert_eq!(backoff_in(&failures[1]), Some("4s"), "second backoff");
+    assert_eq!(
+        backoff_secs(failures[1]),
+        Some(4),
+        "second backoff: {}",
+        failures[1]
+    );
     // Last, so the behaviour above is checked first: the wait reads as a plain duration.
     for l in &failures[..2] {
         assert!(!l.contains("Some("), "the log shows an Option: {l}");
@@ -595,19 +407,19 @@ fn dead_peer_is_backed_off_and_the_live_one_serves() {
 
 #[test]
 fn hung_peer_times_out_and_is_not_asked_again_during_backoff() {
-    let lan = Lan::new("hung", &["mirrorpkg", "more1", "more2", "more3"]);
+    let lan = lan("hung", &["mirrorpkg", "more1", "more2", "more3"]);
     let x = lan.pkg("mirrorpkg");
     let hung = HungServer::start();
-    let hung_peer = format!("127.0.0.1:{}", hung.port());
+    let hung_peer = hung.authority();
     let b = lan
         .host("b")
         .start(&["--pacserver", &hung_peer, "--peer-timeout", "0.5"]);
-    let named = [("B", &b)];
+    let named = [&b];
 
     let r = get(b.port(), &x.request_path());
     assert_redirect(&r, &lan.mirror_url(x), "lookup past a hung peer", &b);
     assert_eq!(
-        wait_line(&b, "GET", &x.request_path(), 307).outcome,
+        b.expect_lookup("GET", &x.request_path(), 307).outcome,
         "mirror"
     );
     // The accept thread counts just after the kernel's handshake; give it a moment.
@@ -634,19 +446,12 @@ fn hung_peer_times_out_and_is_not_asked_again_during_backoff() {
         "the hung peer was asked again within its backoff:\n{}",
         b.log()
     );
-    let failures = failure_lines(&b, hung.port());
-    assert_eq!(failures.len(), 1, "{}", b.log());
+    let log = b.log();
+    assert_eq!(failure_lines(&log, &hung_peer).len(), 1, "{log}");
 
-    let client = client_of(&b);
-    assert_ran_ok(&client.sync(), "-Sy via B", &named, &lan.mirror);
-    assert_ran_ok(&client.download(&x.name), "-Sw via B", &named, &lan.mirror);
-    assert_eq!(client.cached(&x.file).as_deref(), Some(&x.bytes[..]));
-    assert_eq!(
-        lan.mirror.served(&x.mirror_path()),
-        1,
-        "{}",
-        lan.mirror.dump()
-    );
+    let client = synced_client(&b, &named, &lan.mirror);
+    client.fetch(x, || logs(&named, &lan.mirror));
+    lan.mirror.assert_served(&x.mirror_path(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,8 +459,8 @@ fn hung_peer_times_out_and_is_not_asked_again_during_backoff() {
 
 /// A LAN whose packages are signed after `repo-add` (the db carries no signatures), with the
 /// `.sig` files next to the packages on the mirror.
-fn signed_lan(tag: &str, names: &[&str], signer: &Signer) -> (Lan, BTreeMap<String, Vec<u8>>) {
-    let lan = Lan::new(tag, names);
+fn signed_lan(tag: &str, names: &[&str], signer: &Signer) -> (Repo, BTreeMap<String, Vec<u8>>) {
+    let lan = lan(tag, names);
     let sigs = lan
         .pkgs
         .iter()
@@ -688,9 +493,9 @@ fn peer_with_the_signature_is_preferred() {
     }
     let b = lan.host("b").start(&[
         "--pacserver",
-        &peer_of(bare),
+        &bare.authority(),
         "--pacserver",
-        &peer_of(signed),
+        &signed.authority(),
     ]);
 
     // The peer route says who holds the signature.
@@ -708,7 +513,10 @@ fn peer_with_the_signature_is_preferred() {
         assert_redirect(&r, &peer_location(signed, p), &p.name, &b);
     }
     for p in &lan.pkgs {
-        assert_eq!(wait_line(&b, "GET", &p.request_path(), 307).outcome, "peer");
+        assert_eq!(
+            b.expect_lookup("GET", &p.request_path(), 307).outcome,
+            "peer"
+        );
     }
     // Peers held everything: the mirror was never even probed.
     assert!(lan.mirror.requests().is_empty(), "{}", lan.mirror.dump());
@@ -731,14 +539,15 @@ fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
     host_p1.hold(good);
     host_p1.hold(bad);
     let p1 = host_p1.start(&[]);
-    let b = lan.host("b").start(&["--pacserver", &peer_of(&p1)]);
-    let named = [("P1", &p1), ("B", &b)];
+    let b = lan.host("b").start(&["--pacserver", &p1.authority()]);
+    let named = [&p1, &b];
 
     let client = client_of(&b);
     let _agent = require_signatures(&client, &signer);
-    assert_ran_ok(&client.sync(), "-Sy via B", &named, &lan.mirror);
-    let ran = client.download(&good.name);
-    assert_ran_ok(&ran, "-Sw goodpkg via B", &named, &lan.mirror);
+    client
+        .sync()
+        .assert_ok("-Sy via B", &logs(&named, &lan.mirror));
+    let ran = client.fetch(good, || logs(&named, &lan.mirror));
     assert!(
         ran.text().contains("checking package integrity"),
         "pacman did not check the package:\n{}",
@@ -749,7 +558,6 @@ fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
         "signature trouble:\n{}",
         ran.text()
     );
-    assert_eq!(client.cached(&good.file).as_deref(), Some(&good.bytes[..]));
     assert_eq!(
         client.cached(&good.sig_file()).as_deref(),
         Some(&sigs[&good.name][..])
@@ -757,22 +565,18 @@ fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
 
     // The package came from P1, its signature from the mirror by way of P1.
     assert_eq!(
-        wait_line(&b, "GET", &good.request_path(), 307).outcome,
+        b.expect_lookup("GET", &good.request_path(), 307).outcome,
         "peer"
     );
     assert_eq!(
-        wait_line(&p1, "GET", &good.request_path(), 200).outcome,
+        p1.expect_lookup("GET", &good.request_path(), 200).outcome,
         "local"
     );
     let sig_path = format!("{}.sig", good.request_path());
-    assert_eq!(wait_line(&p1, "GET", &sig_path, 307).outcome, "mirror");
-    assert_eq!(
-        lan.mirror.served(&format!("{}.sig", good.mirror_path())),
-        1,
-        "{}",
-        lan.mirror.dump()
-    );
-    assert_eq!(lan.mirror.asked(&good.file), 0, "{}", lan.mirror.dump());
+    assert_eq!(p1.expect_lookup("GET", &sig_path, 307).outcome, "mirror");
+    lan.mirror
+        .assert_served(&format!("{}.sig", good.mirror_path()), 1);
+    lan.mirror.assert_asked(&good.file, 0);
 
     // The same path with a wrong signature fails: the verification above was real.
     let ran = client.download(&bad.name);
@@ -788,15 +592,11 @@ fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
         ran.text()
     );
     assert_eq!(
-        wait_line(&b, "GET", &bad.request_path(), 307).outcome,
+        b.expect_lookup("GET", &bad.request_path(), 307).outcome,
         "peer"
     );
-    assert_eq!(
-        lan.mirror.served(&format!("{}.sig", bad.mirror_path())),
-        1,
-        "{}",
-        lan.mirror.dump()
-    );
+    lan.mirror
+        .assert_served(&format!("{}.sig", bad.mirror_path()), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,7 +618,7 @@ fn expected_info(entries: &BTreeMap<String, usize>) -> String {
 
 #[test]
 fn info_lists_exactly_the_package_files() {
-    let lan = Lan::new("info", &["infoa", "infob"]);
+    let lan = lan("info", &["infoa", "infob"]);
     let (a, b) = (lan.pkg("infoa"), lan.pkg("infob"));
     let host = lan.host("h");
     host.hold(a);
@@ -872,12 +672,12 @@ fn info_lists_exactly_the_package_files() {
 #[test]
 fn a_burst_of_identical_lookups_costs_one_query() {
     const BURST: usize = 20;
-    let lan = Lan::new("burst", &["burstpkg"]);
+    let lan = lan("burst", &["burstpkg"]);
     let x = lan.pkg("burstpkg");
     let host_p = lan.host("p");
     host_p.hold(x);
     let p = host_p.start(&[]);
-    let b = lan.host("b").start(&["--pacserver", &peer_of(&p)]);
+    let b = lan.host("b").start(&["--pacserver", &p.authority()]);
 
     let start = Arc::new(Barrier::new(BURST));
     let port = b.port();
@@ -901,8 +701,11 @@ fn a_burst_of_identical_lookups_costs_one_query() {
     assert_eq!(answered, BURST, "{}", b.log());
     let queries = settled_count(&p, 1, |l| l.path == x.peer_path());
     assert_eq!(queries, 1, "P was asked more than once:\n{}", p.log());
-    assert_eq!(wait_line(&p, "HEAD", &x.peer_path(), 200).outcome, "local");
-    assert_eq!(lan.mirror.asked(&x.file), 0, "{}", lan.mirror.dump());
+    assert_eq!(
+        p.expect_lookup("HEAD", &x.peer_path(), 200).outcome,
+        "local"
+    );
+    lan.mirror.assert_asked(&x.file, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -910,7 +713,7 @@ fn a_burst_of_identical_lookups_costs_one_query() {
 
 #[test]
 fn databases_are_never_taken_from_peers() {
-    let lan = Lan::new("dbpeer", &["dbpeerpkg"]);
+    let lan = lan("dbpeer", &["dbpeerpkg"]);
     let x = lan.pkg("dbpeerpkg");
     let host_a = lan.host("a");
     let db_files = ["core.db", "core.db.sig", "core.files", "core.db.tar.gz"];
@@ -919,7 +722,7 @@ fn databases_are_never_taken_from_peers() {
     }
     host_a.hold(x);
     let a = host_a.start(&[]);
-    let b = lan.host("b").start(&["--pacserver", &peer_of(&a)]);
+    let b = lan.host("b").start(&["--pacserver", &a.authority()]);
 
     for f in db_files {
         let r = get(b.port(), &format!("/request/core/x86_64/{f}"));
@@ -927,7 +730,7 @@ fn databases_are_never_taken_from_peers() {
     }
     thread::sleep(SETTLE);
     assert!(
-        a.requests().is_empty(),
+        a.lookups().is_empty(),
         "B asked A about databases:\n{}",
         a.log()
     );
@@ -943,35 +746,36 @@ fn databases_are_never_taken_from_peers() {
     // ... and B does ask A about packages, so A's silence above was B's choice.
     let r = get(b.port(), &x.request_path());
     assert_redirect(&r, &peer_location(&a, x), "package", &b);
-    assert_eq!(wait_line(&a, "HEAD", &x.peer_path(), 200).outcome, "local");
+    assert_eq!(
+        a.expect_lookup("HEAD", &x.peer_path(), 200).outcome,
+        "local"
+    );
 }
 
 /// A peer without the `.sig` has the package and another peer hangs: the hit must not wait
 /// for the hung peer's whole timeout (60 s here, far beyond the client's 15 s I/O limit).
 #[test]
 fn a_hung_peer_does_not_hold_up_a_hit_without_signature() {
-    let lan = Lan::new("sig-grace", &["nosig"]);
+    let lan = lan("sig-grace", &["nosig"]);
     let x = lan.pkg("nosig");
     let holder_host = lan.host("holder");
     holder_host.hold(x);
     let holder = holder_host.start(&[]);
     let hung = HungServer::start();
-    let hung_peer = format!("127.0.0.1:{}", hung.port());
+    let hung_peer = hung.authority();
     let b = lan.host("b").start(&[
         "--pacserver",
         &hung_peer,
         "--pacserver",
-        &peer_of(&holder),
+        &holder.authority(),
         "--peer-timeout",
         "60",
     ]);
     let r = get(b.port(), &x.request_path());
     assert_redirect(&r, &peer_location(&holder, x), "hit beside a hung peer", &b);
-    assert_eq!(wait_line(&b, "GET", &x.request_path(), 307).outcome, "peer");
     assert_eq!(
-        lan.mirror.asked(&x.mirror_path()),
-        0,
-        "{}",
-        lan.mirror.dump()
+        b.expect_lookup("GET", &x.request_path(), 307).outcome,
+        "peer"
     );
+    lan.mirror.assert_asked(&x.mirror_path(), 0);
 }

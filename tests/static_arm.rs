@@ -10,11 +10,9 @@
 mod common;
 
 use std::fs;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -25,9 +23,6 @@ const AARCH64: &str = "aarch64-unknown-linux-musl";
 const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// The stripped aarch64 binary's budget: it must fit small boards' flash comfortably.
 const AARCH64_BUDGET: u64 = 1024 * 1024;
-/// Start-up under qemu-user is slower than native: translation of the whole binary.
-const QEMU_START_LIMIT: Duration = Duration::from_secs(60);
-const QEMU: &str = "qemu-aarch64-static";
 
 const EM_X86_64: u16 = 62;
 const EM_AARCH64: u16 = 183;
@@ -205,149 +200,47 @@ fn assert_static(path: &Path, machine: u16) -> ElfFacts {
 // ---------------------------------------------------------------------------------------------
 // pacserve under qemu
 
-/// `qemu-aarch64-static PACSERVE --address 127.0.0.1 --port 0 --pacman-conf CONF --verbose
-/// EXTRA...`, killed by pid on drop (qemu-user runs the guest in its own process).
-struct QemuPacserve {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl QemuPacserve {
-    /// Err with the log when it exits or stays silent instead of listening.
-    fn start(bin: &Path, conf: &Path, extra: &[&str]) -> Result<QemuPacserve, String> {
-        common::preflight::require();
-        let mut child = Command::new(QEMU)
-            .arg(bin)
-            .args(["--address", "127.0.0.1", "--port", "0", "--verbose"])
-            .arg("--pacman-conf")
-            .arg(conf)
-            .args(extra)
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {QEMU}: {e}"))?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // Ends at EOF, when the process exits or is killed.
-        let reader = drain(child.stderr.take().expect("stderr is piped"), log.clone());
-        let mut q = QemuPacserve {
-            child,
-            port: 0,
-            log,
-            reader: Some(reader),
-        };
-        let mut exited: Option<ExitStatus> = None;
-        wait_until(QEMU_START_LIMIT, || {
-            exited = exited.or_else(|| q.child.try_wait().ok().flatten());
-            listening_port(&q.log()).is_some() || exited.is_some()
-        });
-        match listening_port(&q.log()) {
-            Some(port) => {
-                q.port = port;
-                Ok(q)
-            }
-            None => {
-                // Let the reader pick up the last words.
-                wait_until(Duration::from_secs(2), || {
-                    q.reader.as_ref().is_none_or(|r| r.is_finished())
-                });
-                Err(format!(
-                    "pacserve under qemu did not start listening (exit: {exited:?}); stderr:\n{}",
-                    q.log()
-                ))
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for QemuPacserve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            wait_until(Duration::from_secs(5), || r.is_finished());
-            if r.is_finished() {
-                let _ = r.join();
-            }
-        }
-    }
-}
-
-/// A UDP port nothing uses right now, so the multicast socket meets no other test's traffic.
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind for a free UDP port");
-    s.local_addr().expect("local address").port()
-}
-
 /// A mirror with repo `core` (database and `cachedpkg`), and pacserve's cache holding it.
-/// Fields drop in order: the mirror first, the directory it serves last.
 struct World {
-    mirror: Mirror,
-    conf: PathBuf,
-    file: String,
-    bytes: Vec<u8>,
-    _dir: TempDir,
+    host: Host,
+    repo: Repo,
 }
 
 impl World {
     fn new(tag: &str) -> World {
-        let dir = TempDir::new(tag);
-        let repo = dir.mkdir("mirror/core/os/x86_64");
-        let cache = dir.mkdir("cache");
-        let pkg = make_package(&repo, "cachedpkg", "1.0-1", 300_000);
-        repo_add(&repo.join("core.db.tar.gz"), std::slice::from_ref(&pkg));
-        let file = package_file_name("cachedpkg", "1.0-1");
-        let bytes = fs::read(&pkg).expect("read package");
-        fs::write(cache.join(&file), &bytes).expect("fill pacserve's cache");
-        let mirror = Mirror::start(&dir.join("mirror"));
-        let conf = write_server_conf(
-            dir.path(),
-            &[&cache],
-            &[("core", &[mirror.url("/$repo/os/$arch")])],
-        );
-        World {
-            mirror,
-            conf,
-            file,
-            bytes,
-            _dir: dir,
-        }
+        let repo = Repo::new(tag, &[("cachedpkg", 300_000)]);
+        let host = repo.host("server");
+        host.hold(repo.pkg("cachedpkg"));
+        World { host, repo }
     }
 
-    fn request_path(&self) -> String {
-        format!("/request/core/x86_64/{}", self.file)
+    fn pkg(&self) -> &Pkg {
+        self.repo.pkg("cachedpkg")
+    }
+
+    /// `bin` under qemu with this world's pacman.conf and `extra` arguments.
+    fn start(&self, bin: &Path, extra: &[&str]) -> Result<Pacserve, String> {
+        self.host.pacserve().under_qemu(bin).args(extra).try_start()
     }
 
     /// The raw client gets the cached package byte-identical and a 307 for the database.
-    fn check_served(&self, ps: &QemuPacserve) {
-        let r = get(ps.port, &self.request_path());
+    fn check_served(&self, ps: &Pacserve) {
+        let r = get(ps.port(), &self.pkg().request_path());
         assert_eq!(r.status, 200, "{}\n{}", r.head, ps.log());
-        assert!(
-            r.body == self.bytes,
-            "cached package: {} bytes received, {} expected",
-            r.body.len(),
-            self.bytes.len()
-        );
-        let r = get(ps.port, "/request/core/x86_64/core.db");
+        assert_same_bytes(&r.body, &self.pkg().bytes, "cached package");
+        let r = get(ps.port(), "/request/core/x86_64/core.db");
         assert_eq!(r.status, 307, "{}\n{}", r.head, ps.log());
         assert_eq!(
             r.header("location"),
-            Some(&*self.mirror.url("/core/os/x86_64/core.db")),
+            Some(&*self.repo.mirror.url("/core/os/x86_64/core.db")),
             "{}",
             r.head
         );
         assert_eq!(
-            self.mirror.served(&self.file),
+            self.repo.mirror.served(&self.pkg().file),
             0,
             "the package came from the mirror:\n{}",
-            self.mirror.dump()
+            self.repo.mirror.dump()
         );
     }
 }
@@ -358,7 +251,7 @@ impl World {
 #[test]
 fn elf_reader_sees_the_dynamic_unstripped_debug_binary() {
     // The host (glibc, debug) build: proves each check of `assert_static` can fail.
-    let elf = read_elf(Path::new(env!("CARGO_BIN_EXE_pacserve")));
+    let elf = read_elf(Path::new(bin()));
     assert_eq!(elf.machine, EM_X86_64);
     assert!(
         elf.interp.as_deref().is_some_and(|i| i.contains("ld-")),
@@ -392,33 +285,32 @@ fn aarch64_musl_release_binary_is_static_stripped_and_within_1_mib() {
 fn aarch64_binary_under_qemu_serves_pacman_from_cache_and_redirects_the_db() {
     let bin = built(AARCH64);
     let w = World::new("qemu");
-    let ps = QemuPacserve::start(&bin, &w.conf, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let ps = w.start(&bin, &[]).unwrap_or_else(|e| panic!("{e}"));
     w.check_served(&ps);
 
     // The real pacman: database through the redirect, package from pacserve's cache.
-    let client = PacmanClient::new(
-        "core",
-        &[format!("http://127.0.0.1:{}/request/$repo/$arch", ps.port)],
-    );
+    let client = PacmanClient::new("core", &[ps.url("/request/$repo/$arch")]);
     let ran = client.sync();
     assert!(ran.success(), "pacman -Sy: {}\n{}", ran.text(), ps.log());
     let ran = client.download("cachedpkg");
     assert!(ran.success(), "pacman -Sw: {}\n{}", ran.text(), ps.log());
-    let got = client.cached(&w.file).expect("package in pacman's cache");
+    let got = client
+        .cached(&w.pkg().file)
+        .expect("package in pacman's cache");
     assert!(
-        got == w.bytes,
+        got == w.pkg().bytes,
         "pacman's copy differs from the cached package"
     );
     assert!(
-        w.mirror.served("core.db") >= 1,
+        w.repo.mirror.served("core.db") >= 1,
         "the database did not come from the mirror:\n{}",
-        w.mirror.dump()
+        w.repo.mirror.dump()
     );
     assert_eq!(
-        w.mirror.served(&w.file),
+        w.repo.mirror.served(&w.pkg().file),
         0,
         "the package came from the mirror:\n{}",
-        w.mirror.dump()
+        w.repo.mirror.dump()
     );
 }
 
@@ -434,7 +326,7 @@ fn aarch64_binary_under_qemu_starts_with_multicast_despite_enoprotoopt() {
         "--multicast-port",
         &port,
     ];
-    let ps = match QemuPacserve::start(&bin, &w.conf, &args) {
+    let ps = match w.start(&bin, &args) {
         Ok(ps) => ps,
         Err(e) if e.contains("unknown option") => panic!(
             "the aarch64 binary does not accept {args:?} yet (multicast discovery missing?): {e}"

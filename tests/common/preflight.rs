@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use super::{Ran, TempDir, try_run_bounded};
+use super::process::{Ran, try_run_bounded};
+use super::tempdir::TempDir;
 
 /// Longest one check may take (chromium's first start is the slowest, about a second).
 const CHECK_LIMIT: Duration = Duration::from_secs(30);
@@ -65,16 +66,6 @@ const TOOLS: &[Tool] = &[
         name: "ip netns",
         packages: "iproute2 (and root)",
         check: |_| netns_works(),
-    },
-    Tool {
-        name: "python3",
-        packages: "python3",
-        check: |_| {
-            version(
-                Command::new("/usr/bin/python3").args(["-c", "print('python ok')"]),
-                "python ok",
-            )
-        },
     },
     Tool {
         name: "chromium",

@@ -1,0 +1,215 @@
+//! Network namespaces the tests make and remove: a "switch" namespace holding a Linux bridge,
+//! hosts plugged into it by veth pairs, a thread's way into a namespace, and the cleanup of
+//! what a crashed earlier run left behind.
+//!
+//! Addresses are `10.231.SUBNET.I/24` inside these namespaces only; each host has `lo` up and
+//! a `224.0.0.0/4` route on its veth (so it can join a multicast group) and no default route.
+//! Namespaces are named `psl-PID-TAG-HOST`.
+
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io;
+use std::process::Command;
+use std::sync::Once;
+use std::thread;
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+
+use super::preflight;
+use super::process::{Ran, run_bounded};
+use super::tempdir::TEMP_PREFIX;
+
+/// Prefix of every namespace these tests make (and of their temp dirs' tags).
+pub const NETNS_PREFIX: &str = "psl-";
+/// Longest one `ip` command may take.
+const IP_LIMIT: Duration = Duration::from_secs(10);
+
+/// `ip ARGS`, bounded.
+pub fn ip(args: &[&str]) -> Ran {
+    run_bounded(Command::new("ip").args(args), IP_LIMIT)
+}
+
+/// `ip ARGS`, which must succeed.
+pub fn ip_ok(args: &[&str]) {
+    let ran = ip(args);
+    assert!(
+        ran.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        ran.text()
+    );
+}
+
+/// Run `f` on a thread of its own that has first moved into the network namespace `ns`
+/// (`/run/netns/NS`): sockets it makes stay in that namespace for good, whichever thread uses
+/// them later.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let handle = File::open(format!("/run/netns/{ns}"))?;
+    thread::scope(|s| {
+        s.spawn(|| {
+            move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&handle),
+                Some(LinkNameSpaceType::Network),
+            )?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The namespaces of one test: a switch with a bridge, and hosts plugged into it. All are
+/// deleted on drop (which also removes their veths and the bridge).
+pub struct Netns {
+    prefix: String,
+    subnet: u8,
+    made: RefCell<Vec<String>>,
+}
+
+impl Netns {
+    /// A switch for subnet `10.231.SUBNET.0/24`; `tag` names the test.
+    pub fn new(tag: &str, subnet: u8) -> Netns {
+        preflight::require();
+        remove_leftovers();
+        let net = Netns {
+            prefix: format!("{NETNS_PREFIX}{}-{tag}-", std::process::id()),
+            subnet,
+            made: RefCell::new(Vec::new()),
+        };
+        let sw = net.add("sw");
+        ip_ok(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        ip_ok(&["-n", &sw, "link", "set", "br0", "up"]);
+        net
+    }
+
+    /// `ip netns add`, recorded first so that `Drop` removes it even if a later step fails.
+    fn add(&self, host: &str) -> String {
+        let name = format!("{}{host}", self.prefix);
+        // A namespace of this very name would be ours from this process: none is reused.
+        self.made.borrow_mut().push(name.clone());
+        ip_ok(&["netns", "add", &name]);
+        name
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.prefix)
+    }
+
+    /// The address of host number `i`.
+    pub fn addr(&self, i: u8) -> String {
+        format!("10.231.{}.{i}", self.subnet)
+    }
+
+    /// A host namespace `host` with address `.i`, plugged into the switch; its name.
+    pub fn add_host(&self, host: &str, i: u8) -> String {
+        let ns = self.add(host);
+        let sw = self.switch();
+        let port = format!("v-{host}");
+        let cidr = format!("{}/24", self.addr(i));
+        ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip_ok(&[
+            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &sw,
+        ]);
+        ip_ok(&["-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+        ip_ok(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
+        ip_ok(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip_ok(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in self.made.borrow().iter().rev() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leftovers of crashed runs
+
+/// True when `pid` is this process or another running instance of this test binary, built
+/// from any checkout: `/proc/PID/comm` is `NAME-HASH` cut at 15 bytes, and the hash differs
+/// between checkouts, so only NAME is compared.
+fn owner_alive(pid: u32) -> bool {
+    let name = |p: &str| {
+        let comm = fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+        Some(comm.trim_end().split('-').next()?.to_string())
+    };
+    pid == std::process::id() || name(&pid.to_string()).is_some_and(|n| Some(n) == name("self"))
+}
+
+/// Remove what a crashed earlier run left behind: namespaces with our prefix whose owner (the
+/// PID in the name) is no longer a running test (whatever still runs inside them was started
+/// by that run and is killed by pid first), and that run's temporary directories.
+fn remove_leftovers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let list = ip(&["netns", "list"]);
+        for line in list.stdout.lines() {
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+                continue;
+            };
+            let owner: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());
+            if owner.is_some_and(owner_alive) {
+                continue;
+            }
+            let pids = ip(&["netns", "pids", name]);
+            for pid in pids
+                .stdout
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+            {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
+            }
+            let _ = ip(&["netns", "del", name]);
+        }
+        remove_leftover_dirs();
+    });
+}
+
+/// Temporary directories are named `pacserve-test-PID-...-TAG`; a PID whose directories
+/// include one tagged `...-psl-TEST` was a LAN test binary, so all its directories (pacman
+/// clients too) go once that PID no longer runs it.
+fn remove_leftover_dirs() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = fs::read_dir(&tmp) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(TEMP_PREFIX))
+        .collect();
+    let pid_of =
+        |n: &str| -> Option<u32> { n[TEMP_PREFIX.len()..].split('-').next()?.parse().ok() };
+    let crashed: Vec<u32> = names
+        .iter()
+        .filter(|n| n.contains(&format!("-{NETNS_PREFIX}")))
+        .filter_map(|n| pid_of(n))
+        .filter(|&p| !owner_alive(p))
+        .collect();
+    for n in &names {
+        if pid_of(n).is_some_and(|p| crashed.contains(&p)) {
+            let _ = fs::remove_dir_all(tmp.join(n));
+        }
+    }
+}
