@@ -284,7 +284,7 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     client.fetch(x, || lan.dump(&[&ps_a, &ps_b, &ps_c]));
     expect_request(&ps_a, "127.0.0.1", "GET", &x.request_path(), 307, "peer");
     expect_request(&ps_b, &a.ip, "HEAD", &x.peer_path(), 200, "local");
-    let served = expect_request(&ps_b, &a.ip, "GET", &x.request_path(), 200, "local");
+    let served = expect_request(&ps_b, &a.ip, "GET", &x.lan_path(), 200, "local");
     assert_eq!(served.bytes, x.size());
     assert_eq!(
         lan.mirror_asked(x),
@@ -306,7 +306,7 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     assert_discovers(&ps_a, &d, &lan, &[&ps_d]);
     client.fetch(z, || lan.dump(&[&ps_a, &ps_b, &ps_c, &ps_d]));
     expect_request(&ps_a, "127.0.0.1", "GET", &z.request_path(), 307, "peer");
-    expect_request(&ps_d, &a.ip, "GET", &z.request_path(), 200, "local");
+    expect_request(&ps_d, &a.ip, "GET", &z.lan_path(), 200, "local");
     assert_eq!(
         lan.mirror_asked(z),
         0,

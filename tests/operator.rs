@@ -136,7 +136,7 @@ impl Scene {
         assert_eq!(r.status, 307, "peer redirect: {}\n{}", r.head, self.logs());
         assert_eq!(
             r.header("location"),
-            Some(self.b.url(&peer_pkg.on("request")).as_str()),
+            Some(self.b.url(&peer_pkg.on("lan")).as_str()),
             "peer redirect goes to B\n{}",
             self.logs()
         );
@@ -590,12 +590,12 @@ fn cache_route_serves_the_lan_and_never_the_mirrors() {
     assert_eq!(r.content_length(), Some(local.size()));
     assert!(r.body == local.bytes, "local hit: bytes differ");
 
-    // Held by peer B: 307 to B's /request/ URL, which serves the same bytes.
+    // Held by peer B: 307 to B's /lan/ URL, which serves the same bytes.
     let r = get(a.port(), &held.on("cache"));
     assert_eq!(r.status, 307, "peer hit: {}\n{}", r.head, logs());
-    let want = b.url(&held.on("request"));
+    let want = b.url(&held.on("lan"));
     assert_eq!(r.header("location"), Some(want.as_str()), "{}", logs());
-    let r = get(b.port(), &held.on("request"));
+    let r = get(b.port(), &held.on("lan"));
     assert_eq!(r.status, 200, "B serves its package: {}", r.head);
     assert!(r.body == held.bytes, "B's copy: bytes differ");
 

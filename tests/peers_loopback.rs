@@ -36,7 +36,7 @@ fn lan(tag: &str, names: &[&str]) -> Repo {
 
 /// Where pacserve sends pacman when `peer` holds `pkg`.
 fn peer_location(peer: &Pacserve, pkg: &Pkg) -> String {
-    peer.url(&pkg.request_path())
+    peer.url(&pkg.lan_path())
 }
 
 /// A pacman client whose only server is `ps`.
@@ -230,7 +230,7 @@ fn static_peer_serves_pacman_while_the_db_comes_from_the_mirror() {
     let client = synced_client(&b, &named, &lan.mirror);
     client.fetch(x, || logs(&named, &lan.mirror));
     // The package came from A's cache...
-    let line = a.expect_lookup("GET", &x.request_path(), 200);
+    let line = a.expect_lookup("GET", &x.lan_path(), 200);
     assert_eq!(line.outcome, "local");
     assert_eq!(line.bytes, x.bytes.len() as u64);
     let asked = a.expect_lookup("HEAD", &x.peer_path(), 200);
@@ -368,7 +368,7 @@ fn dead_peer_is_backed_off_and_the_live_one_serves() {
     let client = synced_client(&b, &named, &lan.mirror);
     client.fetch(x, || logs(&named, &lan.mirror));
     assert_eq!(
-        live.expect_lookup("GET", &x.request_path(), 200).outcome,
+        live.expect_lookup("GET", &x.lan_path(), 200).outcome,
         "local"
     );
     lan.mirror.assert_served(&x.file, 0);
@@ -569,10 +569,10 @@ fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
         "peer"
     );
     assert_eq!(
-        p1.expect_lookup("GET", &good.request_path(), 200).outcome,
+        p1.expect_lookup("GET", &good.lan_path(), 200).outcome,
         "local"
     );
-    let sig_path = format!("{}.sig", good.request_path());
+    let sig_path = format!("{}.sig", good.lan_path());
     assert_eq!(p1.expect_lookup("GET", &sig_path, 307).outcome, "mirror");
     lan.mirror
         .assert_served(&format!("{}.sig", good.mirror_path()), 1);

@@ -119,6 +119,11 @@ impl Pkg {
         self.on("request")
     }
 
+    /// The path a pacserve sends pacman to on the peer that holds it.
+    pub fn lan_path(&self) -> String {
+        self.on("lan")
+    }
+
     /// The path one pacserve asks another on.
     pub fn peer_path(&self) -> String {
         self.on("peer")
