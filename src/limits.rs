@@ -163,3 +163,11 @@ pub const OPEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// Most open cache files kept for reuse: bounds the descriptors they hold.
 pub const OPEN_CACHE_MAX: usize = 128;
+
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS): the error lasts until some
+/// connection closes, so trying again at once would only spin the accept loop.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// `Retry-After` of the 503 sent over `MAX_CONNECTIONS`: slots free up as soon as downloads
+/// end, and pacman moves on to its next server anyway, so a client need not wait long.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
