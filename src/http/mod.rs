@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod date;
+pub mod head;
 pub mod message;
 pub mod parse;
 pub mod range;
