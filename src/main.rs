@@ -12,7 +12,7 @@ use pacserve::app::mirrors::RepoTable;
 use pacserve::app::{Config, Service};
 use pacserve::config::cli::{self, Args, Command};
 use pacserve::config::pacman_conf;
-use pacserve::http::server::serve;
+use pacserve::http::server::{Options, serve};
 use pacserve::http::url::points_at_self;
 use pacserve::peers::discovery::{self, Announce, DiscoveryStats, Kind, MulticastConfig};
 use pacserve::peers::lookup::PeerLookup;
@@ -101,7 +101,12 @@ fn run(args: Args) -> ExitCode {
 
     pacserve::sys::rt::block_on(pacserve::sys::rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let server = pacserve::sys::rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
+        let server = pacserve::sys::rt::spawn(serve(
+            listener,
+            service.clone(),
+            stop_rx.clone(),
+            Options::default(),
+        ));
         let discovery = discovery.map(|(disc, cfg, me)| {
             pacserve::sys::rt::spawn(discovery::run(
                 disc,
