@@ -35,7 +35,6 @@ pub struct Stub {
     pub done: Mutex<Vec<Record>>,
     started: Sender<()>,
     release: Receiver<()>,
-    big: Arc<Vec<u8>>,
 }
 
 /// The test's ends of `/slow`: learn that it started, let it finish.
@@ -52,7 +51,6 @@ impl Stub {
             done: Mutex::new(Vec::new()),
             started: started_tx,
             release: release_rx,
-            big: Arc::new(vec![b'x'; BIG]),
         };
         let control = SlowControl {
             started: started_rx,
@@ -71,7 +69,7 @@ impl Handler for Stub {
 
     async fn handle(&self, req: &Request) -> (Response, Self::Outcome) {
         let body = match req.target.as_str() {
-            "/big" => self.big.clone(),
+            "/big" => Arc::new(vec![b'x'; BIG]),
             "/slow" => {
                 let _ = self.started.try_send(());
                 let _ = self.release.recv().await;
