@@ -239,3 +239,11 @@ pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// (a flood of refused connections once wrote 381,000 lines in 40 s).
 pub const LOG_BURST: u32 = 5;
 pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS): the error lasts until some
+/// connection closes, so trying again at once would only spin the accept loop.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// `Retry-After` of the 503 sent over `MAX_CONNECTIONS`: slots free up as soon as downloads
+/// end, and pacman moves on to its next server anyway, so a client need not wait long.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);

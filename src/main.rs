@@ -17,7 +17,7 @@ use pacserve::app::mirrors::RepoTable;
 use pacserve::app::{Config, Service};
 use pacserve::config::cli::{self, Args, Command, MulticastArgs};
 use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
-use pacserve::http::server::serve;
+use pacserve::http::server::{Options, serve};
 use pacserve::http::url::points_at_self;
 use pacserve::limits::RELOAD_TIMEOUT;
 use pacserve::peers::discovery::{
@@ -119,7 +119,12 @@ fn run(args: Args) -> Result<(), StartError> {
 
     rt::block_on(rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let server = rt::spawn(serve(listener, service.clone(), stop_rx.clone()));
+        let server = rt::spawn(serve(
+            listener,
+            service.clone(),
+            stop_rx.clone(),
+            Options::default(),
+        ));
         let discovery = discovery.map(|(disc, cfg, me)| {
             let stats = discovery_stats.clone();
             rt::spawn(discovery::run(

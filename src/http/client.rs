@@ -1,17 +1,17 @@
-//! A minimal HTTP/1.1 client for probing mirrors (and, later, peers): one HEAD request per
-//! connection, bounded in bytes and time.
+//! A minimal HTTP/1.1 client, I/O (name lookup, one socket), for probing mirrors and asking
+//! peers: one HEAD request per connection, bounded in bytes and time.
 
 use std::io;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
-use smol::Timer;
-use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
+use async_io::Async;
+use smol::io::AsyncWriteExt;
 
-use crate::http::parse::{Parsed, parse_response};
+use crate::http::head::{Head, HeadBuf};
+use crate::http::parse::{ParseError, Parsed, ResponseHead, parse_response};
 use crate::http::url::{Scheme, Url};
-use crate::limits::MAX_HEAD_BYTES;
+use crate::sys::rt::within;
 
 /// What a server answered to HEAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,62 +35,69 @@ pub async fn head(url: &Url, timeout: Duration) -> io::Result<HeadAnswer> {
             "https cannot be probed",
         ));
     }
-    let exchange = async {
-        let mut stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
-        stream.set_nodelay(true)?;
+    let deadline = Instant::now() + timeout;
+    within(timeout, "no answer in time", async {
+        let stream = connect(&url.host, url.port).await?;
+        stream.get_ref().set_nodelay(true)?;
         let request = format!(
             "HEAD {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pacserve/{}\r\nConnection: close\r\n\r\n",
             url.path,
             url.authority(),
             env!("CARGO_PKG_VERSION")
         );
-        stream.write_all(request.as_bytes()).await?;
-        read_answer(&mut stream).await
-    };
-    exchange
-        .or(async {
-            Timer::after(timeout).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))
-        })
-        .await
-}
-
-async fn read_answer(stream: &mut TcpStream) -> io::Result<HeadAnswer> {
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
-    let mut filled = 0;
-    loop {
-        match parse_response(&buf[..filled]) {
-            Ok(Parsed::Complete { value, .. }) => {
-                return Ok(HeadAnswer {
-                    status: value.status,
-                    has_sig: value
-                        .pacserve_sig
-                        .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
-                });
-            }
-            Ok(Parsed::Partial) => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad response: {}", e.reason()),
-                ));
-            }
-        }
-        if filled == buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "response head too large",
-            ));
-        }
-        let n = stream.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            return Err(io::Error::new(
+        (&stream).write_all(request.as_bytes()).await?;
+        // The deadline is the same as the race's: read_head needs it to give its verdict on
+        // what arrived.
+        let head = HeadBuf::new()
+            .read_head(&mut &stream, deadline, answer)
+            .await?;
+        match head {
+            Head::Complete(answer) => Ok(answer),
+            Head::Closed | Head::Malformed(ParseError::Incomplete) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed before a response",
-            ));
+            )),
+            Head::Malformed(e) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad response: {}", e.reason()),
+            )),
+            Head::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
         }
-        filled += n;
+    })
+    .await
+}
+
+fn answer(buf: &[u8]) -> Result<Parsed<HeadAnswer>, ParseError> {
+    let answer = |h: ResponseHead<'_>| HeadAnswer {
+        status: h.status,
+        has_sig: h
+            .pacserve_sig
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+    };
+    parse_response(buf).map(|p| p.map(answer))
+}
+
+/// Connect to the first of `host`'s addresses that answers. A name is looked up on the
+/// blocking pool (getaddrinfo blocks); an address literal needs no lookup.
+async fn connect(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => {
+            let host = host.to_string();
+            smol::unblock(move || {
+                Ok::<_, io::Error>((host.as_str(), port).to_socket_addrs()?.collect())
+            })
+            .await?
+        }
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    for addr in addrs {
+        match Async::<TcpStream>::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
     }
+    Err(last)
 }
 
 /// Ask a peer's peer route with HEAD: (status, whether it also holds the `.sig`).
@@ -107,4 +114,147 @@ pub async fn ask_peer(
     };
     let answer = head(&url, timeout).await?;
     Ok((answer.status, answer.has_sig))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener};
+    use std::sync::mpsc;
+
+    use crate::http::testing::BOUND;
+    use crate::limits::MAX_HEAD_BYTES;
+
+    /// What the one-connection test server does once it has read the request head.
+    enum Then {
+        /// Send these bytes and keep the connection open.
+        Answer(Vec<u8>),
+        /// Send these bytes and close its side.
+        AnswerAndClose(Vec<u8>),
+        /// Send nothing and keep the connection open.
+        Silence,
+    }
+
+    /// A server for one connection: reads the request head, does `then`, and holds the
+    /// connection until the client closes it (a close of ours could reset the client's
+    /// reads). The URL to ask and, later, the request it read.
+    fn server(then: Then) -> (Url, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local address").port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.set_read_timeout(Some(BOUND)).expect("read timeout");
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") && got.len() < MAX_HEAD_BYTES {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+            match then {
+                Then::Answer(bytes) => drop(s.write_all(&bytes)),
+                Then::AnswerAndClose(bytes) => {
+                    let _ = s.write_all(&bytes);
+                    let _ = s.shutdown(Shutdown::Write);
+                }
+                Then::Silence => {}
+            }
+            let _ = s.read(&mut chunk);
+        });
+        let url = Url {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".to_string(),
+            port,
+            path: "/request/core/x86_64/a-1-1-any.pkg.tar.zst".to_string(),
+        };
+        (url, rx)
+    }
+
+    fn ask(url: &Url, timeout: Duration) -> io::Result<HeadAnswer> {
+        smol::block_on(head(url, timeout))
+    }
+
+    #[test]
+    fn an_answer_is_read() {
+        let (url, request) = server(Then::Answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Pacserve-Sig: yes\r\n\r\n".to_vec(),
+        ));
+        let answer = ask(&url, BOUND).expect("an answer");
+        assert_eq!(
+            answer,
+            HeadAnswer {
+                status: 200,
+                has_sig: true
+            }
+        );
+        let request = request.recv_timeout(BOUND).expect("the request");
+        assert!(
+            request.starts_with(&format!("HEAD {} HTTP/1.1\r\n", url.path)),
+            "{request}"
+        );
+        assert!(request.contains(&format!("\r\nHost: 127.0.0.1:{}\r\n", url.port)));
+        assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
+    }
+
+    #[test]
+    fn bad_answers_are_errors() {
+        let mut huge = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        huge.resize(MAX_HEAD_BYTES + 100, b'b');
+        let half = b"HTTP/1.1 200 OK\r\nContent-Le".to_vec();
+        let cases: [(&str, Then, io::ErrorKind, &str); 6] = [
+            (
+                "garbage",
+                Then::Answer(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()),
+                io::ErrorKind::InvalidData,
+                "bad response: malformed start line",
+            ),
+            (
+                "a head too large",
+                Then::Answer(huge),
+                io::ErrorKind::InvalidData,
+                "bad response: head too large",
+            ),
+            (
+                "half a head, then silence",
+                Then::Answer(half.clone()),
+                io::ErrorKind::TimedOut,
+                "no answer in time",
+            ),
+            (
+                "silence",
+                Then::Silence,
+                io::ErrorKind::TimedOut,
+                "no answer in time",
+            ),
+            (
+                "half a head, then the end",
+                Then::AnswerAndClose(half),
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ),
+            (
+                "the end before an answer",
+                Then::AnswerAndClose(Vec::new()),
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ),
+        ];
+        for (what, then, kind, text) in cases {
+            let (url, _request) = server(then);
+            let e = ask(&url, Duration::from_millis(200)).expect_err(what);
+            assert_eq!((e.kind(), e.to_string().as_str()), (kind, text), "{what}");
+        }
+        let https = Url {
+            scheme: Scheme::Https,
+            host: "127.0.0.1".to_string(),
+            port: 443,
+            path: "/".to_string(),
+        };
+        let e = ask(&https, BOUND).expect_err("https");
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    }
 }

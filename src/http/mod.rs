@@ -1,10 +1,15 @@
 //! HTTP/1.1, hand-written: pure parsing (`parse`, `date`, `range`, `url`), the messages
-//! (`message`), and the socket shell (`server`, `client`).
+//! (`message`), and the socket shell: `head` (reading one head, for both sides), `conn` (one
+//! server connection), `server` (accept loop, cap, drain) and `client`.
 
 pub mod client;
+pub mod conn;
 pub mod date;
+pub mod head;
 pub mod message;
 pub mod parse;
 pub mod range;
 pub mod server;
+#[cfg(test)]
+mod testing;
 pub mod url;

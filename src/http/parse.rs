@@ -22,6 +22,20 @@ pub enum Parsed<T> {
     Partial,
 }
 
+impl<T> Parsed<T> {
+    /// The same verdict about the same bytes, with the head turned into something else (an
+    /// owned copy, say, that outlives the buffer).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Parsed<U> {
+        match self {
+            Parsed::Complete { value, len } => Parsed::Complete {
+                value: f(value),
+                len,
+            },
+            Parsed::Partial => Parsed::Partial,
+        }
+    }
+}
+
 /// Why a head was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {

@@ -1,29 +1,24 @@
-//! The HTTP/1.1 server shell: accept loop, one task per connection, keep-alive and
-//! pipelining, time limits on every read and write, zero-copy file bodies.
+//! The HTTP/1.1 server shell, I/O: the accept loop, the connection cap, the drain on stop,
+//! and the [`Handler`] contract; each connection's steps are in [`conn`](crate::http::conn).
 //!
-//! I/O. What to answer is the [`Handler`]'s business (the application's); this module only
-//! moves bytes and tells the handler how each response ended.
+//! What to answer is the [`Handler`]'s business (the application's); the shell only moves
+//! bytes and tells the handler how each response ended.
 
-use std::fs::File;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use smol::Async;
-use smol::Timer;
+use async_io::{Async, Timer};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
-use smol::io::AsyncWriteExt;
 
-use crate::http::date::format_http_date;
-use crate::http::message::{Body, Method, Request, Response, error_text, reason};
-use crate::http::parse::{ParseError, Parsed, parse_request};
-use crate::limits::{
-    DRAIN_POLL, DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES,
-    SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
-};
+use crate::http::conn::{Timeouts, connection, date_now};
+use crate::http::message::{Body, Request, Response};
+use crate::http::parse::ParseError;
+use crate::limits::{ACCEPT_ERROR_PAUSE, BUSY_RETRY_AFTER, DRAIN_POLL, MAX_CONNECTIONS};
+use crate::sys::rt::until;
 
 /// An answer the shell gave by itself, without asking the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +31,17 @@ pub enum ShellAnswer {
     Busy,
     /// A request the shell refuses before the handler sees it (HTTP/1.1 without Host, a body).
     Refused,
+}
+
+impl ShellAnswer {
+    pub fn status(self) -> u16 {
+        match self {
+            ShellAnswer::Malformed(e) => e.status(),
+            ShellAnswer::TimedOut => 408,
+            ShellAnswer::Busy => 503,
+            ShellAnswer::Refused => 400,
+        }
+    }
 }
 
 /// One finished response, for the handler's log and counters.
@@ -68,10 +74,32 @@ pub trait Handler: Send + Sync + 'static {
     fn completed(&self, done: &Completed<'_, Self::Outcome>);
 }
 
-/// Accept connections, each on its own task, at most `MAX_CONNECTIONS` at a time, until
-/// `stop` is closed. Then stop accepting, close idle connections, let responses in flight
-/// finish for at most `DRAIN_TIMEOUT`, and return.
-pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, stop: Receiver<()>) {
+/// How the server runs; `Options::default()` is what `limits.rs` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Connections served at once; the next one is answered 503 (`MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_connections: MAX_CONNECTIONS,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Accept connections, each on its own task, at most `options.max_connections` at a time,
+/// until `stop` is closed. Then stop accepting, close idle connections, let responses in
+/// flight finish for at most `options.timeouts.drain`, and return.
+pub async fn serve<H: Handler>(
+    listener: Async<TcpListener>,
+    handler: Arc<H>,
+    stop: Receiver<()>,
+    options: Options,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = listener
@@ -85,62 +113,67 @@ pub async fn serve<H: Handler>(listener: Async<TcpListener>, handler: Arc<H>, st
             // A connection accepted in the same instant as the stop is dropped unanswered.
             break;
         }
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, peer)) if active.load(Ordering::Relaxed) >= options.max_connections => {
+                refuse_busy(stream.get_ref(), peer, &*handler);
+            }
+            Ok((stream, peer)) => {
+                let slot = ConnectionSlot::take(&active);
+                let (handler, stop) = (handler.clone(), stop.clone());
+                crate::sys::rt::spawn(async move {
+                    let _slot = slot;
+                    let _ = stream.get_ref().set_nodelay(true);
+                    let served = connection(stream, peer, &*handler, &stop, options.timeouts);
+                    if let Err(e) = served.await {
+                        crate::verbose!("{peer}: connection ended: {e}");
+                    }
+                })
+                .detach();
+            }
             Err(e) => {
-                // EMFILE and friends: wait a little rather than spin.
                 crate::error!("accept failed: {e}");
-                Timer::after(Duration::from_millis(100)).await;
-                continue;
+                Timer::after(ACCEPT_ERROR_PAUSE).await;
             }
-        };
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            refuse_busy(stream.get_ref(), peer, &*handler);
-            continue;
         }
-        let guard = ConnectionSlot::take(&active);
-        let handler = handler.clone();
-        let stop = stop.clone();
-        crate::sys::rt::spawn(async move {
-            let _guard = guard;
-            let _ = stream.get_ref().set_nodelay(true);
-            if let Err(e) = connection(stream, peer, &*handler, &stop).await {
-                crate::verbose!("{peer}: connection ended: {e}");
-            }
-        })
-        .detach();
     }
     // New connections are refused from here on.
     drop(listener);
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while active.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-        Timer::after(DRAIN_POLL).await;
-    }
-    let left = active.load(Ordering::Relaxed);
-    if left > 0 {
+    drain(&active, options.timeouts.drain).await;
+}
+
+/// Wait for the open connections to close, at most `limit`.
+async fn drain(active: &AtomicUsize, limit: Duration) {
+    let closed = async {
+        while active.load(Ordering::Relaxed) > 0 {
+            Timer::after(DRAIN_POLL).await;
+        }
+    };
+    if until(Instant::now() + limit, closed).await.is_none() {
+        let left = active.load(Ordering::Relaxed);
         crate::error!("stopping with {left} connection(s) still open");
     }
 }
 
 /// Over the cap: one non-blocking write of a 503 and close, no task and no waiting.
 fn refuse_busy<H: Handler>(stream: &TcpStream, peer: SocketAddr, handler: &H) {
-    use std::io::Write as _;
-    let text = error_text(503);
-    let head = format!(
-        "HTTP/1.1 503 {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{text}",
-        reason(503),
-        text.len()
-    );
+    let busy = ShellAnswer::Busy;
+    let resp = Response::new(busy.status())
+        .header("Retry-After", BUSY_RETRY_AFTER.as_secs().to_string())
+        .closing();
+    let mut bytes = resp.head(&date_now());
+    if let Body::Text(text) = resp.body {
+        bytes.extend_from_slice(text.as_bytes());
+    }
     let mut s = stream;
-    let _ = s.write(head.as_bytes());
+    let _ = s.write(&bytes);
     handler.completed(&Completed {
         peer,
         request: None,
-        status: 503,
+        status: resp.status,
         body_bytes: 0,
         from_file: false,
-        outcome: handler.shell_outcome(ShellAnswer::Busy),
-        shell: Some(ShellAnswer::Busy),
+        outcome: handler.shell_outcome(busy),
+        shell: Some(busy),
     });
 }
 
@@ -159,297 +192,102 @@ impl Drop for ConnectionSlot {
     }
 }
 
-fn timed_out(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, what)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::mpsc;
 
-/// Race `fut` against a timer.
-async fn within<T>(
-    limit: Duration,
-    what: &'static str,
-    fut: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    fut.or(async {
-        Timer::after(limit).await;
-        Err(timed_out(what))
-    })
-    .await
-}
+    use crate::http::testing::{BOUND, Client, Record, SlowControl, Stub};
 
-async fn connection<H: Handler>(
-    stream: Async<TcpStream>,
-    peer: SocketAddr,
-    handler: &H,
-    stop: &Receiver<()>,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
-    let mut filled = 0usize;
-    loop {
-        // Read until one whole head is buffered; leftover bytes are the next pipelined request.
-        let head_deadline = if filled > 0 {
-            Some(Instant::now() + HEAD_READ_TIMEOUT)
-        } else {
-            None
-        };
-        let mut head_deadline = head_deadline;
-        let (req, consumed) = loop {
-            match parse_request(&buf[..filled]) {
-                Ok(Parsed::Complete { value, len }) => {
-                    let req = Request {
-                        peer,
-                        method: match value.method {
-                            "GET" => Method::Get,
-                            "HEAD" => Method::Head,
-                            _ => Method::Other,
-                        },
-                        method_text: value.method.to_string(),
-                        target: value.target.to_string(),
-                        range: value.range.map(str::to_string),
-                        if_range: value.if_range.map(str::to_string),
-                        if_modified_since: value.if_modified_since.map(str::to_string),
-                        has_body: value.transfer_encoding
-                            || value.content_length.is_some_and(|n| n > 0),
-                        has_host: value.host.is_some(),
-                        http11: value.minor_version == 1,
-                    };
-                    let keep = value.keep_alive();
-                    break (Some((req, keep)), len);
-                }
-                Ok(Parsed::Partial) => {}
-                Err(e) => {
-                    reject(&stream, peer, e, handler).await;
-                    return Ok(());
-                }
-            }
-            if filled == buf.len() {
-                reject(&stream, peer, ParseError::HeadTooLarge, handler).await;
-                return Ok(());
-            }
-            let limit = match head_deadline {
-                None => IDLE_TIMEOUT,
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            };
-            let idle = filled == 0;
-            let read = within(
-                limit,
-                "timed out reading a request",
-                stream.read_with(|s| {
-                    use std::io::Read as _;
-                    let mut s = s;
-                    s.read(&mut buf[filled..])
-                }),
-            )
-            .or(async {
-                // Between requests, a shutdown closes the connection at once.
-                if idle {
-                    let _ = stop.recv().await;
-                    Ok(0)
-                } else {
-                    std::future::pending().await
-                }
-            })
-            .await;
-            match read {
-                // The client closed its side with nothing asked (or only the empty lines
-                // allowed before a request line): nothing to answer.
-                Ok(0) if buf[..filled].iter().all(|b| matches!(b, b'\r' | b'\n')) => {
-                    return Ok(());
-                }
-                // Part of a head, then the end: the client may still be reading (a
-                // half-close), so say the request was incomplete.
-                Ok(0) => {
-                    reject(&stream, peer, ParseError::Incomplete, handler).await;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    filled += n;
-                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_READ_TIMEOUT);
-                }
-                Err(e) if e.kind() == io::ErrorKind::TimedOut && filled == 0 => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    let resp = Response::new(408).closing();
-                    let _ = write_response(&stream, &resp, false).await;
-                    handler.completed(&Completed {
-                        peer,
-                        request: None,
-                        status: 408,
-                        body_bytes: 0,
-                        from_file: false,
-                        outcome: handler.shell_outcome(ShellAnswer::TimedOut),
-                        shell: Some(ShellAnswer::TimedOut),
-                    });
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let Some((req, keep_alive)) = req else {
-            return Ok(());
-        };
-        buf.copy_within(consumed..filled, 0);
-        filled -= consumed;
+    /// `serve` on its own thread (which also runs the executor its connections are spawned
+    /// on), with the means to stop it and learn that it returned.
+    struct Server {
+        addr: SocketAddr,
+        stub: Arc<Stub>,
+        slow: SlowControl,
+        stop: smol::channel::Sender<()>,
+        returned: mpsc::Receiver<()>,
+    }
 
-        let (mut resp, outcome, shell) = if (req.http11 && !req.has_host) || req.has_body {
-            // A body we never expect: rather than skip one of unknown size, close.
-            let refused = ShellAnswer::Refused;
-            let outcome = handler.shell_outcome(refused);
-            (Response::new(400).closing(), outcome, Some(refused))
-        } else {
-            let (resp, outcome) = handler.handle(&req).await;
-            (resp, outcome, None)
-        };
-        if !keep_alive {
-            resp.close = true;
+    impl Server {
+        fn start(options: Options) -> Server {
+            let listener = Async::new(TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+                .expect("non-blocking listener");
+            let addr = listener.get_ref().local_addr().expect("local address");
+            let (stub, slow) = Stub::new();
+            let (stop, stop_rx) = smol::channel::bounded::<()>(1);
+            let (tx, returned) = mpsc::channel();
+            let handler = stub.clone();
+            std::thread::spawn(move || {
+                crate::sys::rt::block_on(1, serve(listener, handler, stop_rx, options));
+                let _ = tx.send(());
+            });
+            Server {
+                addr,
+                stub,
+                slow,
+                stop,
+                returned,
+            }
         }
-        let with_body = req.method != Method::Head;
-        let sent = write_response(&stream, &resp, with_body).await;
-        handler.completed(&Completed {
-            peer,
-            request: Some(&req),
-            status: resp.status,
-            body_bytes: sent.as_ref().map_or(0, |n| *n),
-            from_file: matches!(resp.body, Body::File { .. }),
-            outcome,
-            shell,
+
+        /// Close the stop channel and wait (at most `BOUND`) for `serve` to return.
+        fn stop_and_wait(&self) {
+            self.stop.close();
+            self.returned
+                .recv_timeout(BOUND)
+                .expect("serve returns after the stop");
+        }
+
+        /// A client that has been answered once, so its connection is being served.
+        fn answered_client(&self) -> Client {
+            let mut c = Client::connect(self.addr);
+            c.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(c.answer().expect("an answer").status, 200);
+            c
+        }
+    }
+
+    #[test]
+    fn the_stop_closes_idle_connections_and_lets_answers_finish() {
+        let s = Server::start(Options::default());
+        let mut idle = s.answered_client();
+        let mut busy = s.answered_client();
+        busy.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+        smol::block_on(s.slow.started.recv()).expect("/slow started");
+        s.stop.close();
+        // The idle connection closes while the other answer is still held back.
+        assert!(idle.closed());
+        s.slow.release.try_send(()).expect("release /slow");
+        let slow = busy.answer().expect("the answer in flight");
+        assert_eq!((slow.status, slow.body.as_slice()), (200, &b"slow"[..]));
+        assert!(busy.closed(), "closed after its answer");
+        s.stop_and_wait();
+    }
+
+    #[test]
+    fn over_the_cap_a_connection_gets_503() {
+        let s = Server::start(Options {
+            max_connections: 1,
+            ..Options::default()
         });
-        sent?;
-        if resp.close || stop.is_closed() {
-            return Ok(());
-        }
-        // A keep-alive client with pipelined requests must not starve the other connections.
-        smol::future::yield_now().await;
+        let held = s.answered_client();
+        let mut over = Client::connect(s.addr);
+        let a = over.answer().expect("an answer without asking");
+        assert_eq!(a.status, 503);
+        let retry = format!("Retry-After: {}\r\n", BUSY_RETRY_AFTER.as_secs());
+        assert!(a.head.contains(&retry), "{}", a.head);
+        assert!(over.closed());
+        drop(held);
+        s.stop_and_wait();
+        let busy: Vec<Record> = s
+            .stub
+            .records()
+            .into_iter()
+            .filter(|r| r.shell == Some(ShellAnswer::Busy))
+            .collect();
+        assert_eq!(busy.len(), 1, "{busy:?}");
+        assert_eq!((busy[0].status, busy[0].target.as_deref()), (503, None));
     }
-}
-
-async fn reject<H: Handler>(
-    stream: &Async<TcpStream>,
-    peer: SocketAddr,
-    e: ParseError,
-    handler: &H,
-) {
-    let resp = Response::new(e.status()).closing();
-    let bytes = write_response(stream, &resp, true).await.unwrap_or(0);
-    let shell = ShellAnswer::Malformed(e);
-    handler.completed(&Completed {
-        peer,
-        request: None,
-        status: resp.status,
-        body_bytes: bytes,
-        from_file: false,
-        outcome: handler.shell_outcome(shell),
-        shell: Some(shell),
-    });
-}
-
-/// Write head and (unless `with_body` is false) body; the body bytes written.
-async fn write_response(
-    stream: &Async<TcpStream>,
-    resp: &Response,
-    with_body: bool,
-) -> io::Result<u64> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut head = String::with_capacity(256);
-    head.push_str("HTTP/1.1 ");
-    head.push_str(&resp.status.to_string());
-    head.push(' ');
-    head.push_str(reason(resp.status));
-    head.push_str("\r\nDate: ");
-    head.push_str(&format_http_date(now));
-    head.push_str("\r\nServer: pacserve\r\n");
-    for (name, value) in &resp.headers {
-        head.push_str(name);
-        head.push_str(": ");
-        head.push_str(value);
-        head.push_str("\r\n");
-    }
-    if resp.status != 304 {
-        head.push_str("Content-Length: ");
-        head.push_str(&resp.body.len().to_string());
-        head.push_str("\r\n");
-    }
-    if let Body::Text(_) = resp.body {
-        head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-    }
-    if resp.close {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-
-    let mut s = stream;
-    match (&resp.body, with_body) {
-        (Body::Text(text), true) => {
-            head.push_str(text);
-            within(
-                WRITE_STALL_TIMEOUT,
-                "write stalled",
-                s.write_all(head.as_bytes()),
-            )
-            .await?;
-            Ok(text.len() as u64)
-        }
-        (Body::Shared(bytes), true) => {
-            within(
-                WRITE_STALL_TIMEOUT,
-                "write stalled",
-                s.write_all(head.as_bytes()),
-            )
-            .await?;
-            within(WRITE_STALL_TIMEOUT, "write stalled", s.write_all(bytes)).await?;
-            Ok(bytes.len() as u64)
-        }
-        (Body::File { file, start, len }, true) => {
-            within(
-                WRITE_STALL_TIMEOUT,
-                "write stalled",
-                s.write_all(head.as_bytes()),
-            )
-            .await?;
-            send_file(stream, file, *start, *len).await
-        }
-        _ => {
-            within(
-                WRITE_STALL_TIMEOUT,
-                "write stalled",
-                s.write_all(head.as_bytes()),
-            )
-            .await?;
-            Ok(0)
-        }
-    }
-}
-
-/// Zero-copy: sendfile(2) from the cache file straight into the socket.
-async fn send_file(
-    stream: &Async<TcpStream>,
-    file: &File,
-    start: u64,
-    len: u64,
-) -> io::Result<u64> {
-    let end = start + len;
-    let mut offset = start;
-    while offset < end {
-        let chunk = (end - offset).min(SENDFILE_CHUNK as u64) as usize;
-        let n = within(
-            WRITE_STALL_TIMEOUT,
-            "write stalled",
-            stream.write_with(|sock| {
-                let mut off = offset;
-                rustix::fs::sendfile(sock, file, Some(&mut off), chunk).map_err(io::Error::from)
-            }),
-        )
-        .await?;
-        if n == 0 {
-            // The file shrank under us; the client cannot get what Content-Length promised.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "cache file shrank while sending",
-            ));
-        }
-        offset += n as u64;
-        // A fast client on loopback could otherwise keep this task running without a pause.
-        smol::future::yield_now().await;
-    }
-    Ok(len)
 }
