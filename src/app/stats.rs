@@ -9,15 +9,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::app::outcome::{COUNTED, Outcome};
 use crate::http::server::Completed;
 use crate::limits::RECENT_LOOKUPS;
-use crate::sys::log::escape;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recent {
     /// Seconds since the Unix epoch.
     pub at: u64,
-    /// Already escaped for logging.
+    /// As the client sent it (a valid token); each view escapes it its own way.
     pub method: String,
-    /// Already escaped for logging.
+    /// As the client sent it (printable ASCII, the parser allows nothing else); each view
+    /// escapes it its own way.
     pub path: String,
     pub status: u16,
     pub outcome: Outcome,
@@ -86,10 +86,7 @@ impl Stats {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let (method, path) = match done.request {
-            Some(r) => (
-                escape(r.method_text.as_bytes()),
-                escape(r.target.as_bytes()),
-            ),
+            Some(r) => (r.method_text.clone(), r.target.clone()),
             None => ("-".to_string(), "-".to_string()),
         };
         let mut recent = crate::lock(&self.recent);
