@@ -342,13 +342,16 @@ ABOUT
                                 is a plain 404 (see CACHESERVER)
     /peer/$repo/$arch/FILE      for other pacserves: this host's cache only, never
                                 forwarded, so lookups cannot recurse or loop
+    /lan/$repo/$arch/FILE       where another pacserve sends pacman: this host's cache,
+                                then its mirrors, never a further peer, so redirects
+                                between pacservers never chain
     /info                       the package files this host holds: NAME SIZE lines
     /                           status page for a browser: counters, peers, recent lookups
     /status.json                the same as JSON
     /metrics                    the same as Prometheus text (pacserve_* metrics)
 
   Log: one line per request on stderr (peer, method, path, status, bytes, outcome:
-  local, peer, mirror, miss, bad). --verbose adds lookup detail; --quiet only errors.
+  local, peer, mirror, miss, bad, busy). --verbose adds lookup detail; --quiet only errors.
 
 PACMAN.CONF
   pacserve reads the same pacman.conf as pacman (--pacman-conf, default /etc/pacman.conf):
