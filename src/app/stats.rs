@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::outcome::{COUNTED, Outcome};
-use crate::http::server::Completed;
+use crate::http::handler::Completed;
 use crate::limits::RECENT_LOOKUPS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

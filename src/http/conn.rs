@@ -8,17 +8,17 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_io::Async;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 
-use crate::http::date::format_http_date;
+use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::head::{Head, HeadBuf};
+use crate::http::message::date_now;
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::parse::{ParseError, Parsed, parse_request};
-use crate::http::server::{Completed, Handler, ShellAnswer};
 use crate::limits::{
     DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
 };
@@ -203,14 +203,6 @@ impl<H: Handler> Conn<'_, H> {
             _ => State::ReadHead,
         })
     }
-}
-
-/// The `Date` of a response sent now.
-pub(crate) fn date_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format_http_date(now)
 }
 
 /// A request head, copied out of the buffer, and whether the connection may stay open.

@@ -175,6 +175,14 @@ pub fn error_text(status: u16) -> &'static str {
     }
 }
 
+/// The `Date` of a response sent now.
+pub fn date_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::http::date::format_http_date(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

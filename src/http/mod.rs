@@ -5,6 +5,7 @@
 pub mod client;
 pub mod conn;
 pub mod date;
+pub mod handler;
 pub mod head;
 pub mod message;
 pub mod parse;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
 
+use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::{Body, Request, Response};
 use crate::http::parse::{Parsed, parse_response};
-use crate::http::server::{Completed, Handler, ShellAnswer};
 
 /// The longest any test socket operation may block: a bound, so a broken server fails a
 /// test instead of hanging it; never a figure any test asserts on.
