@@ -13,15 +13,7 @@ pub const DEFAULT_PORT: u16 = 15678;
 /// Default pacman configuration.
 pub const DEFAULT_PACMAN_CONF: &str = "/etc/pacman.conf";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verbosity {
-    /// Only errors.
-    Quiet,
-    /// One line per request.
-    Normal,
-    /// Also lookup detail.
-    Verbose,
-}
+pub use crate::sys::log::Verbosity;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {

@@ -100,16 +100,18 @@ async fn connect(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
     Err(last)
 }
 
-/// Ask a peer's peer route with HEAD: (status, whether it also holds the `.sig`).
+/// Ask another pacserve at `host:port` with HEAD on `path`: (status, whether it also holds
+/// the `.sig`).
 pub async fn ask_peer(
-    peer: &crate::peers::table::PeerAddr,
+    host: &str,
+    port: u16,
     path: &str,
     timeout: Duration,
 ) -> io::Result<(u16, bool)> {
     let url = Url {
         scheme: Scheme::Http,
-        host: peer.host.clone(),
-        port: peer.port,
+        host: host.to_string(),
+        port,
         path: path.to_string(),
     };
     let answer = head(&url, timeout).await?;

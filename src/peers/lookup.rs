@@ -132,7 +132,7 @@ impl PeerLookup {
             let timeout = self.timeout;
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
             crate::sys::rt::spawn(async move {
-                let asked = ask_peer(&peer, &path, timeout).await;
+                let asked = ask_peer(&peer.host, peer.port, &path, timeout).await;
                 drop(permit);
                 let answer = match asked {
                     Ok((200, has_sig)) => {

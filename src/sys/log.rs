@@ -7,10 +7,20 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::config::cli::Verbosity;
 use std::time::Instant;
 
 use crate::limits::{LOG_BURST, LOG_WINDOW, MAX_LOGGED_PATH};
+
+/// How much is logged (`--quiet`, default, `--verbose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Only errors.
+    Quiet,
+    /// One line per request.
+    Normal,
+    /// Also lookup detail.
+    Verbose,
+}
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
