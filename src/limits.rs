@@ -16,6 +16,10 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// some clients send a stray CRLF after a body). More than this is not a client, it is noise.
 pub const MAX_LEADING_EMPTY_LINES: usize = 4;
 
+/// A connection's head buffer to begin with (it grows to `MAX_HEAD_BYTES` only for a head
+/// that needs it): pacman sends about 200 bytes, curl a little more.
+pub const HEAD_BUFFER_START: usize = 1024;
+
 /// Most header fields in one head. curl sends 4–6; 64 is generous.
 pub const MAX_HEADERS: usize = 64;
 
@@ -25,6 +29,12 @@ pub const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time an idle keep-alive connection is kept open waiting for the next request. pacman reuses
 /// connections within one transaction; anything longer only holds a slot.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// After answering a request it did not read whole (431, 400), how long and how many bytes
+/// the server reads and drops before it closes, so the kernel does not reset the connection
+/// under the client's feet (a client then may lose the answer).
+pub const LINGER_TIME: Duration = Duration::from_secs(1);
+pub const LINGER_BYTES: usize = 64 * 1024;
 
 /// Time a single write may make no progress before the connection is dropped. pacman itself
 /// aborts a transfer after 10 s under 1 byte/s, so a client stalled longer is gone.
@@ -247,3 +257,10 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// `Retry-After` of the 503 sent over `MAX_CONNECTIONS`: slots free up as soon as downloads
 /// end, and pacman moves on to its next server anyway, so a client need not wait long.
 pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long start and reload may spend looking up the names in Server lines that carry
+/// pacserve's own port (to recognise a name for this host), all at once, and how many such
+/// names are looked up at most. A name not resolved in time is taken as not this host; the
+/// hop rule (requests from a pacserve are answered locally) keeps even that from looping.
+pub const NAME_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const MAX_RESOLVED_NAMES: usize = 32;

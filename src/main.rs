@@ -19,7 +19,7 @@ use pacserve::config::cli::{self, Args, Command, MulticastArgs};
 use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
 use pacserve::http::server::{Options, serve};
 use pacserve::http::url::points_at_self;
-use pacserve::limits::RELOAD_TIMEOUT;
+use pacserve::limits::{NAME_RESOLVE_TIMEOUT, RELOAD_TIMEOUT};
 use pacserve::peers::discovery::{
     self, Announce, Discovery, DiscoveryStats, Kind, MulticastConfig, OpenError,
 };
@@ -289,8 +289,12 @@ async fn reload(service: &Service, path: &Path, port: u16) {
 fn build_config(conf: &PacmanConf, path: &Path, port: u16) -> Config {
     let own_addrs = host::local_addresses();
     let hostname = host::hostname();
+    // Names on our own port could be us (an alias, an FQDN): look them up, bounded.
+    let names = RepoTable::names_on_port(conf, port);
+    let resolved = host::resolve(&names, NAME_RESOLVE_TIMEOUT);
     let (repos, warnings) = RepoTable::from_conf(conf, |url| {
-        points_at_self(url, port, &own_addrs, hostname.as_deref())
+        let addrs = resolved.get(&url.host).map_or(&[][..], Vec::as_slice);
+        points_at_self(url, port, &own_addrs, hostname.as_deref(), addrs)
     });
     for w in warnings {
         error!("warning: {}: {}", path.display(), w.0);

@@ -354,8 +354,19 @@ impl Local {
 
 /// A cache hit: 200, 206, 304 or 416 as the conditional and range headers ask.
 pub fn serve(cached: CachedFile, req: &Request) -> Answer {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    serve_at(cached, req, now)
+}
+
+/// [`serve`] at `now` (seconds since the epoch). An If-Modified-Since later than now is
+/// ignored (RFC 9110 §13.1.3): a client's clock in the future must not get a 304 for a file
+/// that changed after the date it sent.
+fn serve_at(cached: CachedFile, req: &Request, now: u64) -> Answer {
     let last_modified = format_http_date(cached.mtime);
-    if let Some(since) = req.if_modified_since.as_deref().and_then(parse_http_date) {
+    let since = req.if_modified_since.as_deref().and_then(parse_http_date);
+    if let Some(since) = since.filter(|s| *s <= now) {
         if cached.mtime <= since {
             return Answer::new(304, Outcome::Local).header("Last-Modified", last_modified);
         }
@@ -528,6 +539,33 @@ mod tests {
             drop(held);
             assert_eq!(local.listing(&dirs).await.count, 2);
         });
+    }
+
+    #[test]
+    fn a_future_if_modified_since_is_ignored() {
+        let d = Dir::new("ims");
+        let name = "x-1-1-any.pkg.tar.zst";
+        std::fs::write(d.0.join(name), b"package").unwrap();
+        let open = || open_cached(std::slice::from_ref(&d.0), name).0.unwrap();
+        let mtime = open().mtime;
+        let req = |since: u64| Request {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            method: crate::http::message::Method::Get,
+            method_text: "GET".into(),
+            target: format!("/request/core/x86_64/{name}"),
+            range: None,
+            if_range: None,
+            if_modified_since: Some(format_http_date(since)),
+            has_body: false,
+            has_host: true,
+            http11: true,
+            from_pacserve: false,
+        };
+        let now = mtime + 100;
+        assert_eq!(serve_at(open(), &req(mtime + 50), now).response.status, 304);
+        assert_eq!(serve_at(open(), &req(mtime - 1), now).response.status, 200);
+        // A date after `now`: ignored, the file is sent.
+        assert_eq!(serve_at(open(), &req(now + 3600), now).response.status, 200);
     }
 
     #[test]

@@ -88,6 +88,23 @@ impl RepoTable {
         (table, warnings)
     }
 
+    /// The host names (not IP literals) of Server lines on `port`: the ones that might be
+    /// this pacserve under another name, worth a lookup before `from_conf`.
+    pub fn names_on_port(conf: &PacmanConf, port: u16) -> Vec<String> {
+        let probe_arch = conf.architectures.first().map_or("x86_64", String::as_str);
+        let mut names: Vec<String> = conf
+            .repos
+            .iter()
+            .flat_map(|r| &r.servers)
+            .filter_map(|s| parse_url(&s.replace("$arch", probe_arch)).ok())
+            .filter(|u| u.port == port && u.host.parse::<std::net::IpAddr>().is_err())
+            .map(|u| u.host)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn has_repo(&self, repo: &str) -> bool {
         self.repos.contains_key(repo)
     }
@@ -399,6 +416,22 @@ mod tests {
         assert!(table.serves_arch("x86_64"));
         assert!(!table.serves_arch("aarch64"));
         assert!(table.mirror_urls("extra", "x86_64", "a").is_empty());
+    }
+
+    #[test]
+    fn names_worth_a_lookup_are_names_on_our_port() {
+        let c = conf(&[
+            "http://hub.lan:15678/request/$repo/$arch",
+            "http://HUB.lan:15678/request/$repo/$arch",
+            "http://10.0.0.2:15678/request/$repo/$arch",
+            "http://mirror.example/core/os/$arch",
+            "https://other.example:15678/$repo",
+        ]);
+        assert_eq!(
+            RepoTable::names_on_port(&c, 15678),
+            ["hub.lan", "other.example"]
+        );
+        assert!(RepoTable::names_on_port(&c, 80).contains(&"mirror.example".to_string()));
     }
 
     #[test]

@@ -123,6 +123,14 @@ impl Service {
             (Endpoint::Request | Endpoint::Lan, FileKind::Database) => {
                 self.database(&config, &file_req)
             }
+            // A pacserve asking on a pacman route (a peer listed as a mirror, or this very
+            // pacserve under a name that was not recognised as its own): this host alone
+            // answers, so pacservers can never fan out or loop through each other.
+            (Endpoint::Request | Endpoint::Lan | Endpoint::Cache, FileKind::Package)
+                if req.from_pacserve =>
+            {
+                self.peer_query(&config, &file_req, req).await
+            }
             (Endpoint::Request, FileKind::Package) => {
                 self.package(&config, &file_req, req, true).await
             }

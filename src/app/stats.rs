@@ -137,6 +137,7 @@ mod tests {
             has_body: false,
             has_host: true,
             http11: true,
+            from_pacserve: false,
         });
         s.record(&Completed {
             peer: "127.0.0.1:1".parse().unwrap(),

@@ -9,6 +9,7 @@ use async_io::Async;
 use smol::io::AsyncWriteExt;
 
 use crate::http::head::{Head, HeadBuf};
+use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{ParseError, Parsed, ResponseHead, parse_response};
 use crate::http::url::{Scheme, Url};
 use crate::sys::rt::within;
@@ -39,8 +40,11 @@ pub async fn head(url: &Url, timeout: Duration) -> io::Result<HeadAnswer> {
     within(timeout, "no answer in time", async {
         let stream = connect(&url.host, url.port).await?;
         stream.get_ref().set_nodelay(true)?;
+        // The User-Agent and the hop field tell a pacserve at the other end (a peer, or this
+        // very one under another name) never to pass the request on.
         let request = format!(
-            "HEAD {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pacserve/{}\r\nConnection: close\r\n\r\n",
+            "HEAD {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {PACSERVE_AGENT_PREFIX}{}\r\n\
+             {HOP_HEADER}: 1\r\nConnection: close\r\n\r\n",
             url.path,
             url.authority(),
             env!("CARGO_PKG_VERSION")

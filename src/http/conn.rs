@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_io::Async;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
+use smol::io::AsyncReadExt;
 
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::head::{Head, HeadBuf};
@@ -20,7 +21,8 @@ use crate::http::message::date_now;
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::parse::{ParseError, Parsed, parse_request};
 use crate::limits::{
-    DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
+    DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, LINGER_BYTES, LINGER_TIME, SENDFILE_CHUNK,
+    WRITE_STALL_TIMEOUT,
 };
 use crate::sys::rt::{until, within};
 
@@ -115,8 +117,9 @@ type Step<H> = io::Result<State<<H as Handler>::Outcome>>;
 
 impl<H: Handler> Conn<'_, H> {
     /// Between requests: bytes arrive (or the end), or the idle limit or the stop closes the
-    /// connection without a word.
-    async fn idle(&self) -> Step<H> {
+    /// connection without a word. The head buffer shrinks back while it waits.
+    async fn idle(&mut self) -> Step<H> {
+        self.buf.shrink();
         let readable = async { self.stream.readable().await.map(|()| true) };
         let stopping = async {
             let _ = self.stop.recv().await;
@@ -193,6 +196,10 @@ impl<H: Handler> Conn<'_, H> {
             shell: reply.shell,
         });
         sent?;
+        if reply.shell.is_some() {
+            self.linger().await;
+            return Ok(State::Done);
+        }
         if reply.resp.close || self.stop.is_closed() {
             return Ok(State::Done);
         }
@@ -202,6 +209,26 @@ impl<H: Handler> Conn<'_, H> {
             [] => State::Idle,
             _ => State::ReadHead,
         })
+    }
+}
+
+impl<H: Handler> Conn<'_, H> {
+    /// After an answer the shell gave to a request it did not read whole (a 431, a 400): shut
+    /// the write side, then read and drop what the client still sends, briefly. Closing with
+    /// unread bytes would make the kernel reset the connection, and the client could lose the
+    /// answer before reading it.
+    async fn linger(&self) {
+        let _ = self.stream.get_ref().shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut left = LINGER_BYTES;
+        let mut sink = [0u8; 4096];
+        while left > 0 {
+            let read = until(deadline, (&self.stream).read(&mut sink)).await;
+            match read {
+                Some(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => return,
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 use smol::io::{AsyncRead, AsyncReadExt};
 
 use crate::http::parse::{ParseError, Parsed};
-use crate::limits::{MAX_HEAD_BYTES, MAX_REQUEST_LINE};
+use crate::limits::{HEAD_BUFFER_START, MAX_HEAD_BYTES, MAX_REQUEST_LINE};
 use crate::sys::rt::until;
 
 /// How reading one head ended (socket errors aside).
@@ -36,9 +36,13 @@ pub enum Head<T> {
     Closed,
 }
 
-/// The bytes of one connection that are not yet part of an answered head.
+/// The bytes of one connection that are not yet part of an answered head. It starts at
+/// [`HEAD_BUFFER_START`] (pacman's heads are about 200 bytes) and grows, doubling, up to
+/// [`MAX_HEAD_BYTES`] only for a head that needs it; [`HeadBuf::shrink`] gives the room back
+/// between requests. A thousand idle keep-alive connections then hold a thousand small
+/// buffers, not 16 MiB.
 pub struct HeadBuf {
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     filled: usize,
 }
 
@@ -49,13 +53,29 @@ impl Default for HeadBuf {
 }
 
 impl HeadBuf {
-    /// Room for `MAX_HEAD_BYTES`: the parsers never say Partial about a buffer that full, so
-    /// every head gets a verdict.
+    /// Room for a small head; it grows to `MAX_HEAD_BYTES` (the parsers never say Partial
+    /// about that many bytes, so every head gets a verdict).
     pub fn new() -> HeadBuf {
         HeadBuf {
-            buf: vec![0; MAX_HEAD_BYTES].into_boxed_slice(),
+            buf: vec![0; HEAD_BUFFER_START],
             filled: 0,
         }
+    }
+
+    /// Between requests, with nothing buffered: back to the starting size.
+    pub fn shrink(&mut self) {
+        if self.filled == 0 && self.buf.len() > HEAD_BUFFER_START {
+            self.buf = vec![0; HEAD_BUFFER_START];
+        }
+    }
+
+    /// Room to read into: the buffer doubles (at most to `MAX_HEAD_BYTES`) when full.
+    fn room(&mut self) -> &mut [u8] {
+        if self.filled == self.buf.len() && self.buf.len() < MAX_HEAD_BYTES {
+            let grown = (self.buf.len() * 2).min(MAX_HEAD_BYTES);
+            self.buf.resize(grown, 0);
+        }
+        &mut self.buf[self.filled..]
     }
 
     /// Bytes read but not yet consumed: the start of the next (pipelined) head.
@@ -85,7 +105,7 @@ impl HeadBuf {
                 }
             }
             let start = self.filled;
-            let n = match until(deadline, src.read(&mut self.buf[start..])).await {
+            let n = match until(deadline, src.read(self.room())).await {
                 Some(read) => read?,
                 None => return Ok(self.last_look(parsed_at, &mut parse, Head::TimedOut)),
             };
@@ -127,7 +147,7 @@ impl HeadBuf {
                 self.filled -= len;
                 Some(Head::Complete(value))
             }
-            Ok(Parsed::Partial) if self.filled < self.buf.len() => None,
+            Ok(Parsed::Partial) if self.filled < MAX_HEAD_BYTES => None,
             Ok(Parsed::Partial) => Some(Head::Malformed(ParseError::HeadTooLarge)),
             Err(e) => Some(Head::Malformed(e)),
         }
@@ -140,7 +160,7 @@ impl HeadBuf {
             .iter()
             .any(|&b| b == b'\n' || (b.is_ascii_control() && b != b'\t' && b != b'\r'));
         let past_line_limit = start <= MAX_REQUEST_LINE && self.filled > MAX_REQUEST_LINE;
-        after_cr || ends_or_spoils || past_line_limit || self.filled == self.buf.len()
+        after_cr || ends_or_spoils || past_line_limit || self.filled == MAX_HEAD_BYTES
     }
 
     fn only_empty_lines(&self) -> bool {
@@ -266,6 +286,37 @@ mod tests {
         let mut buf = HeadBuf::new();
         let (verdict, parses) = read(&mut buf, &mut Script::whole(GET));
         assert_eq!((verdict, parses), (got("GET", "/a"), 1));
+    }
+
+    #[test]
+    fn the_buffer_grows_for_a_big_head_and_shrinks_back() {
+        // A head of 12 KiB (many fields) in one read: the buffer grows to take it.
+        let mut big = b"GET /big HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..40 {
+            big.extend_from_slice(format!("X-F{i}: {}\r\n", "v".repeat(290)).as_bytes());
+        }
+        big.extend_from_slice(b"\r\n");
+        assert!(big.len() > 8 * HEAD_BUFFER_START && big.len() < MAX_HEAD_BYTES);
+        let mut buf = HeadBuf::new();
+        assert_eq!(buf.buf.len(), HEAD_BUFFER_START);
+        assert_eq!(
+            read(&mut buf, &mut Script::whole(&big)).0,
+            got("GET", "/big")
+        );
+        assert!(buf.buf.len() > HEAD_BUFFER_START);
+        buf.shrink();
+        assert_eq!(buf.buf.len(), HEAD_BUFFER_START, "idle again: small again");
+        // Growing stops at the limit: a larger head is still refused as too large.
+        let mut huge = b"GET /huge HTTP/1.1\r\n".to_vec();
+        while huge.len() <= MAX_HEAD_BYTES {
+            huge.extend_from_slice(format!("X-F: {}\r\n", "v".repeat(500)).as_bytes());
+        }
+        let mut buf = HeadBuf::new();
+        assert_eq!(
+            read(&mut buf, &mut Script::whole(&huge)).0,
+            Head::Malformed(ParseError::HeadTooLarge)
+        );
+        assert_eq!(buf.buf.len(), MAX_HEAD_BYTES);
     }
 
     #[test]

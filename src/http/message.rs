@@ -27,6 +27,10 @@ pub struct Request {
     pub has_body: bool,
     pub has_host: bool,
     pub http11: bool,
+    /// Sent by a pacserve (its User-Agent, or the hop field it puts on every request): such
+    /// a request is answered from this host alone, never passed on, so pacservers that point
+    /// at each other (or at themselves, by a name) can never fan out.
+    pub from_pacserve: bool,
 }
 
 impl Request {
@@ -47,6 +51,10 @@ impl Request {
             has_body: head.transfer_encoding || head.content_length.is_some_and(|n| n > 0),
             has_host: head.host.is_some(),
             http11: head.minor_version == 1,
+            from_pacserve: head.pacserve_hop
+                || head
+                    .user_agent
+                    .is_some_and(|ua| ua.starts_with(PACSERVE_AGENT_PREFIX.as_bytes())),
         }
     }
 }
@@ -174,6 +182,12 @@ pub fn error_text(status: u16) -> &'static str {
         _ => "error\n",
     }
 }
+
+/// How every pacserve's User-Agent starts (`pacserve/0.1.0`).
+pub const PACSERVE_AGENT_PREFIX: &str = "pacserve/";
+
+/// The header pacserve puts on every request it sends, besides its User-Agent.
+pub const HOP_HEADER: &str = "X-Pacserve-Hop";
 
 /// The `Date` of a response sent now.
 pub fn date_now() -> String {

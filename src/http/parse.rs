@@ -103,7 +103,10 @@ pub struct RequestHead<'a> {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub host: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
+    /// Opaque bytes (RFC 9110 §5.5: a field value is octets; only logged and compared).
+    pub user_agent: Option<&'a [u8]>,
+    /// An `X-Pacserve-Hop` field: the request comes from another pacserve.
+    pub pacserve_hop: bool,
     pub range: Option<&'a str>,
     pub if_range: Option<&'a str>,
     pub if_modified_since: Option<&'a str>,
@@ -196,6 +199,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead<'_>>, ParseError> 
         minor_version,
         host: None,
         user_agent: None,
+        pacserve_hop: false,
         range: None,
         if_range: None,
         if_modified_since: None,
@@ -209,10 +213,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead<'_>>, ParseError> 
         if is("host") {
             once(&mut head.host, value)
         } else if is("user-agent") {
-            // Only logged; a second one is odd but harmless, keep the first.
-            if head.user_agent.is_none() {
-                head.user_agent = Some(utf8(value)?);
-            }
+            // Only compared; a second one is odd but harmless, keep the first.
+            head.user_agent.get_or_insert(value);
+            Ok(())
+        } else if is("x-pacserve-hop") {
+            head.pacserve_hop = true;
             Ok(())
         } else if is("range") {
             once(&mut head.range, value)
@@ -675,7 +680,7 @@ mod tests {
         assert_eq!(h.host, Some("192.168.1.2:7878"));
         assert_eq!(
             h.user_agent,
-            Some("pacman/6.1.0 (Linux x86_64) libalpm/14.0.0")
+            Some(&b"pacman/6.1.0 (Linux x86_64) libalpm/14.0.0"[..])
         );
         assert_eq!(h.range, Some("bytes=1000-"));
         assert_eq!(h.if_range, None);
@@ -873,18 +878,24 @@ mod tests {
             X-Tab:\tv\ta\tl\t\r\n\
             \r\n");
         assert_eq!(h.host, Some("example.org"));
-        assert_eq!(h.user_agent, Some("curl/8.0"));
+        assert_eq!(h.user_agent, Some(&b"curl/8.0"[..]));
         assert_eq!(h.range, Some("bytes=0-99"));
         assert_eq!(h.if_range, Some("\"etag\""));
         assert_eq!(h.if_modified_since, Some("Sun, 06 Nov 1994 08:49:37 GMT"));
         // Empty Host is allowed by RFC 9112 §3.2 and kept as such.
         assert_eq!(req(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host, Some(""));
         assert_eq!(req(b"GET / HTTP/1.1\r\nHost: \t \r\n\r\n").host, Some(""));
-        // UTF-8 in a recognised field is returned as is.
+        // A User-Agent is opaque bytes: UTF-8 or not, it is returned as is.
         assert_eq!(
             req("GET / HTTP/1.1\r\nUser-Agent: pacmän\r\n\r\n".as_bytes()).user_agent,
-            Some("pacmän")
+            Some("pacmän".as_bytes())
         );
+        assert_eq!(
+            req(b"GET / HTTP/1.1\r\nUser-Agent: caf\xe9/1\r\n\r\n").user_agent,
+            Some(&b"caf\xe9/1"[..])
+        );
+        assert!(req(b"GET / HTTP/1.1\r\nX-Pacserve-Hop: 1\r\n\r\n").pacserve_hop);
+        assert!(!req(b"GET / HTTP/1.1\r\n\r\n").pacserve_hop);
         // Values keep inner whitespace.
         assert_eq!(
             req(b"GET / HTTP/1.1\r\nRange: bytes = 1 - 2\r\n\r\n").range,
@@ -893,7 +904,7 @@ mod tests {
         // A second User-Agent is ignored.
         assert_eq!(
             req(b"GET / HTTP/1.1\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n").user_agent,
-            Some("a")
+            Some(&b"a"[..])
         );
     }
 

@@ -210,12 +210,15 @@ fn check_reg_name(host: &str) -> Result<(), String> {
 /// True when `url` points at this very pacserve, which would make pacman loop.
 ///
 /// The port must be ours, and the host one of: `localhost` and its subdomains (RFC 6761),
-/// any loopback or unspecified address (also IPv4-mapped), one of `own_addrs`, or `hostname`.
+/// any loopback or unspecified address (also IPv4-mapped), one of `own_addrs`, `hostname`,
+/// or a name that resolves (`resolved`: its addresses, looked up by the caller) to one of
+/// those (an alias in /etc/hosts, an FQDN, a hub's shared name).
 pub fn points_at_self(
     url: &Url,
     own_port: u16,
     own_addrs: &[IpAddr],
     hostname: Option<&str>,
+    resolved: &[IpAddr],
 ) -> bool {
     if url.port != own_port {
         return false;
@@ -225,16 +228,20 @@ pub fn points_at_self(
     if host.eq_ignore_ascii_case("localhost") || ends_with_ignore_case(host, ".localhost") {
         return true;
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
+    let ours = |ip: IpAddr| {
         let ip = ip.to_canonical();
-        return ip.is_loopback()
+        ip.is_loopback()
             || ip.is_unspecified()
-            || own_addrs.iter().any(|own| own.to_canonical() == ip);
+            || own_addrs.iter().any(|own| own.to_canonical() == ip)
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return ours(ip);
     }
-    match hostname.map(|h| h.strip_suffix('.').unwrap_or(h)) {
+    let named_so = match hostname.map(|h| h.strip_suffix('.').unwrap_or(h)) {
         Some(name) if !name.is_empty() => host.eq_ignore_ascii_case(name),
         _ => false,
-    }
+    };
+    named_so || resolved.iter().any(|ip| ours(*ip))
 }
 
 fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
@@ -534,7 +541,7 @@ mod tests {
         for &(input, port, want) in cases {
             let u = parse_url(input).unwrap();
             assert_eq!(
-                points_at_self(&u, port, &own, host),
+                points_at_self(&u, port, &own, host, &[]),
                 want,
                 "{input} port {port}"
             );
@@ -542,16 +549,27 @@ mod tests {
         // Own addresses given as mapped IPv6 still match.
         let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
         let u = parse_url("http://10.1.1.1:7878/").unwrap();
-        assert!(points_at_self(&u, 7878, &[mapped], None));
+        assert!(points_at_self(&u, 7878, &[mapped], None, &[]));
+        // A name that resolves to this host (an alias, an FQDN) is this host.
+        let alias = parse_url("http://pacserve-hub.lan:7878/x").unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        let elsewhere: IpAddr = "192.0.2.77".parse().unwrap();
+        assert!(points_at_self(&alias, 7878, &own, None, &[elsewhere, v6]));
+        assert!(points_at_self(&alias, 7878, &own, None, &[own[0]]));
+        assert!(!points_at_self(&alias, 7878, &own, None, &[elsewhere]));
+        assert!(
+            !points_at_self(&alias, 7879, &own, None, &[v6]),
+            "another port"
+        );
         // Without a hostname, or with an empty one, names other than localhost never match.
         let u = parse_url("http://archbox:7878/").unwrap();
-        assert!(!points_at_self(&u, 7878, &[], None));
-        assert!(!points_at_self(&u, 7878, &[], Some("")));
-        assert!(points_at_self(&u, 7878, &[], Some("ArchBox.")));
+        assert!(!points_at_self(&u, 7878, &[], None, &[]));
+        assert!(!points_at_self(&u, 7878, &[], Some(""), &[]));
+        assert!(points_at_self(&u, 7878, &[], Some("ArchBox."), &[]));
         // Hand-built Urls (not through parse_url) do not panic.
         let odd = url(Scheme::Http, "", 7878, "/");
-        assert!(!points_at_self(&odd, 7878, &own, Some("")));
+        assert!(!points_at_self(&odd, 7878, &own, Some(""), &[]));
         let odd = url(Scheme::Http, ".", 7878, "/");
-        assert!(!points_at_self(&odd, 7878, &own, Some(".")));
+        assert!(!points_at_self(&odd, 7878, &own, Some("."), &[]));
     }
 }

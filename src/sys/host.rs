@@ -4,7 +4,11 @@
 //! tested on samples and fuzzed. Garbage lines are skipped, never fatal: a host whose `/proc`
 //! looks odd simply reports fewer addresses.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use crate::limits::MAX_RESOLVED_NAMES;
 
 /// pacman's name for this machine's architecture (what `Architecture = auto` means).
 ///
@@ -36,6 +40,43 @@ pub fn local_addresses() -> Vec<IpAddr> {
     }
     if let Some(text) = read_small("/proc/net/if_inet6") {
         out.extend(parse_if_inet6(&text).into_iter().map(IpAddr::V6));
+    }
+    out
+}
+
+/// The addresses each of `names` resolves to (port ignored), looked up in parallel threads
+/// (getaddrinfo blocks and cannot be cancelled), for at most `limit` in all: a name whose
+/// lookup is not done by then is left out (its thread finishes on its own). Blocking: call it
+/// at start or off the executor.
+pub fn resolve(names: &[String], limit: Duration) -> HashMap<String, Vec<IpAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for name in names.iter().take(MAX_RESOLVED_NAMES) {
+        let (tx, name) = (tx.clone(), name.clone());
+        let spawned = std::thread::Builder::new()
+            .name("pacserve-resolve".into())
+            .spawn(move || {
+                use std::net::ToSocketAddrs;
+                let addrs: Vec<IpAddr> = (name.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|it| it.map(|a| a.ip()).collect())
+                    .unwrap_or_default();
+                let _ = tx.send((name, addrs));
+            });
+        if let Err(e) = spawned {
+            crate::error!("warning: cannot look up names: {e}");
+            break;
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + limit;
+    let mut out = HashMap::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok((name, addrs)) => {
+                out.insert(name, addrs);
+            }
+            Err(_) => break,
+        }
     }
     out
 }
@@ -101,6 +142,19 @@ fn read_small(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolves_local_names_within_the_limit() {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let got = resolve(&names, Duration::from_secs(10));
+        assert!(got["localhost"].iter().any(IpAddr::is_loopback), "{got:?}");
+        assert_eq!(got["127.0.0.1"], [IpAddr::from([127, 0, 0, 1])]);
+        let none = resolve(
+            &["no-such-host.invalid".to_string()],
+            Duration::from_secs(10),
+        );
+        assert!(none.get("no-such-host.invalid").is_none_or(Vec::is_empty));
+    }
 
     /// From a VM with loopback and one interface in 192.0.2.0/24.
     const FIB_TRIE: &str = "\

@@ -49,9 +49,13 @@ fn request(data: &[u8]) {
                 assert!(!s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b)));
                 assert!(inside(data, s));
             }
+            if let Some(ua) = value.user_agent {
+                let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+                let p = ua.as_ptr() as usize;
+                assert!(ua.is_empty() || (start <= p && p + ua.len() <= end));
+            }
             let fields = [
                 value.host,
-                value.user_agent,
                 value.range,
                 value.if_range,
                 value.if_modified_since,
@@ -206,13 +210,14 @@ fn url(text: &str) {
         assert_eq!(parse_url(&shown).as_ref(), Ok(&u), "{s:?} -> {shown:?}");
         let _ = u.authority();
         // A name equal to our hostname is us; an IP literal only when it is a local address.
-        let named = points_at_self(&u, u.port, &[], Some(&u.host));
+        let named = points_at_self(&u, u.port, &[], Some(&u.host), &[]);
         assert!(named || u.host.parse::<std::net::IpAddr>().is_ok());
         assert!(!points_at_self(
             &u,
             u.port.wrapping_add(1),
             &[],
-            Some(&u.host)
+            Some(&u.host),
+            &[]
         ));
     }
 }
