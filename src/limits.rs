@@ -60,6 +60,15 @@ pub const OUTGOING_WAIT_POLL: Duration = Duration::from_millis(20);
 /// own, stderr.
 pub const SPARE_FDS: usize = 64;
 
+/// Connections one source address may hold at once, well below `MAX_CONNECTIONS`: pacman's
+/// ParallelDownloads is 5, and a host's pacserve asks a few more; 1024 idle connections from
+/// one host once locked every other client out. Loopback may use them all.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+
+/// Connections a configured peer (`--pacserver` address) may hold at once: a hub serving a
+/// LAN behind it, say.
+pub const MAX_CONNECTIONS_PER_TRUSTED: usize = 256;
+
 /// Bytes handed to one sendfile(2) call; bounded so one fast client cannot hog the executor.
 pub const SENDFILE_CHUNK: usize = 1024 * 1024;
 

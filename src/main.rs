@@ -123,7 +123,7 @@ fn run(args: Args) -> Result<(), StartError> {
             listener,
             service.clone(),
             stop_rx.clone(),
-            Options::default(),
+            server_options(&args),
         ));
         let discovery = discovery.map(|(disc, cfg, me)| {
             let stats = discovery_stats.clone();
@@ -164,6 +164,19 @@ fn run(args: Args) -> Result<(), StartError> {
     });
     info!("stopped");
     Ok(())
+}
+
+/// The server's limits: the configured peers (their IP literals) may hold more connections
+/// than other hosts.
+fn server_options(args: &Args) -> Options {
+    let mut options = Options::default();
+    options.limits.trusted = args
+        .pacservers
+        .iter()
+        .filter_map(|p| p.host.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+        .collect();
+    options
 }
 
 /// Static peers, and the filters discovered ones must pass.

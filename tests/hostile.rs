@@ -475,41 +475,91 @@ fn slow_and_silent_clients_do_not_block_others() {
 }
 
 #[test]
-fn connections_over_the_cap_get_503() {
-    let t = Target::new("cap");
-    let mut held: Vec<TcpStream> = Vec::new();
-    // pacserve::limits::MAX_CONNECTIONS is 1024: open a few more than that.
+fn silent_connections_over_the_cap_are_closed_to_make_room() {
+    let t = Target::new("cap-idle");
+    // pacserve::limits::MAX_CONNECTIONS is 1024: open a few more than that, saying nothing.
     let total = pacserve::limits::MAX_CONNECTIONS + 16;
-    for i in 0..total {
-        let c = RawConn::connect(t.port()).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        held.push(c.stream().try_clone().expect("clone socket"));
-    }
-    // At most MAX_CONNECTIONS are held; the rest must be told 503. Look at every socket, bounded.
+    let held: Vec<TcpStream> = (0..total)
+        .map(|i| {
+            let c = RawConn::connect(t.port()).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            c.stream().try_clone().expect("clone socket")
+        })
+        .collect();
+    // Idle connections give up their slots to newcomers, the oldest first: the first ones
+    // opened are closed by the server (EOF), none is refused with a 503.
+    let closed = closed_or_answered(&held, 16, Duration::from_secs(20));
+    let closed_early = closed
+        .iter()
+        .take(32)
+        .filter(|a| a.as_deref() == Some(&[][..]))
+        .count();
+    assert!(
+        closed_early >= 16,
+        "{closed_early} of the 32 oldest were closed"
+    );
+    assert!(
+        closed
+            .iter()
+            .all(|a| a.as_deref().and_then(status_of) != Some(503)),
+        "an idle connection made room, nobody needed a 503"
+    );
+    // A real client is served meanwhile.
+    let r = get(t.port(), &t.good.request_path());
+    assert_eq!(r.status, 200, "{}", r.head);
+    drop(held);
+    t.assert_alive_eventually("the connection flood");
+}
+
+#[test]
+fn busy_connections_over_the_cap_get_503() {
+    let t = Target::new("cap");
+    // Every slot busy: each connection has sent half a head, so none is idle.
+    let total = pacserve::limits::MAX_CONNECTIONS + 16;
+    let held: Vec<TcpStream> = (0..total)
+        .map(|i| {
+            let mut c =
+                RawConn::connect(t.port()).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            let _ = c.send(b"GET /request/co");
+            c.stream().try_clone().expect("clone socket")
+        })
+        .collect();
+    let answers = closed_or_answered(&held, 8, Duration::from_secs(20));
+    let n = answers
+        .iter()
+        .filter(|a| a.as_deref().and_then(status_of) == Some(503))
+        .count();
+    assert!(n >= 8, "{n} of {total} connections were answered 503");
+    drop(held);
+    t.assert_alive_eventually("the connection flood");
+    // Counted as busy.
+    let busy = t.ps.status_json().field("requests").num("busy");
+    assert!(busy >= 8, "requests.busy is {busy}");
+}
+
+/// Poll every socket (non-blocking, bounded) until at least `enough` have an answer or an
+/// end: `Some(bytes)` (empty for a close without a word), None while nothing came.
+fn closed_or_answered(held: &[TcpStream], enough: usize, limit: Duration) -> Vec<Option<Vec<u8>>> {
     let mut answers: Vec<Option<Vec<u8>>> = vec![None; held.len()];
-    for s in &held {
+    for s in held {
         s.set_nonblocking(true).expect("nonblocking");
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let count_503 = |a: &[Option<Vec<u8>>]| {
-        a.iter()
-            .filter(|x| x.as_deref().and_then(status_of) == Some(503))
-            .count()
-    };
-    while count_503(&answers) < 8 && Instant::now() < deadline {
+    let deadline = Instant::now() + limit;
+    while answers.iter().filter(|a| a.is_some()).count() < enough && Instant::now() < deadline {
         for (s, a) in held.iter().zip(answers.iter_mut()) {
             if a.is_none() {
                 let mut buf = [0u8; 512];
-                if let Ok(n) = std::io::Read::read(&mut &*s, &mut buf) {
-                    *a = Some(buf[..n].to_vec());
+                match std::io::Read::read(&mut &*s, &mut buf) {
+                    Ok(n) => *a = Some(buf[..n].to_vec()),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        *a = Some(Vec::new())
+                    }
+                    Err(_) => {}
                 }
             }
         }
         thread::sleep(Duration::from_millis(50));
     }
-    let n = count_503(&answers);
-    assert!(n >= 8, "{n} of {total} connections were answered 503");
-    drop(held);
-    t.assert_alive_eventually("the connection flood");
+    answers
 }
 
 #[test]

@@ -357,9 +357,24 @@ fn log_completed(done: &Completed<'_, Outcome>) {
         (None, Some(ShellAnswer::Malformed(e))) => {
             crate::info!("{peer} - - {status} {bytes} {outcome} ({})", e.reason());
         }
+        // Refusals come in floods (one host reopening a thousand sockets): a few lines.
+        (None, Some(ShellAnswer::Busy)) => {
+            if let Some(left_out) = BUSY_LINES.admit(std::time::Instant::now()) {
+                if left_out > 0 {
+                    crate::info!(
+                        "... and {left_out} more refused as busy in the last {} s",
+                        crate::limits::LOG_WINDOW.as_secs()
+                    );
+                }
+                crate::info!("{peer} - - {status} {bytes} {outcome}");
+            }
+        }
         (None, _) => crate::info!("{peer} - - {status} {bytes} {outcome}"),
     }
 }
+
+/// The log lines of connections refused as busy.
+static BUSY_LINES: crate::sys::log::Throttle = crate::sys::log::Throttle::new();
 
 /// This host ran out of descriptors or memory: not a miss (the file may well be there), so
 /// 503 and a hint to try again, which pacman treats like any failed server.

@@ -20,6 +20,7 @@ use crate::http::head::{Head, HeadBuf};
 use crate::http::message::date_now;
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::parse::{ParseError, Parsed, parse_request};
+use crate::http::slots::Slot;
 use crate::limits::{
     DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, LINGER_BYTES, LINGER_TIME, SENDFILE_CHUNK,
     WRITE_STALL_TIMEOUT,
@@ -55,6 +56,7 @@ impl Default for Timeouts {
 pub async fn connection<H: Handler>(
     stream: Async<TcpStream>,
     peer: SocketAddr,
+    slot: Slot,
     handler: &H,
     stop: &Receiver<()>,
     timeouts: Timeouts,
@@ -62,6 +64,7 @@ pub async fn connection<H: Handler>(
     let mut conn = Conn {
         stream,
         peer,
+        slot,
         handler,
         stop,
         t: timeouts,
@@ -107,6 +110,8 @@ struct Reply<O> {
 struct Conn<'a, H: Handler> {
     stream: Async<TcpStream>,
     peer: SocketAddr,
+    /// Its connection slot, registered as idle while it waits between requests.
+    slot: Slot,
     handler: &'a H,
     stop: &'a Receiver<()>,
     t: Timeouts,
@@ -116,15 +121,22 @@ struct Conn<'a, H: Handler> {
 type Step<H> = io::Result<State<<H as Handler>::Outcome>>;
 
 impl<H: Handler> Conn<'_, H> {
-    /// Between requests: bytes arrive (or the end), or the idle limit or the stop closes the
-    /// connection without a word. The head buffer shrinks back while it waits.
+    /// Between requests: bytes arrive (or the end), or the idle limit, the stop, or the
+    /// server needing the slot closes the connection without a word. The head buffer shrinks
+    /// back while it waits.
     async fn idle(&mut self) -> Step<H> {
         self.buf.shrink();
+        let idle = self.slot.idle();
         let readable = async { self.stream.readable().await.map(|()| true) };
         let stopping = async {
             let _ = self.stop.recv().await;
             Ok(false)
         };
+        let evicted = async {
+            let _ = idle.closing.recv().await;
+            Ok(false)
+        };
+        let stopping = stopping.or(evicted);
         let deadline = Instant::now() + self.t.idle;
         match until(deadline, readable.or(stopping)).await {
             Some(Ok(true)) => Ok(State::ReadHead),
@@ -322,6 +334,7 @@ impl Out<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::slots::{Limits, Slots};
     use std::net::TcpListener;
     use std::sync::Arc;
     use std::sync::mpsc;
@@ -352,7 +365,9 @@ mod tests {
             std::thread::spawn(move || {
                 let served = smol::block_on(async {
                     let stream = Async::new(server)?;
-                    connection(stream, peer, &*handler, &stop_rx, timeouts).await
+                    let slots = Slots::new(Limits::new(4));
+                    let slot = slots.take(peer.ip()).expect("a free slot");
+                    connection(stream, peer, slot, &*handler, &stop_rx, timeouts).await
                 });
                 let _ = tx.send(served);
             });

@@ -11,6 +11,7 @@ pub mod message;
 pub mod parse;
 pub mod range;
 pub mod server;
+pub mod slots;
 #[cfg(test)]
 mod testing;
 pub mod url;

@@ -7,7 +7,6 @@
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
@@ -18,21 +17,23 @@ use crate::http::conn::{Timeouts, connection};
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::date_now;
 use crate::http::message::{Body, Response};
+use crate::http::slots::{Limits, Slots};
 use crate::limits::{ACCEPT_ERROR_PAUSE, BUSY_RETRY_AFTER, DRAIN_POLL, MAX_CONNECTIONS};
 use crate::sys::rt::until;
 
 /// How the server runs; `Options::default()` is what `limits.rs` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// Connections served at once; the next one is answered 503 (`MAX_CONNECTIONS`).
-    pub max_connections: usize,
+    /// Connections served at once, in all and per source; over them a connection is answered
+    /// 503 (`MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_SOURCE`).
+    pub limits: Limits,
     pub timeouts: Timeouts,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
-            max_connections: MAX_CONNECTIONS,
+            limits: Limits::new(MAX_CONNECTIONS),
             timeouts: Timeouts::default(),
         }
     }
@@ -47,7 +48,8 @@ pub async fn serve<H: Handler>(
     stop: Receiver<()>,
     options: Options,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(options.limits.clone());
+    let timeouts = options.timeouts;
     loop {
         let accepted = listener
             .accept()
@@ -60,43 +62,48 @@ pub async fn serve<H: Handler>(
             // A connection accepted in the same instant as the stop is dropped unanswered.
             break;
         }
-        match accepted {
-            Ok((stream, peer)) if active.load(Ordering::Relaxed) >= options.max_connections => {
-                refuse_busy(stream.get_ref(), peer, &*handler);
-            }
-            Ok((stream, peer)) => {
-                let slot = ConnectionSlot::take(&active);
-                let (handler, stop) = (handler.clone(), stop.clone());
-                crate::sys::rt::spawn(async move {
-                    let _slot = slot;
-                    let _ = stream.get_ref().set_nodelay(true);
-                    let served = connection(stream, peer, &*handler, &stop, options.timeouts);
-                    if let Err(e) = served.await {
-                        crate::verbose!("{peer}: connection ended: {e}");
-                    }
-                })
-                .detach();
-            }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
-                crate::error!("accept failed: {e}");
+                crate::error_throttled!(ACCEPT_ERRORS, "accept failed: {e}");
                 Timer::after(ACCEPT_ERROR_PAUSE).await;
+                continue;
             }
-        }
+        };
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(_) => {
+                refuse_busy(stream.get_ref(), peer, &*handler);
+                continue;
+            }
+        };
+        let (handler, stop) = (handler.clone(), stop.clone());
+        crate::sys::rt::spawn(async move {
+            let _ = stream.get_ref().set_nodelay(true);
+            let served = connection(stream, peer, slot, &*handler, &stop, timeouts);
+            if let Err(e) = served.await {
+                crate::verbose!("{peer}: connection ended: {e}");
+            }
+        })
+        .detach();
     }
     // New connections are refused from here on.
     drop(listener);
-    drain(&active, options.timeouts.drain).await;
+    drain(&slots, timeouts.drain).await;
 }
 
+/// A flood of failed accepts (EMFILE) costs a few lines, not a disk.
+static ACCEPT_ERRORS: crate::sys::log::Throttle = crate::sys::log::Throttle::new();
+
 /// Wait for the open connections to close, at most `limit`.
-async fn drain(active: &AtomicUsize, limit: Duration) {
+async fn drain(slots: &Slots, limit: Duration) {
     let closed = async {
-        while active.load(Ordering::Relaxed) > 0 {
+        while slots.open() > 0 {
             Timer::after(DRAIN_POLL).await;
         }
     };
     if until(Instant::now() + limit, closed).await.is_none() {
-        let left = active.load(Ordering::Relaxed);
+        let left = slots.open();
         crate::error!("stopping with {left} connection(s) still open");
     }
 }
@@ -122,21 +129,6 @@ fn refuse_busy<H: Handler>(stream: &TcpStream, peer: SocketAddr, handler: &H) {
         outcome: handler.shell_outcome(busy),
         shell: Some(busy),
     });
-}
-
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl ConnectionSlot {
-    fn take(active: &Arc<AtomicUsize>) -> ConnectionSlot {
-        active.fetch_add(1, Ordering::Relaxed);
-        ConnectionSlot(active.clone())
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]
@@ -214,18 +206,54 @@ mod tests {
     }
 
     #[test]
-    fn over_the_cap_a_connection_gets_503() {
+    fn at_the_cap_an_idle_connection_makes_room() {
         let s = Server::start(Options {
-            max_connections: 1,
+            limits: Limits::new(1),
             ..Options::default()
         });
-        let held = s.answered_client();
+        let mut idle = s.answered_client();
+        // The only slot is held by a keep-alive connection waiting for its next request:
+        // it is closed, and the newcomer served. (The answer reaches the client a moment
+        // before its connection is back to waiting, so the first tries may still be 503s.)
+        let mut served = None;
+        for _ in 0..50 {
+            let mut next = Client::connect(s.addr);
+            next.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+            let a = next.answer().expect("an answer");
+            if a.status == 200 {
+                served = Some(next);
+                break;
+            }
+            assert_eq!(a.status, 503);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            served.is_some(),
+            "never served while the slot's holder sat idle"
+        );
+        assert!(idle.closed(), "the idle connection gave up its slot");
+        drop(served);
+        s.stop_and_wait();
+    }
+
+    #[test]
+    fn over_the_cap_a_connection_gets_503() {
+        let s = Server::start(Options {
+            limits: Limits::new(1),
+            ..Options::default()
+        });
+        // The only slot is busy (an answer held back), not idle: the next one is refused.
+        let mut held = Client::connect(s.addr);
+        held.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+        smol::block_on(s.slow.started.recv()).expect("/slow started");
         let mut over = Client::connect(s.addr);
         let a = over.answer().expect("an answer without asking");
         assert_eq!(a.status, 503);
         let retry = format!("Retry-After: {}\r\n", BUSY_RETRY_AFTER.as_secs());
         assert!(a.head.contains(&retry), "{}", a.head);
         assert!(over.closed());
+        s.slow.release.try_send(()).expect("release /slow");
+        assert_eq!(held.answer().expect("the held answer").status, 200);
         drop(held);
         s.stop_and_wait();
         let busy: Vec<Record> = s
