@@ -11,7 +11,7 @@ use smol::lock::OnceCell;
 use crate::error::local_shortage;
 use crate::http::client::ask_peer;
 use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, SIG_GRACE};
-use crate::peers::table::{PeerAddr, PeerTable};
+use crate::peers::table::{PeerAddr, PeerTable, Source};
 use crate::sys::budget;
 
 /// A peer that holds the file, and whether it also holds the file's `.sig`.
@@ -19,6 +19,21 @@ use crate::sys::budget;
 pub struct PeerHit {
     pub peer: PeerAddr,
     pub has_sig: bool,
+    /// The peer had answered lookups before this one (a static peer, or a discovered one
+    /// that has proved itself), as opposed to one just heard of.
+    pub proven: bool,
+}
+
+impl PeerHit {
+    /// Higher is better: a proven peer before a new one, then one with the `.sig`.
+    fn rank(&self) -> (bool, bool) {
+        (self.proven, self.has_sig)
+    }
+
+    /// Nothing can beat it: no need to wait for the others.
+    fn best_possible(&self) -> bool {
+        self.rank() == (true, true)
+    }
 }
 
 type Answer = Option<PeerHit>;
@@ -46,12 +61,13 @@ pub struct PeerLookup {
     answers: Mutex<HashMap<String, Entry>>,
 }
 
-/// Which answer wins: the first peer with the package and its signature; else the first
-/// peer with the package.
+/// Which answer wins: a peer that has answered before over one just discovered (a stranger
+/// announcing itself never wins over a peer that served this host), then one that also
+/// holds the signature, then the first.
 pub fn better(current: &Answer, candidate: &PeerHit) -> bool {
     match current {
         None => true,
-        Some(hit) => !hit.has_sig && candidate.has_sig,
+        Some(hit) => candidate.rank() > hit.rank(),
     }
 }
 
@@ -120,6 +136,9 @@ impl PeerLookup {
         }
         let (tx, rx) = smol::channel::bounded(peers.len());
         for peer in peers {
+            let proven = crate::lock(&self.table)
+                .get(&peer)
+                .is_some_and(|p| p.last_answer.is_some() || p.source == Source::Static);
             // Out of outgoing connections: this peer is not asked this time (and not held
             // responsible); the others, and the mirrors, still are.
             let Some(permit) = budget::try_outgoing() else {
@@ -137,7 +156,11 @@ impl PeerLookup {
                 let answer = match asked {
                     Ok((200, has_sig)) => {
                         crate::lock(&table).succeeded(&peer, Instant::now());
-                        Some(PeerHit { peer, has_sig })
+                        Some(PeerHit {
+                            peer,
+                            has_sig,
+                            proven,
+                        })
                     }
                     Ok((404, _)) => {
                         crate::lock(&table).succeeded(&peer, Instant::now());
@@ -169,8 +192,8 @@ impl PeerLookup {
         }
         drop(tx);
         let mut best: Answer = None;
-        // Once a peer without the .sig has the package, others get a short grace to offer
-        // both, not the whole timeout: a hung peer must not hold up a hit.
+        // Once a peer has the package (but is new, or lacks the .sig), others get a short
+        // grace to offer better, not the whole timeout: a hung peer must not hold up a hit.
         let mut grace_until: Option<Instant> = None;
         loop {
             let next = match grace_until {
@@ -182,7 +205,7 @@ impl PeerLookup {
             // None: every task has answered (each bounded by `timeout`), or the grace ended.
             let Some(answer) = next else { break };
             if let Some(hit) = answer {
-                if hit.has_sig {
+                if hit.best_possible() {
                     return Some(hit);
                 }
                 if better(&best, &hit) {
@@ -200,19 +223,26 @@ mod tests {
     use super::*;
     use crate::peers::table::parse_peer_addr;
 
+    fn hit(addr: &str, has_sig: bool, proven: bool) -> PeerHit {
+        PeerHit {
+            peer: parse_peer_addr(addr).unwrap(),
+            has_sig,
+            proven,
+        }
+    }
+
     #[test]
-    fn prefers_peers_with_signatures() {
-        let a = PeerHit {
-            peer: parse_peer_addr("10.0.0.1:1").unwrap(),
-            has_sig: false,
-        };
-        let b = PeerHit {
-            peer: parse_peer_addr("10.0.0.2:1").unwrap(),
-            has_sig: true,
-        };
+    fn prefers_proven_peers_then_signatures() {
+        let a = hit("10.0.0.1:1", false, true);
+        let b = hit("10.0.0.2:1", true, true);
         assert!(better(&None, &a));
         assert!(better(&Some(a.clone()), &b));
         assert!(!better(&Some(b.clone()), &a));
         assert!(!better(&Some(a.clone()), &a));
+        // A stranger, even one offering the .sig, never wins over a peer that answered.
+        let stranger = hit("10.0.0.66:1", true, false);
+        assert!(!better(&Some(a.clone()), &stranger));
+        assert!(better(&Some(stranger.clone()), &a));
+        assert!(b.best_possible() && !stranger.best_possible() && !a.best_possible());
     }
 }

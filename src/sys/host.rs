@@ -81,6 +81,59 @@ pub fn resolve(names: &[String], limit: Duration) -> HashMap<String, Vec<IpAddr>
     out
 }
 
+/// An IPv4 subnet: network address and mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub mask: Ipv4Addr,
+}
+
+impl Subnet {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.mask) == u32::from(self.network) & u32::from(self.mask)
+    }
+}
+
+/// The IPv4 subnets this host's interfaces are directly on (from `/proc/net/route`); empty if
+/// it cannot be read.
+pub fn connected_subnets() -> Vec<Subnet> {
+    read_small("/proc/net/route").map_or_else(Vec::new, |t| parse_route(&t))
+}
+
+/// Directly connected subnets from the text of `/proc/net/route`: routes without a gateway
+/// and with a mask (not the default route), addresses in the kernel's byte order as hex.
+pub fn parse_route(text: &str) -> Vec<Subnet> {
+    let hex = |s: &str| {
+        (s.len() == 8)
+            .then(|| u32::from_str_radix(s, 16).ok())
+            .flatten()
+            .map(|v| Ipv4Addr::from(v.to_le_bytes()))
+    };
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dest), Some(gateway), Some(mask)) = (
+            cols.get(1).and_then(|s| hex(s)),
+            cols.get(2).and_then(|s| hex(s)),
+            cols.get(7).and_then(|s| hex(s)),
+        ) else {
+            continue;
+        };
+        let subnet = Subnet {
+            network: dest,
+            mask,
+        };
+        if gateway.is_unspecified()
+            && !mask.is_unspecified()
+            && !dest.is_multicast()
+            && !out.contains(&subnet)
+        {
+            out.push(subnet);
+        }
+    }
+    out
+}
+
 /// Local IPv4 addresses from the text of `/proc/net/fib_trie`.
 ///
 /// Each local address appears as a leaf line (`|-- 192.0.2.2`) followed by a line
@@ -142,6 +195,32 @@ fn read_small(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connected_subnets_from_the_route_table() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            veth1\t0001E70A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            veth1\t000000E0\t00000000\t0001\t0\t0\t0\t000000F0\t0\t0\t0\n\
+            wg0\t0000A8C0\t0101A8C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+            junk line\n";
+        let got = parse_route(text);
+        let net = |a: [u8; 4], m: [u8; 4]| Subnet {
+            network: Ipv4Addr::from(a),
+            mask: Ipv4Addr::from(m),
+        };
+        assert_eq!(
+            got,
+            [
+                net([192, 0, 2, 0], [255, 255, 255, 0]),
+                net([10, 231, 1, 0], [255, 255, 255, 0])
+            ],
+            "no default route, no multicast route, no route through a gateway"
+        );
+        assert!(got[1].contains(Ipv4Addr::new(10, 231, 1, 12)));
+        assert!(!got[1].contains(Ipv4Addr::new(10, 231, 2, 12)));
+    }
 
     #[test]
     fn resolves_local_names_within_the_limit() {

@@ -2,7 +2,7 @@
 //! others announce to the [`PeerTable`]; a goodbye on stop.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use super::wire::{Announce, Kind, decode, encode};
 use super::{MulticastConfig, clamp_interval};
 use crate::limits::{ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, QUERY_ANSWER_MIN_GAP};
 use crate::peers::table::{PeerAddr, PeerTable, Seen};
+use crate::sys::host::{self, Subnet};
 use crate::sys::log::escape;
 
 /// Counters of the discovery loop, for the status page and tests.
@@ -69,15 +70,26 @@ enum Heard {
     Bye(PeerAddr, bool),
 }
 
-/// Apply `a`, received from `src`, to the table. Pure but for the table.
-fn apply(a: &Announce, src: SocketAddr, table: &mut PeerTable, now: Instant) -> Heard {
+/// Apply `a`, received from `src`, to the table. Pure but for the table. `subnets`: those this
+/// host is on; a hello from elsewhere (but loopback) is refused unless a filter names it.
+fn apply(
+    a: &Announce,
+    src: SocketAddr,
+    subnets: &[Subnet],
+    table: &mut PeerTable,
+    now: Instant,
+) -> Heard {
     let addr = PeerAddr {
         host: src.ip().to_string(),
         port: a.http_port,
     };
+    let on_subnet = match src.ip().to_canonical() {
+        IpAddr::V4(ip) => ip.is_loopback() || subnets.iter().any(|s| s.contains(ip)),
+        IpAddr::V6(ip) => ip.is_loopback(),
+    };
     match a.kind {
         Kind::Hello => {
-            let seen = table.seen(addr.clone(), a.instance, now);
+            let seen = table.seen(addr.clone(), a.instance, on_subnet, now);
             Heard::Hello(addr, seen)
         }
         Kind::Query => Heard::Query,
@@ -211,6 +223,8 @@ struct Discoverer<'a> {
     hello: Vec<u8>,
     max_silence: Duration,
     schedule: Schedule,
+    /// The subnets this host is on, read again with every periodic hello.
+    subnets: Vec<Subnet>,
 }
 
 impl Discoverer<'_> {
@@ -223,6 +237,7 @@ impl Discoverer<'_> {
         match self.schedule.due(now) {
             Due::Periodic => {
                 self.hello(now, true).await;
+                self.subnets = host::connected_subnets();
                 for addr in crate::lock(self.table).expire(now, self.max_silence) {
                     crate::info!(
                         "peer {addr} forgotten: no hello for {} s",
@@ -252,12 +267,15 @@ impl Discoverer<'_> {
             bump(&self.stats.own);
             return;
         }
-        let heard = apply(&a, src, &mut crate::lock(self.table), now);
+        let heard = apply(&a, src, &self.subnets, &mut crate::lock(self.table), now);
         match heard {
             Heard::Hello(addr, Seen::New) => crate::info!("peer {addr} discovered"),
             Heard::Hello(_, Seen::Refreshed) => {}
             Heard::Hello(addr, Seen::Filtered) => {
                 crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
+            }
+            Heard::Hello(addr, Seen::OffSubnet) => {
+                crate::verbose!("peer {addr} ignored: not on a subnet of this host")
             }
             Heard::Hello(addr, Seen::TableFull) => {
                 crate::verbose!("peer {addr} ignored: peer table full")
@@ -318,6 +336,7 @@ pub async fn run(
         hello,
         max_silence: cfg.max_silence(),
         schedule: Schedule::started(clamp_interval(cfg.interval), Instant::now()),
+        subnets: host::connected_subnets(),
     };
     let mut buf = [0u8; ANNOUNCE_RECV_BUFFER];
     let mut timer = Timer::never();
@@ -412,34 +431,46 @@ mod tests {
             host: ip.to_string(),
             port,
         };
+        let lan = [Subnet {
+            network: std::net::Ipv4Addr::new(10, 0, 0, 0),
+            mask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+        }];
         let mut a = hello(7, 15678, &["any"]);
-        let heard = apply(&a, src("10.0.0.2"), &mut table, t0);
+        // A forged source off this host's subnets is not taken.
+        assert_eq!(
+            apply(&a, src("198.51.100.7"), &lan, &mut table, t0),
+            Heard::Hello(peer("198.51.100.7", 15678), Seen::OffSubnet)
+        );
+        let heard = apply(&a, src("10.0.0.2"), &lan, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.2", 15678), Seen::New));
-        let heard = apply(&a, src("10.0.0.2"), &mut table, t0);
+        let heard = apply(&a, src("10.0.0.2"), &lan, &mut table, t0);
         assert_eq!(
             heard,
             Heard::Hello(peer("10.0.0.2", 15678), Seen::Refreshed)
         );
-        let heard = apply(&a, src("10.0.0.9"), &mut table, t0);
+        let heard = apply(&a, src("10.0.0.9"), &lan, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.9", 15678), Seen::Filtered));
         a.kind = Kind::Query;
-        assert_eq!(apply(&a, src("10.0.0.3"), &mut table, t0), Heard::Query);
+        assert_eq!(
+            apply(&a, src("10.0.0.3"), &lan, &mut table, t0),
+            Heard::Query
+        );
         assert_eq!(table.len(), 1, "a query does not add a peer");
         // A goodbye names host (the source) + port + instance; a forged one with another
         // instance or from another host does nothing.
         a.kind = Kind::Bye;
         a.instance = 8;
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), false)
         );
         a.instance = 7;
         assert_eq!(
-            apply(&a, src("10.0.0.5"), &mut table, t0),
+            apply(&a, src("10.0.0.5"), &lan, &mut table, t0),
             Heard::Bye(peer("10.0.0.5", 15678), false)
         );
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), true)
         );
         assert!(table.is_empty());
