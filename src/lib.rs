@@ -16,6 +16,7 @@ pub mod names;
 pub mod pacsrv;
 pub mod peers;
 pub mod sys;
+pub mod version;
 
 /// Lock a mutex even if a thread panicked while holding it: every shared table here is
 /// changed by single calls, so a panic elsewhere cannot leave one half-updated.

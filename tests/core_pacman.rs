@@ -91,7 +91,7 @@ fn write_part(client: &PacmanClient, pkg: &Pkg, len: usize) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // The harness itself (no pacserve): proves packages, repo-add, the client config and the mirror.
 
-#[test]
+both_pacmans! {
 fn harness_pacman_against_mirror_directly() {
     let w = World::new("harness");
     let client = PacmanClient::new("core", &[w.repo.server()]);
@@ -99,6 +99,16 @@ fn harness_pacman_against_mirror_directly() {
     assert!(ran.success(), "{}\n{}", ran.text(), w.mirror().dump());
     assert_eq!(fs::read(client.sync_db()).ok(), Some(w.repo.db()));
     w.mirror().assert_served("/core/os/x86_64/core.db", 1);
+    // The pacman under test is the one the test is named for.
+    let agent = match client.pacman() {
+        Pacman::Debian6 => "pacman/6.0.2 ",
+        Pacman::Arch7 => "pacman/7.1.0 ",
+    };
+    let agents: Vec<Option<String>> = w.mirror().requests().into_iter().map(|r| r.user_agent).collect();
+    assert!(
+        agents.iter().all(|a| a.as_deref().is_some_and(|a| a.starts_with(agent))),
+        "User-Agents {agents:?}, want {agent}..."
+    );
 
     let ran = client.sync_again();
     assert!(ran.success(), "{}", ran.text());
@@ -134,11 +144,12 @@ fn harness_pacman_against_mirror_directly() {
     let ran = client.download(&w.ghost().name);
     assert!(!ran.success() && !ran.timed_out, "{}", ran.text());
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // pacman through pacserve
 
-#[test]
+both_pacmans! {
 fn cached_package_comes_from_pacserve_byte_identical() {
     let w = World::new("cached");
     let ps = w.pacserve();
@@ -150,8 +161,9 @@ fn cached_package_comes_from_pacserve_byte_identical() {
     assert_eq!(lookup.outcome, "local");
     assert_eq!(lookup.bytes, w.cached().size());
 }
+}
 
-#[test]
+both_pacmans! {
 fn uncached_package_comes_via_the_mirror() {
     let w = World::new("uncached");
     let ps = w.pacserve();
@@ -164,8 +176,55 @@ fn uncached_package_comes_via_the_mirror() {
     // pacserve only redirects; it never stores what it did not serve.
     assert!(!w.host.cache.join(&w.uncached().file).exists());
 }
+}
 
-#[test]
+both_pacmans! {
+/// `CacheServer = pacserve/cache/…` before the mirror's `Server`: pacman 7.1 takes a cached
+/// package from pacserve, and on a miss hears a plain 404 and goes quietly to the mirror
+/// (databases never come from a CacheServer). pacman 6.0.2 does not know the directive: it
+/// warns and takes everything from the mirror.
+fn cache_server_line_takes_hits_from_pacserve_and_misses_from_the_mirror() {
+    let w = World::new("cacheserver");
+    let ps = w.pacserve();
+    let client = PacmanClient::with_cache_servers(
+        "core",
+        &[ps.url("/cache/$repo/$arch")],
+        &[w.repo.server()],
+    );
+    let synced = client.sync();
+    synced.assert_ok("-Sy", &w.logs(&ps));
+    w.mirror().assert_served("/core/os/x86_64/core.db", 1);
+    let hit = client.fetch(w.cached(), || w.logs(&ps));
+    let miss = client.fetch(w.uncached(), || w.logs(&ps));
+    match client.pacman() {
+        Pacman::Arch7 => {
+            ps.expect_lookup("GET", &w.cached().on("cache"), 200);
+            w.mirror().assert_asked(&w.cached().mirror_path(), 0);
+            assert_eq!(ps.expect_lookup("GET", &w.uncached().on("cache"), 404).outcome, "miss");
+            w.mirror().assert_served(&w.uncached().mirror_path(), 1);
+            for ran in [&hit, &miss] {
+                assert!(!ran.text().contains("error"), "a CacheServer miss is quiet:\n{}", ran.text());
+            }
+            assert!(
+                ps.lookups().iter().all(|l| !l.path.contains(".db")),
+                "no database from a CacheServer"
+            );
+        }
+        Pacman::Debian6 => {
+            assert!(
+                synced.text().contains("CacheServer"),
+                "6.0.2 warns about the directive:\n{}",
+                synced.text()
+            );
+            w.mirror().assert_served(&w.cached().mirror_path(), 1);
+            w.mirror().assert_served(&w.uncached().mirror_path(), 1);
+            assert!(ps.lookups().is_empty(), "6.0.2 never asks a CacheServer");
+        }
+    }
+}
+}
+
+both_pacmans! {
 fn db_sync_goes_through_redirect_and_repeat_gets_304() {
     let w = World::new("dbsync");
     let ps = w.pacserve();
@@ -186,8 +245,9 @@ fn db_sync_goes_through_redirect_and_repeat_gets_304() {
     w.mirror().assert_served("/core/os/x86_64/core.db", 1);
     assert_eq!(fs::read(client.sync_db()).ok(), Some(w.repo.db()));
 }
+}
 
-#[test]
+both_pacmans! {
 fn pacman_path_prefix_works_like_request() {
     let w = World::new("pacmanpath");
     let ps = w.pacserve();
@@ -200,8 +260,9 @@ fn pacman_path_prefix_works_like_request() {
     let path = w.uncached().on("pacman");
     assert_eq!(ps.expect_lookup("GET", &path, 307).outcome, "mirror");
 }
+}
 
-#[test]
+both_pacmans! {
 fn resume_from_part_file_gets_206_from_the_cache() {
     let w = World::new("resume");
     let ps = w.pacserve();
@@ -216,8 +277,9 @@ fn resume_from_part_file_gets_206_from_the_cache() {
     assert_eq!(lookup.bytes, w.cached().size() - part as u64);
     w.mirror().assert_asked(&w.cached().file, 0);
 }
+}
 
-#[test]
+both_pacmans! {
 fn resume_of_uncached_package_keeps_range_through_redirect() {
     let w = World::new("resume-mirror");
     let ps = w.pacserve();
@@ -239,8 +301,9 @@ fn resume_of_uncached_package_keeps_range_through_redirect() {
         "mirror"
     );
 }
+}
 
-#[test]
+both_pacmans! {
 fn self_pointing_server_lines_are_skipped() {
     let w = World::new("selfpoint");
     // The port is picked first so the config can name it.
@@ -290,8 +353,9 @@ fn self_pointing_server_lines_are_skipped() {
         assert_eq!(n, 2, "{path} requested {n} times: {lookups:?}");
     }
 }
+}
 
-#[test]
+both_pacmans! {
 fn parallel_downloads_mix_cache_and_mirror() {
     let names = [
         "par-a", "par-b", "par-c", "par-d", "par-e", "par-f", "par-g",
@@ -337,8 +401,9 @@ fn parallel_downloads_mix_cache_and_mirror() {
         );
     }
 }
+}
 
-#[test]
+both_pacmans! {
 fn miss_everywhere_is_404_and_pacman_fails_in_bounded_time() {
     let w = World::new("miss");
     let ps = w.pacserve();
@@ -373,6 +438,7 @@ fn miss_everywhere_is_404_and_pacman_fails_in_bounded_time() {
     let r = head(ps.port(), &w.ghost().request_path());
     assert_eq!(r.status, 404);
     assert!(r.body.is_empty());
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,7 +585,7 @@ fn database_requests_redirect_to_the_first_mirror() {
     w.mirror().assert_asked("core.db", 0);
 }
 
-#[test]
+both_pacmans! {
 fn mirror_probe_skips_dead_hung_and_missing_mirrors() {
     let w = World::new("probe");
     let empty = Mirror::start(&w.repo.dir.mkdir("empty"));
@@ -554,6 +620,7 @@ fn mirror_probe_skips_dead_hung_and_missing_mirrors() {
     // Server for it.
     client.sync().assert_ok("-Sy", &w.logs(&ps));
     client.fetch(w.uncached(), || w.logs(&ps));
+}
 }
 
 #[test]

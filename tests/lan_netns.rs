@@ -78,7 +78,12 @@ struct LanHost {
 impl Lan {
     /// Mirror M holding repo `core` with `names` (all in its database).
     fn new(tag: &str, subnet: u8, names: &[&str]) -> Lan {
-        let net = Netns::new(tag, subnet);
+        // The same test runs with each pacman at once: its namespaces need their own names.
+        let tag = match Pacman::current() {
+            Pacman::Debian6 => format!("{tag}6"),
+            Pacman::Arch7 => format!("{tag}7"),
+        };
+        let net = Netns::new(&tag, subnet);
         let ns = net.add_host("m", M);
         let addr: SocketAddr = format!("{}:{MIRROR_PORT}", net.addr(M))
             .parse()
@@ -255,10 +260,10 @@ fn sync_from_mirror(
 // ---------------------------------------------------------------------------------------------
 // Tests
 
+both_pacmans! {
 /// A's pacman gets X from B (never from the mirror) and the database from the mirror; D,
 /// started later, is found within seconds and serves Z; C, killed with SIGKILL, never stalls
 /// a download, is forgotten after three silent intervals, and is never asked again.
-#[test]
 fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     let lan = Lan::new("share", 1, &["lanx", "lany", "lanz", "lanw"]);
     let (x, y, z, w) = (
@@ -383,10 +388,11 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
         );
     }
 }
+}
 
+both_pacmans! {
 /// B stopped with SIGTERM says goodbye: A forgets it at once (with a 30 s interval, expiry
 /// could not explain it), B exits 0, and A's next lookup does not try B.
-#[test]
 fn lan_goodbye_forgets_a_stopped_host_at_once() {
     let lan = Lan::new("bye", 2, &["lanx"]);
     let x = lan.pkg("lanx");
@@ -432,10 +438,11 @@ fn lan_goodbye_forgets_a_stopped_host_at_once() {
         ps_a.log()
     );
 }
+}
 
+both_pacmans! {
 /// `--multicast-filter x:^10\.231\.3\.13:` keeps C out of A's table: A hears and ignores C
 /// while it adds B, and a package only C holds comes from the mirror, C never asked.
-#[test]
 fn lan_filter_keeps_a_host_out() {
     let lan = Lan::new("filter", 3, &["lanq"]);
     let q = lan.pkg("lanq");
@@ -483,4 +490,5 @@ fn lan_filter_keeps_a_host_out() {
     );
     assert_eq!(ps_a.peer(&c.authority()), None, "C is in A's table");
     assert_eq!(failures(&ps_a.log(), &c), 0, "{}", ps_a.log());
+}
 }

@@ -639,8 +639,9 @@ fn recording_pacman(dir: &TempDir) -> (PathBuf, PathBuf) {
              \x20   if [ \"$prev\" = --config ]; then cp \"$a\" \"$rec/config\"; fi\n\
              \x20   prev=$a\n\
              done\n\
-             exec pacman \"$@\"\n",
-            rec.display()
+             exec '{}' \"$@\"\n",
+            rec.display(),
+            Pacman::current().binary()
         ),
     )
     .expect("write the recorder");
@@ -658,9 +659,11 @@ fn pacsrv(port: u16, args: &[&str], tmp: &Path, pacman: Option<&Path>) -> Ran {
         .args(args)
         .env("TMPDIR", tmp)
         .env("LC_ALL", "C");
-    match pacman {
-        Some(p) => cmd.env("PACMAN", p),
-        None => cmd.env_remove("PACMAN"),
+    // Without one given, the pacman of the test: the system's, or 7.1 named in $PACMAN.
+    match (pacman, Pacman::current()) {
+        (Some(p), _) => cmd.env("PACMAN", p),
+        (None, Pacman::Debian6) => cmd.env_remove("PACMAN"),
+        (None, Pacman::Arch7) => cmd.env("PACMAN", Pacman::Arch7.binary()),
     };
     run_grouped(&mut cmd, PACMAN_LIMIT)
 }
@@ -675,7 +678,7 @@ fn temp_confs(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
+both_pacmans! {
 fn pacsrv_runs_the_real_pacman_through_pacserve() {
     let repo = Repo::new("pacsrv", &[("xray", 6000), ("yankee", 4096)]);
     let x = repo.pkg("xray");
@@ -887,6 +890,7 @@ fn pacsrv_runs_the_real_pacman_through_pacserve() {
         "the database arrived from the mirror"
     );
     assert_eq!(temp_confs(&tmp), Vec::<String>::new(), "temp configs left");
+}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ fn require_signatures(client: &PacmanClient, signer: &Signer) -> AgentGuard {
 // ---------------------------------------------------------------------------------------------
 // 1. A static peer
 
-#[test]
+both_pacmans! {
 fn static_peer_serves_pacman_while_the_db_comes_from_the_mirror() {
     let lan = lan("static", &["sharedpkg"]);
     let x = lan.pkg("sharedpkg");
@@ -257,11 +257,12 @@ fn static_peer_serves_pacman_while_the_db_comes_from_the_mirror() {
     let db_lines = count(&a, |l| l.path.contains(".db") || l.path.contains(".files"));
     assert_eq!(db_lines, 0, "A was asked about a database:\n{}", a.log());
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2. Peers naming each other
 
-#[test]
+both_pacmans! {
 fn peers_naming_each_other_never_recurse() {
     let lan = lan("cycle", &["looppkg"]);
     let x = lan.pkg("looppkg");
@@ -313,11 +314,12 @@ fn peers_naming_each_other_never_recurse() {
         a.log()
     );
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 3. A dead peer
 
-#[test]
+both_pacmans! {
 fn dead_peer_is_backed_off_and_the_live_one_serves() {
     let lan = lan("dead", &["livepkg", "otherpkg"]);
     let (x, y) = (lan.pkg("livepkg"), lan.pkg("otherpkg"));
@@ -401,11 +403,12 @@ fn dead_peer_is_backed_off_and_the_live_one_serves() {
         assert!(!l.contains("Some("), "the log shows an Option: {l}");
     }
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // 4. A hung peer
 
-#[test]
+both_pacmans! {
 fn hung_peer_times_out_and_is_not_asked_again_during_backoff() {
     let lan = lan("hung", &["mirrorpkg", "more1", "more2", "more3"]);
     let x = lan.pkg("mirrorpkg");
@@ -452,6 +455,7 @@ fn hung_peer_times_out_and_is_not_asked_again_during_backoff() {
     let client = synced_client(&b, &named, &lan.mirror);
     client.fetch(x, || logs(&named, &lan.mirror));
     lan.mirror.assert_served(&x.mirror_path(), 1);
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -522,7 +526,7 @@ fn peer_with_the_signature_is_preferred() {
     assert!(lan.mirror.requests().is_empty(), "{}", lan.mirror.dump());
 }
 
-#[test]
+both_pacmans! {
 fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
     let signer = Signer::new();
     let (lan, sigs) = signed_lan("sigverify", &["goodpkg", "badsigpkg"], &signer);
@@ -597,6 +601,7 @@ fn pacman_verifies_a_package_from_a_peer_without_its_signature() {
     );
     lan.mirror
         .assert_served(&format!("{}.sig", bad.mirror_path()), 1);
+}
 }
 
 // ---------------------------------------------------------------------------------------------

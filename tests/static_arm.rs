@@ -281,7 +281,7 @@ fn aarch64_musl_release_binary_is_static_stripped_and_within_1_mib() {
     );
 }
 
-#[test]
+both_pacmans! {
 fn aarch64_binary_under_qemu_serves_pacman_from_cache_and_redirects_the_db() {
     let bin = built(AARCH64);
     let w = World::new("qemu");
@@ -312,6 +312,7 @@ fn aarch64_binary_under_qemu_serves_pacman_from_cache_and_redirects_the_db() {
         "the package came from the mirror:\n{}",
         w.repo.mirror.dump()
     );
+}
 }
 
 #[test]

@@ -1,10 +1,98 @@
 //! The real pacman as a client ([`PacmanClient`]): its own root, database, cache, keyring dir
-//! and config in a temp dir, run bounded, on this host or inside a network namespace.
+//! and config in a temp dir, run bounded, on this host or inside a network namespace. Two
+//! pacmans ([`Pacman`]): Debian's 6.0.2, and 7.1 built from source (what Arch users run),
+//! with `DownloadUser = alpm` and its sandbox; [`both_pacmans!`] makes a test of each.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Which pacman a client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacman {
+    /// Debian's `pacman-package-manager` 6.0.2 (libalpm 13).
+    Debian6,
+    /// pacman 7.1.0 (libalpm 16) built by `.ci/setup` into `target/pacman-7.1.0`.
+    Arch7,
+}
+
+thread_local! {
+    /// The pacman of the test running on this thread (`Pacman::run_test`).
+    static CURRENT: Cell<Pacman> = const { Cell::new(Pacman::Debian6) };
+}
+
+/// Where `.ci/setup` builds pacman 7.1.
+pub fn pacman7_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pacman-7.1.0")
+}
+
+impl Pacman {
+    /// The pacman of the test running now.
+    pub fn current() -> Pacman {
+        CURRENT.with(Cell::get)
+    }
+
+    /// Run `test` with every client it makes being this pacman.
+    pub fn run_test(self, test: impl FnOnce()) {
+        if self == Pacman::Arch7 {
+            let bin = self.binary();
+            assert!(
+                Path::new(&bin).is_file(),
+                "{bin} is missing (it was there when the tests were built): run bash .ci/setup"
+            );
+        }
+        CURRENT.with(|c| c.set(self));
+        test();
+    }
+
+    pub fn binary(self) -> String {
+        match self {
+            Pacman::Debian6 => "pacman".into(),
+            Pacman::Arch7 => pacman7_dir().join("build/pacman").display().to_string(),
+        }
+    }
+
+    /// Lines its pacman.conf's `[options]` needs besides the common ones.
+    fn options(self) -> &'static str {
+        match self {
+            Pacman::Debian6 => "",
+            // As on Arch: downloads run as the unprivileged `alpm` user, sandboxed.
+            Pacman::Arch7 => "DownloadUser = alpm\n",
+        }
+    }
+}
+
+/// Two tests from one body: `NAME::pacman6` with Debian's pacman 6.0.2 and `NAME::pacman7`
+/// with pacman 7.1, so a failure names the client; the second is ignored, saying why, where
+/// pacman 7.1 has not been built.
+#[macro_export]
+macro_rules! both_pacmans {
+    ($(#[doc = $doc:expr])* fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            use super::*;
+
+            fn body() $body
+
+            #[test]
+            fn pacman6() {
+                $crate::common::Pacman::Debian6.run_test(body);
+            }
+
+            #[test]
+            #[cfg_attr(
+                not(pacman7),
+                ignore = "pacman 7.1 is not built here: bash .ci/setup builds it from \
+                          ../shared/third_party/pacman-7.1.0.tar.gz"
+            )]
+            fn pacman7() {
+                $crate::common::Pacman::Arch7.run_test(body);
+            }
+        }
+    };
+}
 
 use super::packages::Pkg;
 use super::process::{Ran, run_bounded};
@@ -12,6 +100,7 @@ use super::tempdir::TempDir;
 use super::{PACMAN_LIMIT, preflight};
 
 pub struct PacmanClient {
+    pacman: Pacman,
     dir: TempDir,
     conf: PathBuf,
     cache: PathBuf,
@@ -28,8 +117,39 @@ impl PacmanClient {
     }
 
     /// Like `new`, with `options` (lines such as `ParallelDownloads = 5`) added to
-    /// `[options]`.
+    /// `[options]`. The pacman is the current test's ([`Pacman::current`]).
     pub fn with_options(repo: &str, servers: &[String], options: &str) -> PacmanClient {
+        Self::of(Pacman::current(), repo, servers, options)
+    }
+
+    /// A client whose `[repo]` lists `cache_servers` as `CacheServer` lines (pacman >= 6.1
+    /// tries them first for packages; 6.0.2 warns and ignores them), then `servers`.
+    pub fn with_cache_servers(
+        repo: &str,
+        cache_servers: &[String],
+        servers: &[String],
+    ) -> PacmanClient {
+        let lines: Vec<String> = cache_servers
+            .iter()
+            .map(|s| format!("CacheServer = {s}"))
+            .chain(servers.iter().map(|s| format!("Server = {s}")))
+            .collect();
+        Self::with_lines(Pacman::current(), repo, &lines, "")
+    }
+
+    /// A client of `pacman` with `[repo]` listing `servers`, and `options` in `[options]`.
+    pub fn of(pacman: Pacman, repo: &str, servers: &[String], options: &str) -> PacmanClient {
+        let lines: Vec<String> = servers.iter().map(|s| format!("Server = {s}")).collect();
+        Self::with_lines(pacman, repo, &lines, options)
+    }
+
+    /// A client of `pacman` whose `[repo]` section holds `repo_lines`.
+    fn with_lines(
+        pacman: Pacman,
+        repo: &str,
+        repo_lines: &[String],
+        options: &str,
+    ) -> PacmanClient {
         preflight::require();
         let dir = TempDir::new("client");
         let root = dir.mkdir("root");
@@ -49,7 +169,7 @@ impl PacmanClient {
              HookDir = {}/\n\
              Architecture = x86_64\n\
              SigLevel = Never\n\
-             {options}\n\
+             {}{options}\n\
              \n[{repo}]\n",
             root.display(),
             db.display(),
@@ -57,13 +177,32 @@ impl PacmanClient {
             dir.join("pacman.log").display(),
             gpg.display(),
             hooks.display(),
+            pacman.options(),
         );
-        for s in servers {
-            let _ = writeln!(conf, "Server = {s}");
+        for line in repo_lines {
+            let _ = writeln!(conf, "{line}");
         }
         let conf_path = dir.join("pacman.conf");
         fs::write(&conf_path, conf).expect("write client pacman.conf");
+        if pacman == Pacman::Arch7 {
+            // pacman 7 downloads as `alpm`, which must get through every directory on the way
+            // to DBPath and CacheDir, whatever the umask made of them.
+            use std::os::unix::fs::PermissionsExt;
+            for d in [
+                dir.path(),
+                &root,
+                &db,
+                &db.join("sync"),
+                &db.join("local"),
+                &cache,
+                &gpg,
+            ] {
+                fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                    .unwrap_or_else(|e| panic!("chmod {}: {e}", d.display()));
+            }
+        }
         PacmanClient {
+            pacman,
             dir,
             conf: conf_path,
             cache,
@@ -78,6 +217,11 @@ impl PacmanClient {
     pub fn in_netns(mut self, ns: &str) -> PacmanClient {
         self.netns = Some(ns.to_string());
         self
+    }
+
+    /// Which pacman this is.
+    pub fn pacman(&self) -> Pacman {
+        self.pacman
     }
 
     pub fn conf_path(&self) -> &Path {
@@ -100,14 +244,15 @@ impl PacmanClient {
 
     /// `pacman --config C --noprogressbar ARGS`, bounded by [`PACMAN_LIMIT`].
     pub fn run(&self, args: &[&str]) -> Ran {
+        let bin = self.pacman.binary();
         let mut cmd = match &self.netns {
             // `ip netns exec` execs pacman itself: its pid is pacman's.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "pacman"]);
+                c.args(["netns", "exec", ns, &bin]);
                 c
             }
-            None => Command::new("pacman"),
+            None => Command::new(&bin),
         };
         cmd.arg("--config")
             .arg(&self.conf)

@@ -68,6 +68,19 @@ const TOOLS: &[Tool] = &[
         check: |_| netns_works(),
     },
     Tool {
+        name: "pacman 7.1 (target/pacman-7.1.0)",
+        packages: "meson ninja-build pkg-config gcc libarchive-dev libcurl4-openssl-dev \
+                   libgpgme-dev libssl-dev, built by bash .ci/setup",
+        check: |_| {
+            // Not built: its tests are ignored, and say so; built: it must really run.
+            let bin = super::pacman::pacman7_dir().join("build/pacman");
+            if !bin.exists() {
+                return Ok(());
+            }
+            version(Command::new(&bin).arg("--version"), "Pacman v7.1.0")
+        },
+    },
+    Tool {
         name: "chromium",
         packages: "chromium",
         check: |_| version(Command::new("chromium").arg("--version"), "Chromium"),
