@@ -247,8 +247,8 @@ pub const PACSRV_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shortest and longest time an option in seconds may give (`--peer-timeout`,
 /// `--multicast-interval`): below 10 ms nothing on a network finishes, above a day is a typo.
-pub const MIN_OPTION_SECONDS: f64 = 0.01;
-pub const MAX_OPTION_SECONDS: f64 = 86_400.0;
+pub const MIN_OPTION_TIME: Duration = Duration::from_millis(10);
+pub const MAX_OPTION_TIME: Duration = Duration::from_secs(86_400);
 
 /// Longest a SIGHUP reload may take to read pacman.conf (and its Includes) before the old
 /// configuration is kept: local files read in milliseconds; this only bounds a hung NFS.

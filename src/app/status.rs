@@ -75,13 +75,15 @@ pub fn human_bytes(n: u64) -> String {
     if n < 1024 {
         return format!("{n} B");
     }
-    let mut v = n as f64 / 1024.0;
+    // Integer arithmetic (no floating-point formatting in the binary): tenths of the unit.
     let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
+    let mut div: u128 = 1024;
+    while u128::from(n) >= div * 1024 && unit + 1 < UNITS.len() {
+        div *= 1024;
         unit += 1;
     }
-    format!("{v:.1} {}", UNITS[unit])
+    let tenths = (u128::from(n) * 10 + div / 2) / div;
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
 /// `3d 4h`, `2h 5m`, `7m 3s`, `42s`.
@@ -455,6 +457,9 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1024.0 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 + 300 * 1024), "5.3 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
         assert_eq!(human_duration(42), "42s");
         assert_eq!(human_duration(423), "7m 3s");
         assert_eq!(human_duration(7500), "2h 5m");

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::limits::{MAX_OPTION_SECONDS, MIN_OPTION_SECONDS};
+use crate::limits::{MAX_OPTION_TIME, MIN_OPTION_TIME};
 use crate::peers::table::{Filters, PeerAddr, parse_peer_addr};
 
 /// Default TCP port, the one the original pacserve used.
@@ -250,23 +250,41 @@ fn reject_rest(p: pico_args::Arguments, context: &str) -> Result<(), UsageError>
 }
 
 /// Seconds as a decimal (`1`, `0.5`), between 10 ms and one day.
+/// Seconds as a decimal (`1`, `0.5`, `0.025`: at most three decimals), between
+/// [`MIN_OPTION_TIME`] and [`MAX_OPTION_TIME`]. Parsed by hand, in whole milliseconds.
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    let (min, max) = (MIN_OPTION_SECONDS, MAX_OPTION_SECONDS);
-    if !(min..=max).contains(&secs) {
-        return Err(format!("'{s}' is out of range ({min} to {max} seconds)"));
+    let not_a_number = || format!("'{s}' is not a number of seconds (e.g. 1 or 0.5)");
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > 6 || !digits(whole) || !digits(fraction) {
+        return Err(not_a_number());
     }
-    Ok(Duration::from_secs_f64(secs))
+    if fraction.len() > 3 || (s.contains('.') && fraction.is_empty()) {
+        return Err(format!("'{s}': give seconds with at most three decimals"));
+    }
+    let whole: u64 = whole.parse().map_err(|_| not_a_number())?;
+    let millis_text = format!("{fraction:0<3}");
+    let millis: u64 = millis_text.parse().map_err(|_| not_a_number())?;
+    let d = Duration::from_millis(whole * 1000 + millis);
+    if d < MIN_OPTION_TIME || d > MAX_OPTION_TIME {
+        return Err(format!(
+            "'{s}' is out of range ({} ms to {} seconds)",
+            MIN_OPTION_TIME.as_millis(),
+            MAX_OPTION_TIME.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 fn option_error(name: &str, e: pico_args::Error) -> UsageError {
     UsageError(match e {
         pico_args::Error::OptionWithoutAValue(_) => format!("option '{name}' needs a value"),
-        pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
-            format!("option '{name}': '{value}' is not valid UTF-8")
+        // What pico-args calls a failed parse of a UTF-8 value: `cause` is our parser's
+        // message, which names the value.
+        pico_args::Error::Utf8ArgumentParsingFailed { cause, .. } => {
+            format!("option '{name}': {cause}")
         }
+        pico_args::Error::NonUtf8Argument => format!("option '{name}': not valid UTF-8"),
         pico_args::Error::ArgumentParsingFailed { cause } => {
             format!("option '{name}': {cause}")
         }
@@ -551,6 +569,12 @@ mod tests {
             (&["--pacserver", "h:0"], "'--pacserver'"),
             (&["--peer-timeout", "0"], "'--peer-timeout'"),
             (&["--peer-timeout", "soon"], "'--peer-timeout'"),
+            (&["--peer-timeout", "0.001"], "out of range"),
+            (&["--peer-timeout", "1.2345"], "three decimals"),
+            (&["--peer-timeout", "1."], "three decimals"),
+            (&["--peer-timeout", ".5"], "not a number"),
+            (&["--peer-timeout", "-1"], "not a number"),
+            (&["--peer-timeout", "86401"], "out of range"),
             (
                 &["--multicast", "--multicast-filter", "y:abc"],
                 "'--multicast-filter'",
