@@ -430,6 +430,15 @@ CONFIGURATION FILE
   repositories, mirrors and cache directories come from pacman.conf. Under systemd, the
   unit reads extra options from /etc/conf.d/pacserve (PACSERVE_ARGS=...).
 
+A HOSTILE LAN
+  Connections: 1024 at once, 64 per source address (loopback and --pacserver addresses
+  more); at the cap the longest-idle connection is closed to make room. Outgoing
+  connections (lookups, probes): 256 at once. Discovered peers only from this host's
+  subnets unless an inclusive --multicast-filter names them. The mirror walk for one
+  package ends within 5 s. Requests from another pacserve are answered from this cache
+  only; pacman is sent to a peer's /lan/ route, which never redirects to another peer.
+  Repeated error lines: at most 5 per 10 s, then a count.
+
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say
   goodbye to the multicast group, exit 0. SIGHUP: reload pacman.conf.
