@@ -6,15 +6,16 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use rustix::process::Signal;
+use rustix::process::{Resource, Rlimit, Signal, setrlimit};
 
 use super::http::{RawConn, Response, request_bytes};
 use super::json::Json;
@@ -164,6 +165,8 @@ pub struct Launch {
     env: Vec<(String, String)>,
     name: String,
     start_limit: Duration,
+    verbose: bool,
+    open_files: Option<u64>,
 }
 
 impl Launch {
@@ -213,6 +216,20 @@ impl Launch {
         self
     }
 
+    /// Without `--verbose`: request lines and errors only, for a test whose traffic would
+    /// otherwise log megabytes of lookup detail.
+    pub fn not_verbose(mut self) -> Launch {
+        self.verbose = false;
+        self
+    }
+
+    /// Start it with an open-file limit of `n`, soft and hard, so that it cannot raise it:
+    /// how a test shows what a flood does to a host whose descriptors are few.
+    pub fn open_files(mut self, n: u64) -> Launch {
+        self.open_files = Some(n);
+        self
+    }
+
     fn command(&self) -> Command {
         let mut argv: Vec<OsString> = Vec::new();
         if let Some(ns) = &self.netns {
@@ -227,7 +244,9 @@ impl Launch {
         }
         argv.push("--pacman-conf".into());
         argv.push(self.conf.clone().into());
-        argv.push("--verbose".into());
+        if self.verbose {
+            argv.push("--verbose".into());
+        }
         argv.extend(self.args.iter().map(OsString::from));
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).env_remove("NOTIFY_SOCKET");
@@ -237,6 +256,18 @@ impl Launch {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(n) = self.open_files {
+            let limit = Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            };
+            // SAFETY: between fork and exec the child only makes the setrlimit(2) system
+            // call, which is async-signal-safe and allocates nothing. `ip netns exec` and
+            // pacserve inherit the limit across exec.
+            unsafe {
+                cmd.pre_exec(move || setrlimit(Resource::Nofile, limit).map_err(io::Error::from));
+            }
+        }
         cmd
     }
 
@@ -360,6 +391,8 @@ impl Pacserve {
             env: Vec::new(),
             name: "pacserve".to_string(),
             start_limit: START_LIMIT,
+            verbose: true,
+            open_files: None,
         }
     }
 
@@ -380,6 +413,21 @@ impl Pacserve {
 
     pub fn pid(&self) -> u32 {
         self.lock().pid()
+    }
+
+    /// How many descriptors it holds open now (entries of `/proc/PID/fd`); None once it is
+    /// gone.
+    pub fn open_fds(&self) -> Option<usize> {
+        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?;
+        Some(dir.count())
+    }
+
+    /// Its open-file limit (soft, hard), as `/proc/PID/limits` says; None if unreadable.
+    pub fn open_file_limit(&self) -> Option<(String, String)> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut values = line["Max open files".len()..].split_whitespace();
+        Some((values.next()?.to_string(), values.next()?.to_string()))
     }
 
     pub fn name(&self) -> &str {

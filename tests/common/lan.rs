@@ -4,11 +4,16 @@
 //!
 //! Addresses are `10.231.SUBNET.I/24` inside these namespaces only; each host has `lo` up and
 //! a `224.0.0.0/4` route on its veth (so it can join a multicast group) and no default route.
-//! Namespaces are named `psl-PID-TAG-HOST`.
+//! Namespaces are named `psl-PID-TAG-HOST`. A host may get a hosts file of its own
+//! (`/etc/netns/NS/hosts`, which `ip netns exec` mounts over `/etc/hosts`), and a test may
+//! send datagrams with forged source addresses from inside a namespace ([`RawUdp`]).
 
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 use std::thread;
@@ -25,6 +30,8 @@ use super::tempdir::TEMP_PREFIX;
 pub const NETNS_PREFIX: &str = "psl-";
 /// Longest one `ip` command may take.
 const IP_LIMIT: Duration = Duration::from_secs(10);
+/// Where `ip netns exec NS` finds files to mount over `/etc` (`/etc/netns/NS/FILE`).
+const NETNS_ETC: &str = "/etc/netns";
 
 /// `ip ARGS`, bounded.
 pub fn ip(args: &[&str]) -> Ran {
@@ -66,6 +73,8 @@ pub struct Netns {
     prefix: String,
     subnet: u8,
     made: RefCell<Vec<String>>,
+    /// `/etc/netns/NS` directories made for hosts files.
+    etc: RefCell<Vec<PathBuf>>,
 }
 
 impl Netns {
@@ -77,6 +86,7 @@ impl Netns {
             prefix: format!("{NETNS_PREFIX}{}-{tag}-", std::process::id()),
             subnet,
             made: RefCell::new(Vec::new()),
+            etc: RefCell::new(Vec::new()),
         };
         let sw = net.add("sw");
         ip_ok(&[
@@ -128,6 +138,22 @@ impl Netns {
         ip_ok(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
         ns
     }
+
+    /// Give the namespace `ns` (one of ours) a hosts file of its own with `text`: programs
+    /// started by `ip netns exec NS` see it as `/etc/hosts`. Removed on drop.
+    pub fn hosts_file(&self, ns: &str, text: &str) {
+        assert!(
+            self.made.borrow().iter().any(|n| n == ns),
+            "{ns} is not a namespace of this test"
+        );
+        let dir = Path::new(NETNS_ETC).join(ns);
+        self.etc.borrow_mut().push(dir.clone());
+        // Another test's drop may remove an empty /etc/netns just as it is made: try again.
+        let made = fs::create_dir_all(&dir).or_else(|_| fs::create_dir_all(&dir));
+        made.unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let hosts = dir.join("hosts");
+        fs::write(&hosts, text).unwrap_or_else(|e| panic!("write {}: {e}", hosts.display()));
+    }
 }
 
 impl Drop for Netns {
@@ -135,6 +161,66 @@ impl Drop for Netns {
         for name in self.made.borrow().iter().rev() {
             let _ = ip(&["netns", "del", name]);
         }
+        for dir in self.etc.borrow().iter() {
+            let _ = fs::remove_dir_all(dir);
+        }
+        remove_etc_if_empty();
+    }
+}
+
+/// `/etc/netns` goes once nothing is left in it (it does not exist on a machine that never
+/// gave a namespace files of its own); removing a directory that is not empty fails.
+fn remove_etc_if_empty() {
+    let _ = fs::remove_dir(NETNS_ETC);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forged datagrams
+
+/// A raw IPv4 socket made inside a namespace, which writes whole IP packets: UDP datagrams
+/// with any source address, as a hostile host on that LAN could send them.
+pub struct RawUdp {
+    socket: OwnedFd,
+}
+
+impl RawUdp {
+    /// A raw socket (IPPROTO_RAW: the IP header is ours) inside the namespace `ns`.
+    pub fn open_in(ns: &str) -> RawUdp {
+        use rustix::net::{AddressFamily, SocketType, ipproto, socket};
+        let socket = in_netns(ns, || {
+            socket(AddressFamily::INET, SocketType::RAW, Some(ipproto::RAW))
+        })
+        .and_then(|r| r.map_err(io::Error::from))
+        .unwrap_or_else(|e| panic!("a raw socket in {ns}: {e}"));
+        RawUdp { socket }
+    }
+
+    /// One UDP datagram with `payload` from `src` to `dst`, TTL 1. The kernel fills in the
+    /// IP checksum and id; the UDP checksum is left out (0), which IPv4 allows.
+    pub fn send(&self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> io::Result<()> {
+        use rustix::net::{SendFlags, sendto};
+        let udp_len = u16::try_from(8 + payload.len()).expect("a small datagram");
+        let total = udp_len + 20;
+        let mut packet = Vec::with_capacity(usize::from(total));
+        // Version 4, 5 words of header; no TOS; length; id 0 (filled in); don't fragment.
+        packet.extend_from_slice(&[0x45, 0]);
+        packet.extend_from_slice(&total.to_be_bytes());
+        packet.extend_from_slice(&[0, 0, 0x40, 0]);
+        // TTL 1 (this link only), protocol UDP, checksum 0 (filled in).
+        packet.extend_from_slice(&[1, 17, 0, 0]);
+        packet.extend_from_slice(&src.ip().octets());
+        packet.extend_from_slice(&dst.ip().octets());
+        packet.extend_from_slice(&src.port().to_be_bytes());
+        packet.extend_from_slice(&dst.port().to_be_bytes());
+        packet.extend_from_slice(&udp_len.to_be_bytes());
+        packet.extend_from_slice(&[0, 0]);
+        packet.extend_from_slice(payload);
+        let to = SocketAddrV4::new(*dst.ip(), 0);
+        let sent = sendto(&self.socket, &packet, SendFlags::empty(), &to)?;
+        if sent != packet.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "packet cut short"));
+        }
+        Ok(())
     }
 }
 
@@ -181,9 +267,29 @@ fn remove_leftovers() {
                 }
             }
             let _ = ip(&["netns", "del", name]);
+            let _ = fs::remove_dir_all(Path::new(NETNS_ETC).join(name));
         }
+        remove_leftover_etc();
         remove_leftover_dirs();
     });
+}
+
+/// Hosts files of namespaces whose owner no longer runs (the namespace itself may be gone).
+fn remove_leftover_etc() {
+    let Ok(entries) = fs::read_dir(NETNS_ETC) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let owner: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());
+        if owner.is_some_and(|p| !owner_alive(p)) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    remove_etc_if_empty();
 }
 
 /// Temporary directories are named `pacserve-test-PID-...-TAG`; a PID whose directories
