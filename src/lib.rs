@@ -15,6 +15,7 @@ pub mod limits;
 pub mod names;
 pub mod pacsrv;
 pub mod peers;
+pub mod syncdb;
 pub mod sys;
 pub mod version;
 

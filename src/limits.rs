@@ -273,3 +273,50 @@ pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// hop rule (requests from a pacserve are answered locally) keeps even that from looping.
 pub const NAME_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_RESOLVED_NAMES: usize = 32;
+
+/// Largest sync database file read (as it lies in DBPath/sync, compressed or not). Arch's
+/// extra, the largest official one (about 15,000 packages), is a few MB gzipped and about
+/// 35 MB as a plain tar; 64 MiB is well above either and stops a runaway file early.
+pub const MAX_DB_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most bytes of tar one database may inflate to. Bounds the work of a gzip bomb (deflate
+/// expands up to about 1000:1) the way [`MAX_DB_FILE_BYTES`] bounds a plain tar; a real
+/// database of 15,000 packages is about 35 MB.
+pub const MAX_DB_TAR_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Most packages in one database's index: four times Arch's extra. It bounds the index's
+/// memory even for a hostile database, at most 65,536 × (48 + 255) bytes, about 19 MiB; a
+/// real one of 15,000 packages costs about 1.4 MiB.
+pub const MAX_DB_PACKAGES: usize = 65_536;
+
+/// Most tar entries in one database: each package has two (its folder and its `desc`), and
+/// an archiver may add an extended header to either.
+pub const MAX_DB_TAR_ENTRIES: usize = 4 * MAX_DB_PACKAGES;
+
+/// Largest `desc` file collected whole for parsing. repo-add writes 0.5–4 KiB; the biggest
+/// in Arch (long `%PROVIDES%` or `%DEPENDS%` lists, an embedded `%PGPSIG%`) stay far below
+/// this. A larger one fails the database rather than silently leaving its package out.
+pub const MAX_DESC_BYTES: usize = 256 * 1024;
+
+/// Most `%KEY%` blocks in one `desc`: repo-add writes at most about 25 different keys. The
+/// duplicate check compares each key with those before it, so this also bounds its work.
+pub const MAX_DESC_KEYS: usize = 64;
+
+/// Largest pax extended header (`x`) or GNU long name (`L`) collected in a database: bsdtar
+/// writes one only for a path over 100 bytes or odd metadata, a few hundred bytes at most.
+pub const MAX_TAR_EXTENDED_BYTES: usize = 64 * 1024;
+
+/// Longest FNAME or FCOMMENT in a gzip header: repo-add's `gzip -n` writes neither, plain
+/// gzip writes the file name (at most 255 bytes on Linux). They are skipped, never kept;
+/// the limit only stops a header that never ends from being read as one.
+pub const MAX_GZIP_HEADER_TEXT: usize = 4096;
+
+/// Bytes read from a database file at once, and the buffer the inflated bytes go to: large
+/// enough that a 35 MB tar takes about a thousand reads, small next to the inflate state's
+/// own 32 KiB window. Both are freed when the load ends.
+pub const DB_READ_CHUNK: usize = 64 * 1024;
+pub const DB_INFLATE_CHUNK: usize = 32 * 1024;
+
+/// Reads of a database in a row that a signal may interrupt before the load gives up: a
+/// regular file practically never returns EINTR; this only keeps the retry loop bounded.
+pub const MAX_INTERRUPTED_READS: usize = 16;
