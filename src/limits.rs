@@ -52,6 +52,10 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// (256 spoofed hellos and 40 clients once took 2111 of 2112, and cached files got 404s).
 pub const MAX_OUTGOING_CONNECTIONS: usize = 256;
 
+/// Outgoing connections lookups may not take: kept for mirror probes, which a request falls
+/// back on when the LAN fails it.
+pub const PROBE_RESERVE: usize = 32;
+
 /// How often a probe waiting for the outgoing budget looks again.
 pub const OUTGOING_WAIT_POLL: Duration = Duration::from_millis(20);
 
@@ -216,6 +220,10 @@ pub const MULTICAST_INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// Lookups kept for the status page.
 pub const RECENT_LOOKUPS: usize = 30;
 
+/// Skipped copies (a peer's or this host's copy that is not the file the sync database
+/// describes) kept for the status page.
+pub const RECENT_SKIPPED: usize = 30;
+
 /// After a peer without the package's `.sig` says it has the package, how long other peers
 /// may still offer both. Healthy LAN peers answer within a millisecond or two; waiting the
 /// whole `--peer-timeout` would let one hung peer delay every such hit.
@@ -320,3 +328,31 @@ pub const DB_INFLATE_CHUNK: usize = 32 * 1024;
 /// Reads of a database in a row that a signal may interrupt before the load gives up: a
 /// regular file practically never returns EINTR; this only keeps the retry loop bounded.
 pub const MAX_INTERRUPTED_READS: usize = 16;
+
+/// Bytes read at a time while hashing a cached package.
+pub const HASH_CHUNK: usize = 256 * 1024;
+
+/// Largest package whose SHA-256 a request waits for when it is not known yet (it is hashed
+/// in the background otherwise): 64 MiB take about 40 ms with SHA instructions and about half
+/// a second on a Raspberry Pi 4 without them, well inside pacman's patience.
+pub const HASH_INLINE_MAX: u64 = 64 * 1024 * 1024;
+
+/// Cached files whose SHA-256 is remembered (about 100 bytes each).
+pub const MAX_REMEMBERED_HASHES: usize = 65_536;
+
+/// How often the sync databases are looked at again (pacman -Sy rewrites them) and the
+/// background hashing of cached packages takes another step.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Cached packages hashed per upkeep step, one after the other: the sweep finishes a large
+/// cache in the background without hogging the disk or the CPU.
+pub const SWEEP_FILES_PER_ROUND: usize = 4;
+
+/// Cached packages hashed at once.
+pub const MAX_HASHING: usize = 2;
+
+/// Largest package a peer's question waits for the hash of (an answer carries its SHA-256):
+/// 8 MiB take about 5 ms with SHA instructions, under 100 ms on a Raspberry Pi 4, well
+/// inside the asker's peer timeout; a larger one is hashed in the background and its SHA-256
+/// told from the next question on.
+pub const HASH_PEER_WAIT_MAX: u64 = 8 * 1024 * 1024;

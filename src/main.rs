@@ -119,6 +119,7 @@ fn run(args: Args) -> Result<(), StartError> {
 
     rt::block_on(rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+        let upkeep = rt::spawn(service.clone().upkeep());
         let server = rt::spawn(serve(
             listener,
             service.clone(),
@@ -159,6 +160,7 @@ fn run(args: Args) -> Result<(), StartError> {
             d.await;
         }
         drop(reload_tx);
+        drop(upkeep);
         // A reload stuck on a slow filesystem must not hold up the exit.
         drop(reloader);
     });
@@ -320,5 +322,6 @@ fn build_config(conf: &PacmanConf, path: &Path, port: u16) -> Config {
     Config {
         cache_dirs: conf.cache_dirs.clone(),
         repos,
+        db_path: conf.db_path.clone(),
     }
 }

@@ -66,6 +66,37 @@ pub fn valid_file(name: &str) -> bool {
         })
 }
 
+/// A SHA-256 written as 64 hex digits (either case), as sync databases and peers give it.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// 64 lowercase hex digits.
+pub fn sha256_hex(sha: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(64);
+    for b in sha {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `NAME-VERSION-REL-any.pkg.tar…` (or its `.sig`): a package for every architecture.
+pub fn is_any_arch(file: &str) -> bool {
+    let base = file.strip_suffix(".sig").unwrap_or(file);
+    base.rfind(".pkg.tar")
+        .is_some_and(|i| base[..i].ends_with("-any"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +141,22 @@ mod tests {
             assert!(arch_problem(bad).is_some(), "{bad:?}");
         }
         assert!(valid_arch(&"a".repeat(MAX_ARCH_NAME)));
+    }
+
+    #[test]
+    fn hashes_and_any_packages() {
+        let hex = "00ff".repeat(16);
+        let sha = parse_sha256(&hex).unwrap();
+        assert_eq!(sha[..2], [0x00, 0xff]);
+        assert_eq!(sha256_hex(&sha), hex);
+        assert_eq!(parse_sha256(&hex.to_uppercase()), Some(sha));
+        for bad in ["", "00", &"0".repeat(63), &"g".repeat(64), &"0".repeat(65)] {
+            assert_eq!(parse_sha256(bad), None, "{bad:?}");
+        }
+        assert!(is_any_arch("python-six-1.16.0-3-any.pkg.tar.zst"));
+        assert!(is_any_arch("python-six-1.16.0-3-any.pkg.tar.zst.sig"));
+        assert!(!is_any_arch("zstd-1.5.5-1-x86_64.pkg.tar.zst"));
+        assert!(!is_any_arch("company-1-1-x86_64.pkg.tar.zst"));
     }
 
     #[test]

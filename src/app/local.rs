@@ -30,6 +30,30 @@ pub struct CachedFile {
     pub len: u64,
     /// Modification time, whole seconds since the Unix epoch (HTTP dates have no fractions).
     pub mtime: u64,
+    /// Which file this is on disk, as far as its content goes: a replaced or rewritten file
+    /// has another id, so a hash remembered for it is never taken for the new one.
+    pub id: FileId,
+}
+
+/// A file's identity and version: device, inode, size and modification time (ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
 }
 
 /// Why a cache dir did not yield the file (for `--verbose` lookup detail).
@@ -109,6 +133,7 @@ fn open_one(path: &Path) -> Result<CachedFile, Skip> {
         path: path.to_path_buf(),
         len: meta.len(),
         mtime,
+        id: FileId::of(&meta),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod outcome;
 pub mod stats;
 pub mod status;
 pub mod urls;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -20,20 +21,24 @@ use crate::app::mirrors::{Found, Mirrors, RepoTable};
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
 use crate::app::urls::{Endpoint, FileKind, FileRequest, Page, route};
+use crate::app::verify::Verdict;
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::url::Url;
+use crate::limits::{SWEEP_FILES_PER_ROUND, UPKEEP_INTERVAL};
 use crate::peers::discovery::DiscoveryStats;
-use crate::peers::lookup::PeerLookup;
+use crate::peers::lookup::{PeerLookup, Query};
 use crate::peers::table::Source;
 use crate::sys::log::escape;
-use status::{PeerView, StatusView};
+use status::{CopyView, PeerView, StatusView, VerificationView};
 
 /// What a (re)load of pacman.conf yields.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub cache_dirs: Vec<PathBuf>,
     pub repos: RepoTable,
+    /// pacman's DBPath: its sync databases say what each package must be.
+    pub db_path: PathBuf,
 }
 
 pub struct Service {
@@ -41,6 +46,7 @@ pub struct Service {
     local: Arc<Local>,
     peers: PeerLookup,
     mirrors: Mirrors,
+    verify: Arc<verify::Verifier>,
     stats: Stats,
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
@@ -54,6 +60,7 @@ impl Service {
             local: Arc::new(Local::default()),
             peers,
             mirrors: Mirrors::default(),
+            verify: Arc::default(),
             stats: Stats::default(),
             multicast: None,
             discovery_stats: None,
@@ -73,6 +80,24 @@ impl Service {
 
     pub fn peers(&self) -> &PeerLookup {
         &self.peers
+    }
+
+    /// The background upkeep, forever: every [`UPKEEP_INTERVAL`], read again the sync
+    /// databases pacman rewrote (off the executor: requests never wait for it), then hash a
+    /// few more cached packages against them.
+    pub async fn upkeep(self: Arc<Self>) {
+        loop {
+            // First a pause: start-up serves at once, the databases come a moment later.
+            async_io::Timer::after(UPKEEP_INTERVAL).await;
+            let config = self.config();
+            let repos: Vec<String> = config.repos.repo_names().map(str::to_string).collect();
+            let (verify, db_path) = (self.verify.clone(), config.db_path.clone());
+            smol::unblock(move || verify.refresh(&db_path, &repos)).await;
+            let listing = self.local.listing(&config.cache_dirs).await;
+            self.verify
+                .sweep(&config.cache_dirs, &listing.body, SWEEP_FILES_PER_ROUND)
+                .await;
+        }
     }
 
     /// Swap in a new configuration; requests in flight keep the one they started with.
@@ -115,7 +140,12 @@ impl Service {
             crate::verbose!("{}: repository not in pacman.conf", file_req.repo);
             return Answer::new(404, Outcome::Miss);
         }
-        if !config.repos.serves_arch(&file_req.arch) {
+        // An `any` package is the same file under every architecture: a host of another
+        // one may serve it to a pacserve (whose requester checks its SHA-256) and to the
+        // pacman it sends here.
+        let any_for_a_peer = crate::names::is_any_arch(&file_req.file)
+            && (matches!(file_req.endpoint, Endpoint::Peer | Endpoint::Lan) || req.from_pacserve);
+        if !config.repos.serves_arch(&file_req.arch) && !any_for_a_peer {
             crate::verbose!("{}: architecture not in pacman.conf", file_req.arch);
             return Answer::new(404, Outcome::Miss);
         }
@@ -163,6 +193,12 @@ impl Service {
             Lookup::Absent => return Answer::new(404, Outcome::Miss),
             Lookup::Shortage => return overloaded(),
         };
+        // Never waits for a hash: the asker waits at most its peer timeout. What is known is
+        // said (size always, SHA-256 when computed); a copy known to be wrong is not offered.
+        if let Verdict::Bad(_) = self.verify.check(&f.repo, &f.file, &cached, false).await {
+            return Answer::new(404, Outcome::Miss);
+        }
+        let sha = self.verify.hash_for_peer(&cached).await;
         let has_sig = !f.file.ends_with(".sig")
             && matches!(
                 self.local
@@ -170,7 +206,12 @@ impl Service {
                     .await,
                 Lookup::Hit(_)
             );
-        local::serve(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" })
+        let answer =
+            local::serve(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" });
+        match sha {
+            Some(sha) => answer.header("X-Pacserve-Sha256", crate::names::sha256_hex(&sha)),
+            None => answer,
+        }
     }
 
     /// Everything the status page, JSON and metrics show.
@@ -230,6 +271,45 @@ impl Service {
                     ("send_errors", s.send_errors),
                 ]
             }),
+            verification: self.verification_view(),
+        }
+    }
+
+    /// The verification part of the status view, newest first.
+    fn verification_view(&self) -> VerificationView {
+        let (skipped, by_size, by_sha) = self.peers.skipped();
+        let (bad, bad_total) = self.verify.bad_copies();
+        let file_of = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+        VerificationView {
+            repos: self.verify.loaded(),
+            skipped: skipped
+                .iter()
+                .rev()
+                .map(|s| CopyView {
+                    at: s.at,
+                    holder: s.peer.authority(),
+                    file: file_of(&s.path),
+                    why: s.why.as_str(),
+                })
+                .collect(),
+            skipped_by: vec![("size", by_size), ("sha256", by_sha)],
+            bad_local: bad
+                .iter()
+                .rev()
+                .map(|b| CopyView {
+                    at: b.at,
+                    holder: b
+                        .path
+                        .parent()
+                        .map_or(String::new(), |p| p.display().to_string()),
+                    file: b
+                        .path
+                        .file_name()
+                        .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+                    why: b.why.as_str(),
+                })
+                .collect(),
+            bad_local_total: bad_total,
         }
     }
 
@@ -291,14 +371,26 @@ impl Service {
         ask_peers: bool,
     ) -> Option<Answer> {
         match self.local.open(&config.cache_dirs, &f.file).await {
-            Lookup::Hit(cached) => return Some(local::serve(cached, req)),
+            Lookup::Hit(cached) => {
+                // A copy the sync database says is wrong is as good as absent.
+                let verdict = self.verify.check(&f.repo, &f.file, &cached, true).await;
+                if !matches!(verdict, Verdict::Bad(_)) {
+                    return Some(local::serve(cached, req));
+                }
+            }
             Lookup::Shortage => return Some(overloaded()),
             Lookup::Absent => {}
         }
         if !ask_peers {
             return None;
         }
-        if let Some(hit) = self.peers.find(&urls::peer_query_path(f)).await {
+        let query = Query {
+            path: urls::peer_query_path(f),
+            arch: f.arch.clone(),
+            any_arch: crate::names::is_any_arch(&f.file),
+            want: self.verify.want(&f.repo, &f.file),
+        };
+        if let Some(hit) = self.peers.find(&query).await {
             crate::verbose!(
                 "{}: held by peer {} (sig: {})",
                 f.file,

@@ -35,6 +35,30 @@ pub struct StatusView {
     /// Multicast datagrams by kind (`received`, `malformed`, `own`, `sent`, `send_errors`),
     /// when discovery is on.
     pub multicast_datagrams: Vec<(&'static str, u64)>,
+    pub verification: VerificationView,
+}
+
+/// What copies are checked against, and the copies found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerificationView {
+    /// Repositories whose sync database is read, and how many packages each lists.
+    pub repos: Vec<(String, usize)>,
+    /// Peers' copies skipped, newest first.
+    pub skipped: Vec<CopyView>,
+    /// How many peer copies were skipped, by reason (`size`, `sha256`).
+    pub skipped_by: Vec<(&'static str, u64)>,
+    /// Wrong copies in this host's cache (never served), newest first.
+    pub bad_local: Vec<CopyView>,
+    pub bad_local_total: u64,
+}
+
+/// One wrong copy: where (a peer's address, or a path here), which file, why, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyView {
+    pub at: u64,
+    pub holder: String,
+    pub file: String,
+    pub why: &'static str,
 }
 
 fn html_escape(s: &str) -> String {
@@ -166,7 +190,9 @@ pub fn html(v: &StatusView) -> String {
             backoff
         );
     }
-    h.push_str("</table>\n<h2>Recent lookups</h2>\n<table id=\"recent\"><tr><th>when</th><th>request</th><th>status</th><th>outcome</th><th>bytes</th></tr>\n");
+    h.push_str("</table>\n");
+    verification_html(&mut h, v);
+    h.push_str("<h2>Recent lookups</h2>\n<table id=\"recent\"><tr><th>when</th><th>request</th><th>status</th><th>outcome</th><th>bytes</th></tr>\n");
     if v.recent.is_empty() {
         h.push_str("<tr><td colspan=\"5\">none yet</td></tr>\n");
     }
@@ -187,6 +213,65 @@ pub fn html(v: &StatusView) -> String {
          <a href=\"/metrics\">Prometheus metrics</a>.</p>\n</body></html>\n",
     );
     h
+}
+
+fn verification_html(h: &mut String, v: &StatusView) {
+    let ver = &v.verification;
+    h.push_str("<h2>Verified copies</h2>\n<p id=\"verification\">");
+    if ver.repos.is_empty() {
+        h.push_str("Off: no sync database read (pacman -Sy writes them)");
+    } else {
+        h.push_str("Checked against the sync databases of ");
+        let repos: Vec<String> = ver
+            .repos
+            .iter()
+            .map(|(r, n)| format!("[{}] ({n} packages)", html_escape(r)))
+            .collect();
+        h.push_str(&repos.join(", "));
+    }
+    h.push_str("</p>\n");
+    let rows = |h: &mut String, id: &str, title: &str, copies: &[CopyView]| {
+        let _ = writeln!(
+            h,
+            "<h3>{title}</h3>\n<table id=\"{id}\"><tr><th>when</th><th>holder</th>\
+             <th>file</th><th>wrong</th></tr>"
+        );
+        if copies.is_empty() {
+            h.push_str("<tr><td colspan=\"4\">none</td></tr>\n");
+        }
+        for c in copies {
+            let _ = writeln!(
+                h,
+                "<tr><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                human_duration(v.now_unix.saturating_sub(c.at)),
+                html_escape(&c.holder),
+                html_escape(&c.file),
+                c.why
+            );
+        }
+        h.push_str("</table>\n");
+    };
+    rows(h, "skipped", "Peers' copies skipped", &ver.skipped);
+    rows(
+        h,
+        "bad-local",
+        "Wrong copies here (never served)",
+        &ver.bad_local,
+    );
+}
+
+fn copies_json(j: &mut String, copies: &[CopyView]) {
+    for (i, c) in copies.iter().enumerate() {
+        let _ = write!(
+            j,
+            "{}{{\"at\":{},\"holder\":{},\"file\":{},\"why\":{}}}",
+            if i > 0 { "," } else { "" },
+            c.at,
+            json_string(&c.holder),
+            json_string(&c.file),
+            json_string(c.why)
+        );
+    }
 }
 
 pub fn json(v: &StatusView) -> String {
@@ -245,7 +330,34 @@ pub fn json(v: &StatusView) -> String {
             json_string(kind)
         );
     }
-    j.push_str("},\"recent\":[");
+    let ver = &v.verification;
+    j.push_str("},\"verification\":{\"repos\":{");
+    for (i, (repo, n)) in ver.repos.iter().enumerate() {
+        let _ = write!(
+            j,
+            "{}{}:{n}",
+            if i > 0 { "," } else { "" },
+            json_string(repo)
+        );
+    }
+    j.push_str("},\"skipped\":[");
+    copies_json(&mut j, &ver.skipped);
+    j.push_str("],\"skipped_by\":{");
+    for (i, (why, n)) in ver.skipped_by.iter().enumerate() {
+        let _ = write!(
+            j,
+            "{}{}:{n}",
+            if i > 0 { "," } else { "" },
+            json_string(why)
+        );
+    }
+    let _ = write!(
+        j,
+        "}},\"bad_local_total\":{},\"bad_local\":[",
+        ver.bad_local_total
+    );
+    copies_json(&mut j, &ver.bad_local);
+    j.push_str("]},\"recent\":[");
     for (i, r) in v.recent.iter().enumerate() {
         let _ = write!(
             j,
@@ -329,6 +441,30 @@ pub fn metrics(v: &StatusView) -> String {
             );
         }
     }
+    let ver = &v.verification;
+    m.push_str(
+        "# HELP pacserve_skipped_copies_total Peers' copies not used: not the file the sync \
+         database describes, by what differed.\n\
+         # TYPE pacserve_skipped_copies_total counter\n",
+    );
+    for (why, n) in &ver.skipped_by {
+        let _ = writeln!(m, "pacserve_skipped_copies_total{{reason=\"{why}\"}} {n}");
+    }
+    let _ = write!(
+        m,
+        "# HELP pacserve_bad_local_copies_total Wrong copies found in this host's cache (never \
+         served).\n# TYPE pacserve_bad_local_copies_total counter\n\
+         pacserve_bad_local_copies_total {}\n",
+        ver.bad_local_total
+    );
+    m.push_str(
+        "# HELP pacserve_verified_packages Packages a sync database describes, by repository.\n\
+         # TYPE pacserve_verified_packages gauge\n",
+    );
+    for (repo, n) in &ver.repos {
+        let repo = repo.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(m, "pacserve_verified_packages{{repo=\"{repo}\"}} {n}");
+    }
     m.push_str(
         "# HELP pacserve_peer_up Whether a peer answers lookups (1) or is failing (0).\n\
          # TYPE pacserve_peer_up gauge\n",
@@ -395,6 +531,18 @@ mod tests {
                 bytes_saved: 4 * 1024 * 1024,
             },
             multicast_datagrams: vec![("received", 9), ("malformed", 2)],
+            verification: VerificationView {
+                repos: vec![("core".into(), 250)],
+                skipped: vec![CopyView {
+                    at: 120,
+                    holder: "10.0.0.2:15678".into(),
+                    file: "zstd-1.5.5-1-x86_64.pkg.tar.zst".into(),
+                    why: "sha256",
+                }],
+                skipped_by: vec![("size", 0), ("sha256", 1)],
+                bad_local: vec![],
+                bad_local_total: 0,
+            },
         }
     }
 
@@ -409,6 +557,10 @@ mod tests {
         assert!(h.contains("10.0.0.2:15678"));
         assert!(h.contains("3 failures, retry in 8s"));
         assert!(h.contains("30s ago"));
+        assert!(h.contains("[core] (250 packages)"));
+        assert!(h.contains(
+            "<td>10.0.0.2:15678</td><td>zstd-1.5.5-1-x86_64.pkg.tar.zst</td><td>sha256</td>"
+        ));
         assert!(!h.contains("<script>"), "request paths are escaped");
         assert!(!h.contains("<b>\"x\"</b>"), "peer names are escaped");
         assert!(h.contains("&lt;b&gt;&quot;x&quot;&lt;/b&gt;:1"));
@@ -423,6 +575,11 @@ mod tests {
         ));
         assert!(j.contains("\"bytes_saved\":4194304"));
         assert!(j.contains("\"multicast_datagrams\":{\"received\":9,\"malformed\":2}"));
+        assert!(j.contains(
+            "\"verification\":{\"repos\":{\"core\":250},\"skipped\":[{\"at\":120,\"holder\":\
+             \"10.0.0.2:15678\",\"file\":\"zstd-1.5.5-1-x86_64.pkg.tar.zst\",\"why\":\"sha256\"}],\
+             \"skipped_by\":{\"size\":0,\"sha256\":1},\"bad_local_total\":0,\"bad_local\":[]}"
+        ));
         assert!(j.contains("\"address\":\"<b>\\\"x\\\"</b>:1\""));
         assert!(j.contains("\"last_seen_secs\":null"));
         let opens = j.matches(['{', '[']).count();
@@ -436,6 +593,8 @@ mod tests {
         let m = metrics(&sample());
         assert!(m.contains("pacserve_requests_total{outcome=\"local\"} 3\n"));
         assert!(m.contains("pacserve_multicast_datagrams_total{kind=\"malformed\"} 2\n"));
+        assert!(m.contains("pacserve_skipped_copies_total{reason=\"sha256\"} 1\n"));
+        assert!(m.contains("pacserve_verified_packages{repo=\"core\"} 250\n"));
         assert!(m.contains(
             "# TYPE pacserve_bytes_saved_total counter\npacserve_bytes_saved_total 4194304\n"
         ));

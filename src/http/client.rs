@@ -20,6 +20,11 @@ pub struct HeadAnswer {
     pub status: u16,
     /// A pacserve peer's `X-Pacserve-Sig: yes`.
     pub has_sig: bool,
+    /// The size of the body a GET would get (Content-Length).
+    pub length: Option<u64>,
+    /// A pacserve peer's `X-Pacserve-Sha256`: the SHA-256 of its copy (64 hex digits); None
+    /// when absent or not well formed.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// The status a server answers to `HEAD url`, within `timeout` for the whole exchange
@@ -77,6 +82,8 @@ fn answer(buf: &[u8]) -> Result<Parsed<HeadAnswer>, ParseError> {
         has_sig: h
             .pacserve_sig
             .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+        length: h.content_length,
+        sha256: h.pacserve_sha256.and_then(crate::names::parse_sha256),
     };
     parse_response(buf).map(|p| p.map(answer))
 }
@@ -104,22 +111,20 @@ async fn connect(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
     Err(last)
 }
 
-/// Ask another pacserve at `host:port` with HEAD on `path`: (status, whether it also holds
-/// the `.sig`).
+/// Ask another pacserve at `host:port` with HEAD on `path`.
 pub async fn ask_peer(
     host: &str,
     port: u16,
     path: &str,
     timeout: Duration,
-) -> io::Result<(u16, bool)> {
+) -> io::Result<HeadAnswer> {
     let url = Url {
         scheme: Scheme::Http,
         host: host.to_string(),
         port,
         path: path.to_string(),
     };
-    let answer = head(&url, timeout).await?;
-    Ok((answer.status, answer.has_sig))
+    head(&url, timeout).await
 }
 
 #[cfg(test)]
@@ -186,15 +191,22 @@ mod tests {
 
     #[test]
     fn an_answer_is_read() {
+        let sha = "ab".repeat(32);
         let (url, request) = server(Then::Answer(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Pacserve-Sig: yes\r\n\r\n".to_vec(),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Pacserve-Sig: yes\r\n\
+                 X-Pacserve-Sha256: {sha}\r\n\r\n"
+            )
+            .into_bytes(),
         ));
         let answer = ask(&url, BOUND).expect("an answer");
         assert_eq!(
             answer,
             HeadAnswer {
                 status: 200,
-                has_sig: true
+                has_sig: true,
+                length: Some(9),
+                sha256: Some([0xab; 32]),
             }
         );
         let request = request.recv_timeout(BOUND).expect("the request");

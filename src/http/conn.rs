@@ -166,7 +166,9 @@ impl<H: Handler> Conn<'_, H> {
         if (req.http11 && !req.has_host) || req.has_body {
             return self.shell_answer(ShellAnswer::Refused, Some(req));
         }
-        let (mut resp, outcome) = self.handler.handle(&req).await;
+        // Boxed: the handler's future (lookups, mirror walks) is large, and inline it would
+        // make every connection's task that large all its life, idle ones included.
+        let (mut resp, outcome) = Box::pin(self.handler.handle(&req)).await;
         resp.close |= !keep_alive;
         State::Send(Reply {
             request: Some(req),
@@ -233,7 +235,8 @@ impl<H: Handler> Conn<'_, H> {
         let _ = self.stream.get_ref().shutdown(std::net::Shutdown::Write);
         let deadline = Instant::now() + LINGER_TIME;
         let mut left = LINGER_BYTES;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's task all its life.
+        let mut sink = vec![0u8; 4096];
         while left > 0 {
             let read = until(deadline, (&self.stream).read(&mut sink)).await;
             match read {

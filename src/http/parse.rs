@@ -145,6 +145,8 @@ pub struct ResponseHead<'a> {
     pub connection_close: bool,
     /// `X-Pacserve-Sig` of a peer's answer: whether it also holds the `.sig`.
     pub pacserve_sig: Option<&'a str>,
+    /// `X-Pacserve-Sha256` of a peer's answer: the SHA-256 of its copy, when it knows it.
+    pub pacserve_sha256: Option<&'a str>,
 }
 
 /// Parse a request head from the start of `buf`.
@@ -279,6 +281,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<ResponseHead<'_>>, ParseError
         last_modified: None,
         connection_close: false,
         pacserve_sig: None,
+        pacserve_sha256: None,
     };
     let mut transfer_encoding = false;
     let fields = fields(buf, next, |name, value| {
@@ -302,6 +305,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<ResponseHead<'_>>, ParseError
             Ok(())
         } else if is("x-pacserve-sig") {
             once(&mut head.pacserve_sig, value)
+        } else if is("x-pacserve-sha256") {
+            once(&mut head.pacserve_sha256, value)
         } else {
             Ok(())
         }
@@ -1364,10 +1369,13 @@ mod tests {
                 last_modified: Some("Sun, 06 Nov 1994 08:49:37 GMT"),
                 connection_close: false,
                 pacserve_sig: None,
+                pacserve_sha256: None,
             }
         );
         let h = resp(b"HTTP/1.1 200 OK\r\nX-Pacserve-Sig: yes\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(h.pacserve_sig, Some("yes"));
+        let h = resp(b"HTTP/1.1 200 OK\r\nX-Pacserve-Sha256: ab12\r\n\r\n");
+        assert_eq!(h.pacserve_sha256, Some("ab12"));
         let h = resp(
             b"HTTP/1.0 301 Moved Permanently\nLocation: https://mirror/x\nConnection: close\n\n",
         );

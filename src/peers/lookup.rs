@@ -1,6 +1,11 @@
-//! Asking the LAN (I/O): which peer holds a package? All live peers are asked in parallel on their
-//! peer route (which answers from its own cache only, so queries never recurse); answers are
-//! cached briefly and identical concurrent lookups share one round of queries.
+//! Asking the LAN (I/O): which peer holds a package? All live peers are asked in parallel on
+//! their peer route (which answers from its own cache only, so queries never recurse);
+//! answers are cached briefly and identical concurrent lookups share one round of queries.
+//!
+//! A copy is used only when it can be the right one: when this host's sync database knows
+//! the file, a peer whose copy has another size, or another SHA-256 when it says, is skipped
+//! (and remembered for the status page), and a peer of another architecture is used for an
+//! `any` package only when its SHA-256 matches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,9 +15,95 @@ use smol::lock::OnceCell;
 
 use crate::error::local_shortage;
 use crate::http::client::ask_peer;
-use crate::limits::{MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, SIG_GRACE};
+use crate::limits::{
+    MAX_CACHED_ANSWERS, NEGATIVE_ANSWER_TTL, POSITIVE_ANSWER_TTL, RECENT_SKIPPED, SIG_GRACE,
+};
 use crate::peers::table::{PeerAddr, PeerTable, Source};
 use crate::sys::budget;
+
+/// What the requester knows the file must be, from its own sync database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub size: u64,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// What is asked for: the peer route's path, the architecture of the request, whether the
+/// file is an `any` package, and what it must be when that is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub path: String,
+    pub arch: String,
+    pub any_arch: bool,
+    pub want: Option<Want>,
+}
+
+/// Why a peer's copy was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Its size is not the sync database's.
+    Size { want: u64, got: u64 },
+    /// Its SHA-256 (as the peer says) is not the sync database's.
+    Sha256,
+    /// A peer of another architecture, for an `any` package that cannot be checked here
+    /// (no SHA-256 known on one side): not a wrong copy, only one we may not trust.
+    Unverified,
+}
+
+impl Mismatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mismatch::Size { .. } => "size",
+            Mismatch::Sha256 => "sha256",
+            Mismatch::Unverified => "unverified",
+        }
+    }
+}
+
+/// Whether a peer's answer (`length`, `sha256`, and the architectures it announced) is a copy
+/// pacman may be sent to for `q`. Pure.
+pub fn judge(
+    q: &Query,
+    peer_archs: &[String],
+    length: Option<u64>,
+    sha256: Option<[u8; 32]>,
+) -> Result<(), Mismatch> {
+    if let Some(want) = q.want {
+        if let Some(got) = length.filter(|got| *got != want.size) {
+            return Err(Mismatch::Size {
+                want: want.size,
+                got,
+            });
+        }
+        if let (Some(w), Some(g)) = (want.sha256, sha256) {
+            if w != g {
+                return Err(Mismatch::Sha256);
+            }
+        }
+    }
+    // A peer that announced its architectures, none of them this request's: only a checked
+    // `any` package is the same file there.
+    let foreign = !peer_archs.is_empty() && !peer_archs.iter().any(|a| *a == q.arch);
+    if foreign {
+        let checked = q.any_arch
+            && matches!((q.want.and_then(|w| w.sha256), sha256), (Some(w), Some(g)) if w == g);
+        if !checked {
+            return Err(Mismatch::Unverified);
+        }
+    }
+    Ok(())
+}
+
+/// A copy skipped because it was not the one the sync database describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub peer: PeerAddr,
+    /// The peer route's path asked.
+    pub path: String,
+    pub why: Mismatch,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
 
 /// A peer that holds the file, and whether it also holds the file's `.sig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +150,30 @@ pub struct PeerLookup {
     table: Arc<Mutex<PeerTable>>,
     timeout: Duration,
     answers: Mutex<HashMap<String, Entry>>,
+    /// The last skipped copies, newest last, and how many by reason (size, sha256).
+    skipped: Arc<Mutex<SkippedCopies>>,
+}
+
+/// Copies skipped for not being the file the sync database describes.
+#[derive(Debug, Default)]
+pub struct SkippedCopies {
+    pub recent: std::collections::VecDeque<Skipped>,
+    pub by_size: u64,
+    pub by_sha256: u64,
+}
+
+impl SkippedCopies {
+    fn note(&mut self, s: Skipped) {
+        match s.why {
+            Mismatch::Size { .. } => self.by_size += 1,
+            Mismatch::Sha256 => self.by_sha256 += 1,
+            Mismatch::Unverified => return,
+        }
+        if self.recent.len() == RECENT_SKIPPED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(s);
+    }
 }
 
 /// Which answer wins: a peer that has answered before over one just discovered (a stranger
@@ -77,6 +192,7 @@ impl PeerLookup {
             table,
             timeout,
             answers: Mutex::new(HashMap::new()),
+            skipped: Arc::default(),
         }
     }
 
@@ -84,10 +200,21 @@ impl PeerLookup {
         &self.table
     }
 
-    /// The peer to send pacman to for the file a peer answers for on `path` (its peer
-    /// route, which answers from its own cache only), if any holds it.
-    pub async fn find(&self, path: &str) -> Answer {
-        let key = path.to_string();
+    /// Skipped copies so far (newest last) and their counts: (recent, by size, by sha256).
+    pub fn skipped(&self) -> (Vec<Skipped>, u64, u64) {
+        let s = crate::lock(&self.skipped);
+        (s.recent.iter().cloned().collect(), s.by_size, s.by_sha256)
+    }
+
+    /// The peer to send pacman to for `q` (asked on its peer route, which answers from the
+    /// peer's own cache only), if any holds a copy that can be the right one.
+    pub async fn find(&self, q: &Query) -> Answer {
+        // What the file must be is part of the question: when the database changes, an
+        // answer remembered for the old checksum is not the answer any more.
+        let key = match q.want.and_then(|w| w.sha256) {
+            Some(sha) => format!("{} {}", q.path, crate::names::sha256_hex(&sha)),
+            None => q.path.clone(),
+        };
         let cell = {
             let now = Instant::now();
             let mut answers = crate::lock(&self.answers);
@@ -112,7 +239,7 @@ impl PeerLookup {
                 }
             }
         };
-        cell.get_or_init(|| self.ask_all(path)).await.clone()
+        cell.get_or_init(|| self.ask_all(q)).await.clone()
     }
 
     /// The peer at `host` asked us for the file of `path`: so it does not hold it, whatever
@@ -120,53 +247,72 @@ impl PeerLookup {
     /// that name each other would otherwise send pacman back and forth until they expire).
     pub fn forget_holder(&self, path: &str, host: std::net::IpAddr) {
         let mut answers = crate::lock(&self.answers);
-        let wrong = answers.get(path).is_some_and(
-            |e| matches!(e.cell.get(), Some(Some(hit)) if hit.peer.host.parse() == Ok(host)),
-        );
-        if wrong {
-            answers.remove(path);
-        }
+        // Keyed by the path, or the path and a checksum after a space.
+        answers.retain(|key, e| {
+            let same_file = key.split(' ').next() == Some(path);
+            !(same_file
+                && matches!(e.cell.get(), Some(Some(hit)) if hit.peer.host.parse() == Ok(host)))
+        });
     }
 
     /// Ask every askable peer at once; each answer or failure also updates its backoff.
-    async fn ask_all(&self, path: &str) -> Answer {
+    async fn ask_all(&self, q: &Query) -> Answer {
         let peers = crate::lock(&self.table).askable(Instant::now());
         if peers.is_empty() {
             return None;
         }
         let (tx, rx) = smol::channel::bounded(peers.len());
+        let mut not_asked = 0;
         for peer in peers {
-            let proven = crate::lock(&self.table)
-                .get(&peer)
-                .is_some_and(|p| p.last_answer.is_some() || p.source == Source::Static);
+            let (proven, archs) = match crate::lock(&self.table).get(&peer) {
+                Some(p) => (
+                    p.last_answer.is_some() || p.source == Source::Static,
+                    p.archs.clone(),
+                ),
+                None => continue,
+            };
             // Out of outgoing connections: this peer is not asked this time (and not held
             // responsible); the others, and the mirrors, still are.
             let Some(permit) = budget::try_outgoing() else {
-                crate::verbose!("peer {peer} not asked: outgoing connections all in use");
+                not_asked += 1;
                 continue;
             };
             let tx = tx.clone();
             let table = self.table.clone();
-            let path = path.to_string();
+            let skipped = self.skipped.clone();
+            let q = q.clone();
             let timeout = self.timeout;
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
             crate::sys::rt::spawn(async move {
-                let asked = ask_peer(&peer.host, peer.port, &path, timeout).await;
+                let asked = ask_peer(&peer.host, peer.port, &q.path, timeout).await;
                 drop(permit);
                 let answer = match asked {
-                    Ok((200, has_sig)) => {
+                    Ok(a) if a.status == 200 => {
                         crate::lock(&table).succeeded(&peer, Instant::now());
-                        Some(PeerHit {
-                            peer,
-                            has_sig,
-                            proven,
-                        })
+                        match judge(&q, &archs, a.length, a.sha256) {
+                            Ok(()) => Some(PeerHit {
+                                peer,
+                                has_sig: a.has_sig,
+                                proven,
+                            }),
+                            Err(why) => {
+                                crate::verbose!("peer {peer}: {}: copy skipped ({why:?})", q.path);
+                                crate::lock(&skipped).note(Skipped {
+                                    peer,
+                                    path: q.path.clone(),
+                                    why,
+                                    at: unix_now(),
+                                });
+                                None
+                            }
+                        }
                     }
-                    Ok((404, _)) => {
+                    Ok(a) if a.status == 404 => {
                         crate::lock(&table).succeeded(&peer, Instant::now());
                         None
                     }
-                    Ok((status, _)) => {
+                    Ok(a) => {
+                        let status = a.status;
                         crate::verbose!("peer {peer} answered {status}; backing off");
                         crate::lock(&table).failed(&peer, Instant::now());
                         None
@@ -191,6 +337,12 @@ impl PeerLookup {
             .detach();
         }
         drop(tx);
+        if not_asked > 0 {
+            crate::verbose!(
+                "{}: {not_asked} peer(s) not asked: outgoing connections all in use",
+                q.path
+            );
+        }
         let mut best: Answer = None;
         // Once a peer has the package (but is new, or lacks the .sig), others get a short
         // grace to offer better, not the whole timeout: a hung peer must not hold up a hit.
@@ -218,6 +370,12 @@ impl PeerLookup {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +386,107 @@ mod tests {
             peer: parse_peer_addr(addr).unwrap(),
             has_sig,
             proven,
+        }
+    }
+
+    #[test]
+    fn judges_copies_against_the_sync_database() {
+        let sha = [7u8; 32];
+        let other = [8u8; 32];
+        let q = |arch: &str, any: bool, want: Option<Want>| Query {
+            path: "/peer/core/x86_64/f".into(),
+            arch: arch.into(),
+            any_arch: any,
+            want,
+        };
+        let known = Some(Want {
+            size: 100,
+            sha256: Some(sha),
+        });
+        let size_only = Some(Want {
+            size: 100,
+            sha256: None,
+        });
+        let x86 = vec!["x86_64".to_string()];
+        let arm = vec!["aarch64".to_string(), "any".to_string()];
+        use Mismatch::*;
+        let cases: &[(
+            Query,
+            &[String],
+            Option<u64>,
+            Option<[u8; 32]>,
+            Result<(), Mismatch>,
+        )] = &[
+            // Nothing known here: today's rule, any copy of a same-arch peer.
+            (q("x86_64", false, None), &x86, Some(5), None, Ok(())),
+            (q("x86_64", false, None), &[], Some(5), None, Ok(())),
+            // Known: size and (when the peer says) SHA-256 must match.
+            (
+                q("x86_64", false, known),
+                &x86,
+                Some(100),
+                Some(sha),
+                Ok(()),
+            ),
+            (q("x86_64", false, known), &x86, Some(100), None, Ok(())),
+            (
+                q("x86_64", false, known),
+                &x86,
+                Some(99),
+                Some(sha),
+                Err(Size { want: 100, got: 99 }),
+            ),
+            (
+                q("x86_64", false, known),
+                &x86,
+                Some(100),
+                Some(other),
+                Err(Sha256),
+            ),
+            (
+                q("x86_64", false, size_only),
+                &x86,
+                Some(100),
+                Some(other),
+                Ok(()),
+            ),
+            // Another architecture: only a checked `any` package.
+            (q("x86_64", true, known), &arm, Some(100), Some(sha), Ok(())),
+            (
+                q("x86_64", true, known),
+                &arm,
+                Some(100),
+                None,
+                Err(Unverified),
+            ),
+            (
+                q("x86_64", true, None),
+                &arm,
+                Some(100),
+                Some(sha),
+                Err(Unverified),
+            ),
+            (
+                q("x86_64", false, known),
+                &arm,
+                Some(100),
+                Some(sha),
+                Err(Unverified),
+            ),
+            (
+                q("x86_64", true, known),
+                &arm,
+                Some(100),
+                Some(other),
+                Err(Sha256),
+            ),
+        ];
+        for (query, archs, len, got, want) in cases {
+            assert_eq!(
+                judge(query, archs, *len, *got),
+                *want,
+                "{query:?} {archs:?} {len:?}"
+            );
         }
     }
 

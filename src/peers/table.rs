@@ -136,6 +136,8 @@ pub struct Peer {
     pub failures: u32,
     /// Not asked again before this, after failures.
     pub retry_at: Option<Instant>,
+    /// The architectures it announced (empty for a static peer: not known).
+    pub archs: Vec<String>,
 }
 
 impl Peer {
@@ -189,15 +191,25 @@ impl PeerTable {
                 last_answer: None,
                 failures: 0,
                 retry_at: None,
+                archs: Vec::new(),
             },
         );
     }
 
-    /// A multicast hello from `addr`; `on_subnet`: its source is on a subnet of this host.
-    pub fn seen(&mut self, addr: PeerAddr, instance: u64, on_subnet: bool, now: Instant) -> Seen {
+    /// A multicast hello from `addr`, announcing `archs`; `on_subnet`: its source is on a
+    /// subnet of this host.
+    pub fn seen(
+        &mut self,
+        addr: PeerAddr,
+        instance: u64,
+        archs: &[String],
+        on_subnet: bool,
+        now: Instant,
+    ) -> Seen {
         if let Some(p) = self.peers.get_mut(&addr) {
             p.last_seen = Some(now);
             if p.source == Source::Multicast {
+                p.archs = archs.to_vec();
                 // A restart is a new instance. Its backoff stays: it belongs to the address
                 // (a forged hello with a fresh id must not make a dead address worth asking
                 // again); the first answer clears it.
@@ -225,6 +237,7 @@ impl PeerTable {
                 last_answer: None,
                 failures: 0,
                 retry_at: None,
+                archs: archs.to_vec(),
             },
         );
         Seen::New
@@ -392,33 +405,45 @@ mod tests {
         f.add("x:^10\\.0\\.0\\.9:").unwrap();
         let mut table = PeerTable::new(f);
         table.add_static(addr("10.0.0.9:15678"));
-        assert_eq!(table.seen(addr("10.0.0.2:15678"), 1, true, t0), Seen::New);
         assert_eq!(
-            table.seen(addr("10.0.0.2:15678"), 1, true, t0),
+            table.seen(addr("10.0.0.2:15678"), 1, &[], true, t0),
+            Seen::New
+        );
+        assert_eq!(
+            table.seen(addr("10.0.0.2:15678"), 1, &[], true, t0),
             Seen::Refreshed
         );
-        assert_eq!(table.seen(addr("10.0.0.9:1"), 5, true, t0), Seen::Filtered);
+        assert_eq!(
+            table.seen(addr("10.0.0.9:1"), 5, &[], true, t0),
+            Seen::Filtered
+        );
         // Off this host's subnets: refused, unless an inclusive filter names it.
         assert_eq!(
-            table.seen(addr("192.0.2.7:1"), 6, false, t0),
+            table.seen(addr("192.0.2.7:1"), 6, &[], false, t0),
             Seen::OffSubnet
         );
         let mut wide = Filters::default();
         wide.add(r"i:^192\.0\.2\.").unwrap();
         let mut widened = PeerTable::new(wide);
-        assert_eq!(widened.seen(addr("192.0.2.7:1"), 6, false, t0), Seen::New);
+        assert_eq!(
+            widened.seen(addr("192.0.2.7:1"), 6, &[], false, t0),
+            Seen::New
+        );
         // A static peer is never filtered nor expired.
         assert_eq!(
-            table.seen(addr("10.0.0.9:15678"), 7, true, t0),
+            table.seen(addr("10.0.0.9:15678"), 7, &[], true, t0),
             Seen::Refreshed
         );
-        assert_eq!(table.seen(addr("10.0.0.3:15678"), 2, true, t0), Seen::New);
+        assert_eq!(
+            table.seen(addr("10.0.0.3:15678"), 2, &[], true, t0),
+            Seen::New
+        );
         // Goodbye with the wrong instance is ignored; with the right one it forgets.
         assert!(!table.gone(&addr("10.0.0.3:15678"), 99));
         assert!(table.gone(&addr("10.0.0.3:15678"), 2));
         assert!(!table.gone(&addr("10.0.0.9:15678"), 7), "static peers stay");
         let later = t0 + Duration::from_secs(181);
-        table.seen(addr("10.0.0.4:15678"), 4, true, later);
+        table.seen(addr("10.0.0.4:15678"), 4, &[], true, later);
         let gone = table.expire(later, Duration::from_secs(180));
         assert_eq!(gone, [addr("10.0.0.2:15678")]);
         assert_eq!(
@@ -451,9 +476,9 @@ mod tests {
         // A new instance id at a failing address keeps the backoff: it is the address that
         // failed (forged hellos with fresh ids must not make it worth asking again).
         let b = addr("10.0.0.5:15678");
-        table.seen(b.clone(), 1, true, t0);
+        table.seen(b.clone(), 1, &[], true, t0);
         table.failed(&b, t0);
-        table.seen(b.clone(), 2, true, t0);
+        table.seen(b.clone(), 2, &[], true, t0);
         let p = table.get(&b).unwrap();
         assert_eq!((p.failures, p.instance), (1, Some(2)));
         assert!(p.backed_off(t0));
@@ -470,6 +495,7 @@ mod tests {
                 table.seen(
                     addr(&format!("10.1.{}.{}:1", i / 250, i % 250 + 1)),
                     1,
+                    &[],
                     true,
                     t0
                 ),
@@ -479,13 +505,13 @@ mod tests {
         // Full of peers that never answered: the one heard from longest ago makes room.
         let t1 = t0 + Duration::from_secs(1);
         let oldest = addr("10.1.0.1:1");
-        table.seen(oldest.clone(), 1, true, t0);
+        table.seen(oldest.clone(), 1, &[], true, t0);
         for i in 1..MAX_PEERS {
             let a = addr(&format!("10.1.{}.{}:1", i / 250, i % 250 + 1));
-            table.seen(a.clone(), 1, true, t1);
+            table.seen(a.clone(), 1, &[], true, t1);
             table.succeeded(&a, t1);
         }
-        assert_eq!(table.seen(addr("10.9.9.9:1"), 1, true, t1), Seen::New);
+        assert_eq!(table.seen(addr("10.9.9.9:1"), 1, &[], true, t1), Seen::New);
         assert!(
             table.get(&oldest).is_none(),
             "the unproven peer was evicted"
@@ -493,7 +519,10 @@ mod tests {
         assert_eq!(table.len(), MAX_PEERS);
         // Every peer has answered now: a newcomer is refused, nobody proven is evicted.
         table.succeeded(&addr("10.9.9.9:1"), t1);
-        assert_eq!(table.seen(addr("10.9.9.8:1"), 1, true, t1), Seen::TableFull);
+        assert_eq!(
+            table.seen(addr("10.9.9.8:1"), 1, &[], true, t1),
+            Seen::TableFull
+        );
         assert_eq!(table.len(), MAX_PEERS);
     }
 }

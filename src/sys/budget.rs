@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::limits::{MAX_OUTGOING_CONNECTIONS, OUTGOING_WAIT_POLL};
+use crate::limits::{MAX_OUTGOING_CONNECTIONS, OUTGOING_WAIT_POLL, PROBE_RESERVE};
 
 /// Outgoing connections open now.
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
@@ -23,10 +23,21 @@ impl Drop for Permit {
     }
 }
 
-/// A permit now, or None when [`MAX_OUTGOING_CONNECTIONS`] are open.
+/// A permit now for a peer lookup, or None when all but [`PROBE_RESERVE`] of the
+/// [`MAX_OUTGOING_CONNECTIONS`] are open: a flood of lookups can never starve the mirror
+/// probes, which pacman's requests fall back on.
 pub fn try_outgoing() -> Option<Permit> {
+    take(MAX_OUTGOING_CONNECTIONS - PROBE_RESERVE)
+}
+
+/// A permit now for a mirror probe (the whole budget), or None.
+pub fn try_outgoing_probe() -> Option<Permit> {
+    take(MAX_OUTGOING_CONNECTIONS)
+}
+
+fn take(limit: usize) -> Option<Permit> {
     let taken = IN_USE.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-        (n < MAX_OUTGOING_CONNECTIONS).then_some(n + 1)
+        (n < limit).then_some(n + 1)
     });
     match taken {
         Ok(_) => Some(Permit(())),
@@ -37,10 +48,10 @@ pub fn try_outgoing() -> Option<Permit> {
     }
 }
 
-/// A permit as soon as one is free, or None when `deadline` passes first.
+/// A probe's permit as soon as one is free, or None when `deadline` passes first.
 pub async fn outgoing(deadline: Instant) -> Option<Permit> {
     loop {
-        if let Some(p) = try_outgoing() {
+        if let Some(p) = try_outgoing_probe() {
             return Some(p);
         }
         let now = Instant::now();
@@ -72,6 +83,11 @@ mod tests {
             held.push(p);
             assert!(held.len() <= MAX_OUTGOING_CONNECTIONS);
         }
+        assert_eq!(usage().0, MAX_OUTGOING_CONNECTIONS - PROBE_RESERVE);
+        // Lookups are out of room; probes still have theirs.
+        while let Some(p) = try_outgoing_probe() {
+            held.push(p);
+        }
         assert_eq!(usage().0, MAX_OUTGOING_CONNECTIONS);
         let soon = Instant::now() + Duration::from_millis(30);
         assert!(
@@ -79,8 +95,9 @@ mod tests {
             "spent: waits, then gives up"
         );
         held.pop();
+        assert!(try_outgoing().is_none(), "the reserve is the probes'");
         assert!(
-            try_outgoing().is_some(),
+            try_outgoing_probe().is_some(),
             "a permit given back is free again"
         );
     }

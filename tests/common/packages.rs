@@ -54,6 +54,13 @@ impl Pkg {
     /// Build `dir/NAME-1.0-1-x86_64.pkg.tar.zst` holding a .PKGINFO and
     /// `usr/share/NAME/payload` of `payload` pseudo-random (incompressible) bytes.
     pub fn build(dir: &Path, name: &str, payload: usize) -> Pkg {
+        Self::build_as(dir, name, payload, "x86_64", "")
+    }
+
+    /// Like `build`, for architecture `arch` (`any` makes `NAME-1.0-1-any.pkg.tar.zst`), its
+    /// payload seeded with `variant` too: the same name with another `variant` is another
+    /// file of the same name (a package rebuilt without a new pkgrel).
+    pub fn build_as(dir: &Path, name: &str, payload: usize, arch: &str, variant: &str) -> Pkg {
         preflight::require();
         let stage = dir.join(format!(".stage-{name}"));
         let _ = fs::remove_dir_all(&stage);
@@ -61,7 +68,7 @@ impl Pkg {
         fs::create_dir_all(&share).expect("mkdir package stage");
         fs::write(
             share.join("payload"),
-            pseudo_random(&format!("{name}-{VERSION}"), payload),
+            pseudo_random(&format!("{name}-{VERSION}{variant}"), payload),
         )
         .expect("write payload");
         let pkginfo = format!(
@@ -74,11 +81,11 @@ impl Pkg {
              builddate = 1700000000\n\
              packager = pacserve tests <tests@example.invalid>\n\
              size = {payload}\n\
-             arch = x86_64\n\
+             arch = {arch}\n\
              license = GPL-2.0-or-later\n"
         );
         fs::write(stage.join(".PKGINFO"), pkginfo).expect("write .PKGINFO");
-        let file = package_file_name(name);
+        let file = format!("{name}-{VERSION}-{arch}.pkg.tar.zst");
         let path = dir.join(&file);
         let ran = run_bounded(
             Command::new("bsdtar")

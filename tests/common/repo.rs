@@ -11,10 +11,24 @@ use super::mirror::Mirror;
 use super::packages::{Pkg, repo_add};
 use super::tempdir::TempDir;
 
-/// Write `dir/pacserve.conf`: an `[options]` section with `cache_dirs` and one section per
-/// repo with its `Server =` lines in order. Returns the file's path.
+/// Write `dir/pacserve.conf`: an `[options]` section with `cache_dirs` and `DBPath = dir/db/`
+/// (whose `sync/` holds the databases pacserve verifies copies against, none at first) and
+/// one section per repo with its `Server =` lines in order. Returns the file's path.
 pub fn write_server_conf(dir: &Path, cache_dirs: &[&Path], repos: &[(&str, &[String])]) -> PathBuf {
-    let mut conf = String::from("[options]\nArchitecture = x86_64\n");
+    write_server_conf_for(dir, "x86_64", cache_dirs, repos)
+}
+
+/// [`write_server_conf`] for another `Architecture`.
+pub fn write_server_conf_for(
+    dir: &Path,
+    arch: &str,
+    cache_dirs: &[&Path],
+    repos: &[(&str, &[String])],
+) -> PathBuf {
+    let mut conf = format!(
+        "[options]\nArchitecture = {arch}\nDBPath = {}/\n",
+        dir.join("db").display()
+    );
     for c in cache_dirs {
         let _ = writeln!(conf, "CacheDir = {}/", c.display());
     }
@@ -124,6 +138,16 @@ impl Host {
     pub fn put(&self, name: &str, bytes: &[u8]) {
         let p = self.cache.join(name);
         fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    }
+
+    /// What `pacman -Sy` leaves: `db` as this host's `DBPath/sync/core.db` (a new file, so
+    /// its mtime changes and a running pacserve reads it again).
+    pub fn learn(&self, db: &[u8]) {
+        let sync = self.dir.join("db/sync");
+        fs::create_dir_all(&sync).expect("mkdir DBPath/sync");
+        let tmp = sync.join("core.db.new");
+        fs::write(&tmp, db).expect("write the sync db");
+        fs::rename(&tmp, sync.join("core.db")).expect("move the sync db into place");
     }
 
     /// Rewrite this host's pacman.conf with `servers` for `[core]`; its path.

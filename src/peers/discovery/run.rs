@@ -89,7 +89,7 @@ fn apply(
     };
     match a.kind {
         Kind::Hello => {
-            let seen = table.seen(addr.clone(), a.instance, on_subnet, now);
+            let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
             Heard::Hello(addr, seen)
         }
         Kind::Query => Heard::Query,
@@ -213,6 +213,9 @@ impl Schedule {
     }
 }
 
+/// The "peer discovered" lines.
+static DISCOVERED_LINES: crate::sys::log::Throttle = crate::sys::log::Throttle::new();
+
 /// The running loop's state.
 struct Discoverer<'a> {
     disc: &'a Discovery,
@@ -269,7 +272,18 @@ impl Discoverer<'_> {
         }
         let heard = apply(&a, src, &self.subnets, &mut crate::lock(self.table), now);
         match heard {
-            Heard::Hello(addr, Seen::New) => crate::info!("peer {addr} discovered"),
+            // A flood of forged hellos must not become a flood of lines.
+            Heard::Hello(addr, Seen::New) => {
+                if let Some(left_out) = DISCOVERED_LINES.admit(now) {
+                    if left_out > 0 {
+                        crate::info!(
+                            "... and {left_out} more peers discovered in the last {} s",
+                            crate::limits::LOG_WINDOW.as_secs()
+                        );
+                    }
+                    crate::info!("peer {addr} discovered");
+                }
+            }
             Heard::Hello(_, Seen::Refreshed) => {}
             Heard::Hello(addr, Seen::Filtered) => {
                 crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
