@@ -115,6 +115,7 @@ fn run(args: Args) -> Result<(), StartError> {
         let group = format!("{}:{}", cfg.group, cfg.port);
         service = service.with_multicast(group, discovery_stats.clone());
     }
+    service.read_databases();
     let service = Arc::new(service);
 
     rt::block_on(rt::thread_count(), async {

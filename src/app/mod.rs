@@ -82,6 +82,14 @@ impl Service {
         &self.peers
     }
 
+    /// Read the sync databases now (blocking: at start, before the first request, so that
+    /// copies are checked from the first one on).
+    pub fn read_databases(&self) {
+        let config = self.config();
+        let repos: Vec<String> = config.repos.repo_names().map(str::to_string).collect();
+        self.verify.refresh(&config.db_path, &repos);
+    }
+
     /// The background upkeep, forever: every [`UPKEEP_INTERVAL`], read again the sync
     /// databases pacman rewrote (off the executor: requests never wait for it), then hash a
     /// few more cached packages against them.

@@ -83,7 +83,7 @@ pub fn judge(
     }
     // A peer that announced its architectures, none of them this request's: only a checked
     // `any` package is the same file there.
-    let foreign = !peer_archs.is_empty() && !peer_archs.iter().any(|a| *a == q.arch);
+    let foreign = !peer_archs.is_empty() && !peer_archs.contains(&q.arch);
     if foreign {
         let checked = q.any_arch
             && matches!((q.want.and_then(|w| w.sha256), sha256), (Some(w), Some(g)) if w == g);
@@ -410,13 +410,14 @@ mod tests {
         let x86 = vec!["x86_64".to_string()];
         let arm = vec!["aarch64".to_string(), "any".to_string()];
         use Mismatch::*;
-        let cases: &[(
+        type Case<'a> = (
             Query,
-            &[String],
+            &'a [String],
             Option<u64>,
             Option<[u8; 32]>,
             Result<(), Mismatch>,
-        )] = &[
+        );
+        let cases: &[Case<'_>] = &[
             // Nothing known here: today's rule, any copy of a same-arch peer.
             (q("x86_64", false, None), &x86, Some(5), None, Ok(())),
             (q("x86_64", false, None), &[], Some(5), None, Ok(())),
