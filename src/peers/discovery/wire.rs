@@ -2,9 +2,12 @@
 //! (the format is described in the module docs of [`super`]).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::limits::{ANNOUNCE_RECV_BUFFER, MAX_ANNOUNCE_ARCHS, MAX_ANNOUNCE_BYTES, MAX_ARCH_NAME};
+use crate::limits::{
+    ANNOUNCE_RECV_BUFFER, MAX_ANNOUNCE_ADDRS, MAX_ANNOUNCE_ARCHS, MAX_ANNOUNCE_BYTES, MAX_ARCH_NAME,
+};
 use crate::names::valid_arch;
 
 const MAGIC: &str = "pacserve";
@@ -49,6 +52,9 @@ pub struct Announce {
     pub http_port: u16,
     /// Architectures the sender serves (informational).
     pub archs: Vec<String>,
+    /// Addresses the sender may also be reached at (`addrs=`, optional): its unique-local and
+    /// global IPv6 addresses, for receivers that heard it from a link-local one.
+    pub addrs: Vec<IpAddr>,
 }
 
 /// Why a datagram is not a valid announcement.
@@ -78,6 +84,8 @@ pub enum DecodeError {
     BadValue(&'static str),
     /// More than `MAX_ANNOUNCE_ARCHS` architectures.
     TooManyArchs,
+    /// More than `MAX_ANNOUNCE_ADDRS` addresses.
+    TooManyAddrs,
 }
 
 impl fmt::Display for DecodeError {
@@ -99,6 +107,7 @@ impl fmt::Display for DecodeError {
             DecodeError::TooManyArchs => {
                 write!(f, "more than {MAX_ANNOUNCE_ARCHS} architectures")
             }
+            DecodeError::TooManyAddrs => write!(f, "more than {MAX_ANNOUNCE_ADDRS} addresses"),
         }
     }
 }
@@ -106,15 +115,27 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// The datagram for `a`. It decodes back to `a` when `a` is valid: `http_port` not 0, archs
-/// as described in the module docs (the announcement of `run` is checked before use).
+/// and addrs as described in the module docs (the announcement of `run` is checked before
+/// use). The addresses are optional: those that would make the datagram longer than
+/// `MAX_ANNOUNCE_BYTES` are left out (the receiver then has the datagram's source).
 pub fn encode(a: &Announce) -> Vec<u8> {
-    let s = format!(
-        "{MAGIC} {VERSION} {} id={:016x} port={} arch={}\n",
+    let mut s = format!(
+        "{MAGIC} {VERSION} {} id={:016x} port={} arch={}",
         a.kind.as_str(),
         a.instance,
         a.http_port,
         a.archs.join(",")
     );
+    let mut sep = " addrs=";
+    for addr in &a.addrs {
+        let item = format!("{sep}{addr}");
+        if s.len() + item.len() + "\n".len() > MAX_ANNOUNCE_BYTES {
+            break;
+        }
+        s.push_str(&item);
+        sep = ",";
+    }
+    s.push('\n');
     s.into_bytes()
 }
 
@@ -145,7 +166,7 @@ pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
         _ => return Err(DecodeError::UnknownKind),
     };
 
-    let (mut id, mut port, mut archs) = (None, None, None);
+    let (mut id, mut port, mut archs, mut addrs) = (None, None, None, None);
     for field in tokens {
         if field.is_empty() {
             return Err(DecodeError::EmptyField);
@@ -162,6 +183,7 @@ pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
             "id" => once(&mut id, "id", || parse_id(value))?,
             "port" => once(&mut port, "port", || parse_port(value))?,
             "arch" => once(&mut archs, "arch", || parse_archs(value))?,
+            "addrs" => once(&mut addrs, "addrs", || parse_addrs(value))?,
             // A field of a later version: ignored.
             _ => {}
         }
@@ -171,6 +193,7 @@ pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
         instance: id.ok_or(DecodeError::Missing("id"))?,
         http_port: port.ok_or(DecodeError::Missing("port"))?,
         archs: archs.ok_or(DecodeError::Missing("arch"))?,
+        addrs: addrs.unwrap_or_default(),
     })
 }
 
@@ -221,6 +244,29 @@ fn parse_archs(v: &str) -> Result<Vec<String>, DecodeError> {
     Ok(archs)
 }
 
+/// `addrs=`: 1 to `MAX_ANNOUNCE_ADDRS` IP literals, comma-separated, no repeats, each one a
+/// peer can be reached at: not unspecified, loopback, multicast, IPv6 link-local (that needs a
+/// zone) or IPv4-mapped (written with a dot, so it would not re-encode to its own spelling).
+fn parse_addrs(v: &str) -> Result<Vec<IpAddr>, DecodeError> {
+    let bad = DecodeError::BadValue("addrs");
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for text in v.split(',') {
+        if addrs.len() == MAX_ANNOUNCE_ADDRS {
+            return Err(DecodeError::TooManyAddrs);
+        }
+        let ip: IpAddr = text.parse().map_err(|_| bad)?;
+        let usable = match ip {
+            IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_loopback() || v4.is_multicast()),
+            IpAddr::V6(v6) => crate::sys::ifaces::is_routable_v6(v6),
+        };
+        if !usable || addrs.contains(&ip) {
+            return Err(bad);
+        }
+        addrs.push(ip);
+    }
+    Ok(addrs)
+}
+
 /// A fresh instance id. Not a secret: it only has to differ between starts and hosts.
 /// std's `RandomState` is seeded from the OS's randomness; pid and time make it differ even
 /// where that seed were weak.
@@ -244,6 +290,7 @@ pub(super) mod tests {
             instance,
             http_port: port,
             archs: archs.iter().map(|s| s.to_string()).collect(),
+            addrs: vec![],
         }
     }
 
@@ -259,6 +306,7 @@ pub(super) mod tests {
             instance: 1,
             http_port: 1,
             archs: vec![],
+            addrs: vec![],
         };
         assert_eq!(
             encode(&q),
@@ -293,6 +341,7 @@ pub(super) mod tests {
                     instance: u64::MAX,
                     http_port: 65535,
                     archs: any(),
+                    addrs: vec![],
                 },
             ),
             (
@@ -302,6 +351,7 @@ pub(super) mod tests {
                     instance: 0,
                     http_port: 1,
                     archs: any(),
+                    addrs: vec![],
                 },
             ),
             // Any order.
@@ -478,12 +528,14 @@ pub(super) mod tests {
                 instance: 42,
                 http_port: 15678,
                 archs: longest,
+                addrs: vec![],
             },
             Announce {
                 kind: Kind::Query,
                 instance: new_instance_id(),
                 http_port: 8080,
                 archs: vec!["aarch64".into()],
+                addrs: vec!["fd00::2".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             },
         ];
         for a in &cases {
@@ -493,5 +545,72 @@ pub(super) mod tests {
         }
         assert_eq!(encode(&cases[2]).len(), LONGEST_ANNOUNCE);
         assert_ne!(new_instance_id(), new_instance_id());
+    }
+
+    #[test]
+    fn addresses_are_optional_and_strict() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut a = hello(0xaa, 80, &["any"]);
+        a.addrs = vec![ip("fd00::2"), ip("2001:db8::7")];
+        assert_eq!(
+            encode(&a),
+            b"pacserve 1 hello id=00000000000000aa port=80 arch=any addrs=fd00::2,2001:db8::7\n"
+        );
+        assert_eq!(decode(&encode(&a)), Ok(a.clone()));
+        // Optional, in any place; written at most once.
+        let line = b"pacserve 1 bye addrs=10.0.0.2 id=00000000000000aa port=80 arch=any\n";
+        let got = decode(line).unwrap();
+        assert_eq!((got.kind, got.addrs), (Kind::Bye, vec![ip("10.0.0.2")]));
+        use DecodeError::*;
+        const H: &str = "pacserve 1 hello id=00000000000000aa port=80 arch=any";
+        let cases: &[(&str, DecodeError)] = &[
+            ("addrs=", BadValue("addrs")),
+            ("addrs=,", BadValue("addrs")),
+            ("addrs=fd00::2,", BadValue("addrs")),
+            ("addrs=fd00::2,fd00::2", BadValue("addrs")),
+            ("addrs=fd00::2 addrs=fd00::3", Duplicate("addrs")),
+            ("addrs=[fd00::2]", BadValue("addrs")),
+            ("addrs=fe80::1", BadValue("addrs")),
+            ("addrs=fe80::1%eth0", BadValue("addrs")),
+            ("addrs=::1", BadValue("addrs")),
+            ("addrs=::", BadValue("addrs")),
+            ("addrs=ff02::15:78", BadValue("addrs")),
+            ("addrs=::ffff:10.0.0.1", BadValue("addrs")),
+            ("addrs=::ffff:a:b", BadValue("addrs")),
+            ("addrs=127.0.0.1", BadValue("addrs")),
+            ("addrs=0.0.0.0", BadValue("addrs")),
+            ("addrs=239.255.15.78", BadValue("addrs")),
+            ("addrs=010.0.0.1", BadValue("addrs")),
+            ("addrs=host.lan", BadValue("addrs")),
+            (
+                "addrs=fd00::1,fd00::2,fd00::3,fd00::4,fd00::5",
+                TooManyAddrs,
+            ),
+        ];
+        for (tail, want) in cases {
+            let line = format!("{H} {tail}\n");
+            assert_eq!(decode(line.as_bytes()), Err(*want), "{line:?}");
+        }
+        // A hello with every architecture it may have still fits: the addresses that do not
+        // are left out, the rest stays valid.
+        let mut full = hello(
+            1,
+            1,
+            &(0..MAX_ANNOUNCE_ARCHS)
+                .map(|i| format!("{i:0>width$}", width = MAX_ARCH_NAME))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        full.addrs = (1..=MAX_ANNOUNCE_ADDRS)
+            .map(|i| ip(&format!("2001:db8:1234:5678:9abc:def0:1234:{i:x}")))
+            .collect();
+        let bytes = encode(&full);
+        assert!(bytes.len() <= MAX_ANNOUNCE_BYTES, "{}", bytes.len());
+        let back = decode(&bytes).expect("still valid");
+        assert!(back.addrs.len() < full.addrs.len());
+        assert_eq!(back.addrs[..], full.addrs[..back.addrs.len()]);
+        assert_eq!(back.archs, full.archs);
     }
 }
