@@ -242,6 +242,12 @@ pub const MAX_HEARD_INSTANCES: usize = 2 * MAX_PEERS;
 /// accepted (the kernel caps it at net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = MAX_CONNECTIONS as i32;
 
+/// A start-up query that could not be sent on a family (at boot an IPv6 link-local address
+/// stays tentative for about a second, and nothing can be sent from it) is sent again after
+/// this pause, at most this many times: five seconds cover slow duplicate address detection.
+pub const STARTUP_QUERY_RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub const STARTUP_QUERY_RETRIES: u32 = 5;
+
 /// Time one announcement may wait for room in the socket's send buffer.
 pub const ANNOUNCE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 

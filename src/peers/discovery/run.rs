@@ -18,7 +18,10 @@ use super::socket::Discovery;
 use super::suppress::{Answering, Due, Jitter, Schedule, Sent};
 use super::wire::{Announce, Kind, decode, encode};
 use super::{Families, Family, MulticastConfig, clamp_interval};
-use crate::limits::{ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE};
+use crate::limits::{
+    ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, STARTUP_QUERY_RETRIES,
+    STARTUP_QUERY_RETRY_PAUSE,
+};
 use crate::peers::table::{PeerAddr, PeerTable, Seen};
 use crate::sys::host::{self, Subnet};
 use crate::sys::ifaces::{self, Inet6};
@@ -130,7 +133,9 @@ fn add(c: &AtomicU64, n: u64) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Heard {
     Hello(PeerAddr, Seen),
-    Query,
+    /// A query also says who asks: the querier is taken as a hello would be (a host whose
+    /// own query was suppressed by this one learns of the querier from it alone).
+    Query(PeerAddr, Seen),
     Bye(PeerAddr, bool),
 }
 
@@ -151,7 +156,10 @@ fn apply(
             let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
             Heard::Hello(addr, seen)
         }
-        Kind::Query => Heard::Query,
+        Kind::Query => {
+            let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
+            Heard::Query(addr, seen)
+        }
         Kind::Bye => {
             let forgot = table.gone(&addr, a.instance);
             Heard::Bye(addr, forgot)
@@ -167,8 +175,19 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, bytes: &[u8], kind: Kind, families: Families) {
-        let (sent, result) = self.disc.send_bytes(bytes, families).await;
+    /// Send on each of `families`; the families it could not be sent on.
+    async fn send(&mut self, bytes: &[u8], kind: Kind, families: Families) -> Families {
+        let mut failed = Families::NONE;
+        let mut result = Ok(());
+        let mut sent = 0;
+        for f in families.iter() {
+            let (n, r) = self.disc.send_bytes(bytes, Families::one(f)).await;
+            sent += n;
+            if let Err(e) = r {
+                failed = failed.union(Families::one(f));
+                result = Err(e);
+            }
+        }
         add(&self.stats.sent, sent);
         let by_kind = match kind {
             Kind::Hello => &self.stats.sent_hello,
@@ -176,6 +195,11 @@ impl Sender<'_> {
             Kind::Bye => &self.stats.sent_bye,
         };
         add(by_kind, sent);
+        self.report(kind, result);
+        failed
+    }
+
+    fn report(&mut self, kind: Kind, result: io::Result<()>) {
         let what = kind.as_str();
         match result {
             Ok(()) => {
@@ -188,6 +212,9 @@ impl Sender<'_> {
                 bump(&self.stats.send_errors);
                 let hint = if e.raw_os_error() == Some(Errno::NETUNREACH.raw_os_error()) {
                     " — is there a route for 224.0.0.0/4 (or a default route)?"
+                } else if e.raw_os_error() == Some(Errno::ADDRNOTAVAIL.raw_os_error()) {
+                    " — no usable source address yet (IPv6 duplicate address detection?); \
+                     the start-up query is sent again"
                 } else {
                     ""
                 };
@@ -226,6 +253,11 @@ struct Discoverer<'a> {
     /// hello.
     subnets: Vec<Subnet>,
     links: Vec<Inet6>,
+    /// Families the first hello could not be sent on: the query goes there too (it announces
+    /// us as well).
+    unsent_hello: Families,
+    /// Times the start-up query was sent again after failing.
+    query_retries: u32,
 }
 
 /// This host's addresses for hellos: the routable IPv6 ones on the discovery links.
@@ -269,8 +301,16 @@ impl Discoverer<'_> {
             }
             Due::Query(families) => {
                 let query = self.datagram(Kind::Query);
-                self.sender.send(&query, Kind::Query, families).await;
+                let families = families.union(std::mem::take(&mut self.unsent_hello));
+                let failed = self.sender.send(&query, Kind::Query, families).await;
                 self.schedule.sent_query();
+                // A family with no usable source address yet (a link-local address still
+                // tentative at boot) gets the query again a little later.
+                if !failed.is_empty() && self.query_retries < STARTUP_QUERY_RETRIES {
+                    self.query_retries += 1;
+                    self.schedule
+                        .retry_query(now + STARTUP_QUERY_RETRY_PAUSE, failed);
+                }
             }
             Due::Answer(families) => {
                 self.hello(now, families, Sent::Answer).await;
@@ -311,9 +351,32 @@ impl Discoverer<'_> {
             &mut crate::lock(self.table),
             now,
         );
-        match heard {
+        let (addr, seen) = match heard {
+            Heard::Bye(addr, true) => {
+                self.schedule.on_bye(a.instance);
+                crate::info!("peer {addr} said goodbye");
+                return;
+            }
+            Heard::Bye(addr, false) => {
+                crate::verbose!("discovery: goodbye from unknown peer {addr}");
+                return;
+            }
+            Heard::Hello(addr, seen) => (addr, seen),
+            Heard::Query(addr, seen) => {
+                let jitter = self.jitter.answer();
+                let (answering, ours) = self.schedule.on_query(now, a.instance, family, jitter);
+                if answering != Answering::Scheduled {
+                    bump(&self.stats.suppressed_answer);
+                }
+                if ours {
+                    bump(&self.stats.suppressed_query);
+                }
+                (addr, seen)
+            }
+        };
+        match seen {
             // A flood of forged hellos must not become a flood of lines.
-            Heard::Hello(addr, seen @ (Seen::New | Seen::Moved)) => {
+            Seen::New | Seen::Moved => {
                 self.schedule.on_hello(now, a.instance, family);
                 if let Some(left_out) = DISCOVERED_LINES.admit(now) {
                     if left_out > 0 {
@@ -331,32 +394,15 @@ impl Discoverer<'_> {
                     }
                 }
             }
-            Heard::Hello(_, Seen::Refreshed) => self.schedule.on_hello(now, a.instance, family),
-            Heard::Hello(addr, Seen::Filtered) => {
+            Seen::Refreshed => self.schedule.on_hello(now, a.instance, family),
+            Seen::Filtered => {
                 crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
             }
-            Heard::Hello(addr, Seen::OffSubnet) => {
+            Seen::OffSubnet => {
                 crate::verbose!("peer {addr} ignored: not on a subnet of this host")
             }
-            Heard::Hello(addr, Seen::TableFull) => {
+            Seen::TableFull => {
                 crate::verbose!("peer {addr} ignored: peer table full")
-            }
-            Heard::Bye(addr, true) => {
-                self.schedule.on_bye(a.instance);
-                crate::info!("peer {addr} said goodbye")
-            }
-            Heard::Bye(addr, false) => {
-                crate::verbose!("discovery: goodbye from unknown peer {addr}")
-            }
-            Heard::Query => {
-                let jitter = self.jitter.answer();
-                let (answering, ours) = self.schedule.on_query(now, a.instance, family, jitter);
-                if answering != Answering::Scheduled {
-                    bump(&self.stats.suppressed_answer);
-                }
-                if ours {
-                    bump(&self.stats.suppressed_query);
-                }
             }
         }
     }
@@ -398,7 +444,7 @@ pub async fn run(
     };
     // Everyone learns of us at once; our query waits a moment, in case another one makes it
     // unnecessary.
-    sender.send(&hello, Kind::Hello, families).await;
+    let unsent_hello = sender.send(&hello, Kind::Hello, families).await;
     let seed = me.instance ^ super::wire::new_instance_id();
     let mut jitter = Jitter::seeded(seed);
     let query_delay = jitter.query();
@@ -419,6 +465,8 @@ pub async fn run(
         jitter,
         subnets: host::connected_subnets(),
         links,
+        unsent_hello,
+        query_retries: 0,
     };
     let mut buf = [0u8; ANNOUNCE_RECV_BUFFER];
     let mut timer = Timer::never();
@@ -506,12 +554,16 @@ mod tests {
         );
         let heard = apply(&a, src("10.0.0.9"), &lan, &[], &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.9", 15678), Seen::Filtered));
+        // A query says who asks: the querier is a peer too.
         a.kind = Kind::Query;
+        a.instance = 3;
         assert_eq!(
             apply(&a, src("10.0.0.3"), &lan, &[], &mut table, t0),
-            Heard::Query
+            Heard::Query(peer("10.0.0.3", 15678), Seen::New)
         );
-        assert_eq!(table.len(), 1, "a query does not add a peer");
+        assert_eq!(table.len(), 2, "the querier is added");
+        assert!(table.gone(&peer("10.0.0.3", 15678), 3));
+        a.instance = 7;
         // A goodbye names host (the source) + port + instance; a forged one with another
         // instance or from another host does nothing.
         a.kind = Kind::Bye;

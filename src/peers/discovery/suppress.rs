@@ -236,6 +236,11 @@ impl Schedule {
         self.query = None;
     }
 
+    /// Send our start-up query again at `at` on `families` (it could not be sent there).
+    pub fn retry_query(&mut self, at: Instant, families: Families) {
+        self.query = Some((at, families));
+    }
+
     /// How long a family counts as heard from a peer: as long as the peer is remembered.
     fn window(&self) -> Duration {
         self.interval.saturating_mul(MISSED_HELLOS_BEFORE_EXPIRY)
