@@ -399,7 +399,8 @@ PACSERVE NETWORKS
   found in two ways:
     --pacserver HOST:PORT   static peers, always asked, never filtered;
     --multicast             discovery: each pacserve announces itself to a multicast
-                            group (default 239.255.15.78, UDP port 15679, TTL 1) at
+                            group (default 239.255.15.78, and ff02::15:78 on every
+                            IPv6 interface; UDP port 15679, TTL 1) at
                             start and every --multicast-interval seconds, asks who is
                             there at start (so running peers answer at once), and says
                             goodbye on a clean stop. A peer not heard from for three

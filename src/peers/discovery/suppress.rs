@@ -537,4 +537,19 @@ mod tests {
         assert!(seen.len() > 50, "{} distinct delays", seen.len());
         assert_eq!(j.between(MS, MS), MS);
     }
+
+    #[test]
+    fn a_query_that_could_not_be_sent_is_due_again() {
+        let c = Clock(Instant::now());
+        let mut s = Schedule::started(INTERVAL, Families::BOTH, c.at(0), 10 * MS);
+        assert_eq!(s.due(c.at(10)), Due::Query(Families::BOTH));
+        s.sent_query();
+        // IPv6 had no usable source address yet: it alone is tried again.
+        s.retry_query(c.at(1010), Families::V6);
+        assert_eq!(s.deadline(), c.at(1010));
+        assert_eq!(s.due(c.at(1009)), Due::Nothing);
+        assert_eq!(s.due(c.at(1010)), Due::Query(Families::V6));
+        s.sent_query();
+        assert_eq!(s.deadline(), c.at(60_000));
+    }
 }
