@@ -49,7 +49,7 @@ pub struct DiscoveryStats {
     pub sent_hello: AtomicU64,
     pub sent_query: AtomicU64,
     pub sent_bye: AtomicU64,
-    /// Hellos sent in answer to queries.
+    /// Hello datagrams sent in answer to queries (also counted in `sent_hello`).
     pub sent_answer: AtomicU64,
     /// Our start-up queries left out, per family: another host's query was heard first.
     pub suppressed_query: AtomicU64,
@@ -313,8 +313,10 @@ impl Discoverer<'_> {
                 }
             }
             Due::Answer(families) => {
+                let before = self.stats.sent.load(Ordering::Relaxed);
                 self.hello(now, families, Sent::Answer).await;
-                bump(&self.stats.sent_answer);
+                let sent = self.stats.sent.load(Ordering::Relaxed) - before;
+                add(&self.stats.sent_answer, sent);
             }
             Due::Nothing => {}
         }
