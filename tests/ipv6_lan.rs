@@ -15,6 +15,8 @@
 //!   7.1) on A follows pacserve's redirect to `http://[fe80::I%25eth0]:15678/...` and gets the
 //!   package from B; a client on another host is never sent to a link-local peer (the zone
 //!   means something only on A).
+//! - A host whose IPv6 is off (`disable_ipv6`) listens on `0.0.0.0`, says so in one line,
+//!   and serves over IPv4.
 //! - Dual stack: an IPv4-only host and an IPv6-only host both find, and are found by, a
 //!   dual-stack host, and fetch its status page; on the dual-stack host `127.0.0.1` and `[::1]`
 //!   both serve, and pacman there gets one package from each of them.
@@ -23,6 +25,8 @@ mod common;
 
 use std::net::{SocketAddr, SocketAddrV6};
 use std::time::Duration;
+
+use std::process::Command;
 
 use common::lan::{NETNS_PREFIX, Netns, Stack, in_netns, ip};
 use common::*;
@@ -332,4 +336,42 @@ fn dual_stack_host_reaches_and_serves_both_families() {
     expect_request(&ps_s, &net.ula(10), "GET", &y.lan_path(), 200, "local");
     assert_eq!(mirror_asked(&repo, x) + mirror_asked(&repo, y), 0, "{}", dump());
 }
+}
+
+/// With IPv6 off in its namespace, pacserve's default listener is `0.0.0.0`, said in one line,
+/// and another host reaches it over IPv4.
+#[test]
+fn without_ipv6_the_default_listener_is_ipv4_with_one_line() {
+    let net = Netns::new("v6off", 47);
+    let repo = Repo::new(&format!("{NETNS_PREFIX}v6off"), &[("offx", PAYLOAD)]);
+    let a = host(&net, &repo, "a", 11, Stack::V4Only);
+    let b_ns = net.add_host_with("b", 12, Stack::V4Only);
+    let off = run_bounded(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &a.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(off.success(), "sysctl: {}", off.text());
+    let ps = a
+        .host
+        .pacserve()
+        .in_netns(&a.ns)
+        .any_address()
+        .port(PORT)
+        .start();
+    let log = ps.log();
+    assert!(
+        log.contains(&format!("listening on 0.0.0.0:{PORT}")),
+        "{log}"
+    );
+    assert_eq!(ps.lines_with("serving IPv4 only"), 1, "{log}");
+    let to: SocketAddr = format!("{}:{PORT}", net.addr(11)).parse().unwrap();
+    let r = get_in(&b_ns, to, "/status.json").unwrap_or_else(|e| panic!("GET {to}: {e}"));
+    assert_eq!(r.status, 200, "{}", r.head);
 }

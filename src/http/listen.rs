@@ -33,7 +33,7 @@ pub fn listen(
         Some(ip) => (SocketAddr::new(ip, port), false),
         None => match ipv6_off() {
             Some(why) => {
-                crate::info!("{why}: listening on IPv4 only");
+                crate::info!("{why}: serving IPv4 only");
                 (any4, false)
             }
             None => (any6, true),
@@ -47,7 +47,7 @@ pub fn listen(
     match bound {
         // IPv6 cannot be used after all (no address family, no such address).
         Err(e) if address.is_none() && dual && unusable(&e) => {
-            crate::info!("IPv6 cannot be used here ({e}): listening on IPv4 only");
+            crate::info!("IPv6 cannot be used here ({e}): serving IPv4 only");
             let l = TcpListener::bind(any4).map_err(|e| (any4, e))?;
             let local = l.local_addr().unwrap_or(any4);
             Ok((l, local))
