@@ -22,12 +22,23 @@
 //!   - `arch`: architectures served, comma-separated names of `[A-Za-z0-9_]`, at most
 //!     [`MAX_ANNOUNCE_ARCHS`] of at most [`MAX_ARCH_NAME`] bytes, no repeats; may be empty.
 //!
+//!   and optionally `addrs`: the sender's unique-local and global IPv6 addresses (at most
+//!   [`crate::limits::MAX_ANNOUNCE_ADDRS`], comma-separated, no repeats, none link-local,
+//!   loopback, multicast or IPv4-mapped), so that a receiver that heard it from a link-local
+//!   address can reach it without a zone.
+//!
 //!   Fields with other keys are ignored (any printable value), so later versions can add some.
 //!
 //! # Protocol
 //!
-//! - On start a `query`, then a `hello`; a `hello` every interval; a `bye` on stop.
-//! - The peer's HTTP address is the datagram's source IP with the announced `port`.
+//! - Two families: IPv4 to [`DEFAULT_GROUP`], IPv6 to the link-local [`DEFAULT_GROUP6`] on
+//!   every IPv6 interface (by index). One pacserve heard on both is one peer.
+//! - On start a `hello`, then (after a random delay) a `query`; a `hello` every interval; a
+//!   `bye` on stop. A query announces its sender as a hello does. When and on which family
+//!   each goes, so that a LAN of many hosts stays quiet, is [`suppress`]'s.
+//! - The peer's HTTP address is the datagram's source IP with the announced `port`, or for a
+//!   link-local IPv6 source one of the `addrs` on that link, else the source with its zone
+//!   (`fe80::2%eth0`): see [`address`].
 //! - A `query` is answered with a `hello` to the group, not by unicast to the asker: several
 //!   pacserves on one host share the UDP port (SO_REUSEADDR) and a unicast datagram would reach
 //!   only one of them, while the group answer also reaches everyone else who just started.
@@ -36,9 +47,10 @@
 //! - A discovered peer is forgotten after [`MISSED_HELLOS_BEFORE_EXPIRY`] silent intervals.
 //!
 //! Datagrams are hostile input: malformed ones are counted and dropped (logged only with
-//! `--verbose`, escaped), and none can make us send more than one datagram a second.
+//! `--verbose`, escaped), and none can make us answer more than once a second.
 //!
-//! The pieces: [`wire`] (the datagram, pure), [`socket`] (opening and joining the group),
+//! The pieces: [`wire`] (the datagram, pure), [`address`] (where a peer is reached, pure),
+//! [`suppress`] (what is sent when, pure), [`socket`] (opening and joining the groups),
 //! [`run`] (the loop that keeps the peer table up to date). This file holds the configuration.
 
 mod address;
