@@ -14,6 +14,10 @@ For each N:
   p50/p99 of the 307, over keep-alive requests;
 - VmRSS of every pacserve (median and max).
 
+With --pacman instead: pacman -Sw (Debian's pacman 6.0) of 20 packages of 8 MiB on host 1 of
+10, through its pacserve (hosts 2..10 hold the packages between them) and straight from the
+mirror (Python's http.server in a namespace of its own), serial and with ParallelDownloads 5.
+
 Everything it starts is stopped by pid, and the namespaces (prefix pslbench-PID-) and the
 temporary directory are removed at exit.
 """
@@ -131,7 +135,7 @@ class Lan:
         ip("netns", "add", ns)
         return ns
 
-    def add_host(self, i):
+    def add_host(self, i, server="http://127.0.0.1:9/core"):
         ns = self.add_ns(f"h{i}")
         port = f"v{os.getpid() % 1000}-{i}"
         ip("-n", ns, "link", "set", "lo", "up")
@@ -150,7 +154,7 @@ class Lan:
         conf = os.path.join(d, "pacman.conf")
         with open(conf, "w") as f:
             f.write(f"[options]\nCacheDir = {cache}/\nDBPath = {d}/db/\n"
-                    "Architecture = x86_64\n\n[core]\nServer = http://127.0.0.1:9/core\n")
+                    f"Architecture = x86_64\n\n[core]\nServer = {server}\n")
         return ns, conf, cache
 
     def start(self, prepared):
@@ -267,6 +271,122 @@ def bench(binary, n):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def host_ip(i):
+    return f"10.232.{i // 250}.{i % 250 + 1}"
+
+
+def build_package(repo_dir, name, size):
+    """NAME-1.0-1-x86_64.pkg.tar.zst in repo_dir: a .PKGINFO and size random bytes."""
+    stage = os.path.join(repo_dir, f".stage-{name}")
+    share = os.path.join(stage, "usr/share", name)
+    os.makedirs(share)
+    with open(os.path.join(share, "payload"), "wb") as f:
+        f.write(os.urandom(size))
+    with open(os.path.join(stage, ".PKGINFO"), "w") as f:
+        f.write(f"pkgname = {name}\npkgbase = {name}\npkgver = 1.0-1\n"
+                f"pkgdesc = bench {name}\nbuilddate = 1700000000\nsize = {size}\n"
+                "arch = x86_64\nlicense = GPL-2.0-or-later\n")
+    path = os.path.join(repo_dir, f"{name}-1.0-1-x86_64.pkg.tar.zst")
+    subprocess.run(["bsdtar", "--zstd", "-cf", path, "-C", stage, ".PKGINFO", "usr"],
+                   check=True, timeout=120)
+    shutil.rmtree(stage)
+    return path
+
+
+class Mirror:
+    """A threaded HTTP server of root, its socket inside ns; counts package GETs."""
+
+    def __init__(self, ns, addr, port, root):
+        import http.server
+        import functools
+        counts = self.counts = {"pkg": 0}
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.endswith(".pkg.tar.zst"):
+                    counts["pkg"] += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        handler = functools.partial(Handler, directory=root)
+        self.server = in_ns(ns, lambda: http.server.ThreadingHTTPServer((addr, port), handler))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pacman_client(tmp, name, server, parallel):
+    d = os.path.join(tmp, name)
+    for sub in ("root", "db/sync", "db/local", "cache", "gnupg", "hooks"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    conf = os.path.join(d, "pacman.conf")
+    with open(conf, "w") as f:
+        f.write(f"[options]\nRootDir = {d}/root\nDBPath = {d}/db/\nCacheDir = {d}/cache/\n"
+                f"LogFile = {d}/pacman.log\nGPGDir = {d}/gnupg/\nHookDir = {d}/hooks/\n"
+                f"Architecture = x86_64\nSigLevel = Never\nParallelDownloads = {parallel}\n"
+                f"\n[core]\nServer = {server}\n")
+    return conf
+
+
+def pacman(ns, conf, *args):
+    return subprocess.run(["ip", "netns", "exec", ns, "pacman", "--config", conf,
+                           "--noconfirm", "--noprogressbar", *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+
+
+def bench_pacman(binary, n, k, size):
+    """pacman -Sw of k packages on host 1: through its pacserve (host 2..n hold them) and
+    straight from the mirror, serial and with ParallelDownloads = 5."""
+    tmp = tempfile.mkdtemp(prefix="pacserve-bench-lan-pacman-")
+    lan = Lan(binary, tmp)
+    mirror = None
+    try:
+        log(f"pacman -Sw: {k} packages of {size // 1024} KiB, {n} hosts")
+        m_ns, _, _ = lan.add_host(500)
+        repo_dir = os.path.join(tmp, "mirror/core/os/x86_64")
+        os.makedirs(repo_dir)
+        names = [f"benchsw{j:02d}" for j in range(k)]
+        paths = [build_package(repo_dir, nm, size) for nm in names]
+        subprocess.run(["repo-add", "-q", os.path.join(repo_dir, "core.db.tar.gz"), *paths],
+                       check=True, timeout=120, stdout=subprocess.DEVNULL)
+        mirror = Mirror(m_ns, host_ip(500), 8080, os.path.join(tmp, "mirror"))
+        server = f"http://{host_ip(500)}:8080/$repo/os/$arch"
+        prepared = [lan.add_host(i, server) for i in range(1, n + 1)]
+        for j, path in enumerate(paths):
+            holder = prepared[1 + j % (n - 1)]
+            shutil.copy(path, holder[2])
+        hosts = lan.start(prepared)
+        if wait_all_know(hosts, n - 1, limit=120) is None:
+            raise RuntimeError("the hosts did not find each other")
+        ns1 = hosts[0][0]
+        rows = []
+        for route, url in (("pacserve (peers)", f"http://127.0.0.1:{PORT}/request/$repo/$arch"),
+                           ("mirror", server)):
+            for parallel in (1, 5):
+                conf = pacman_client(tmp, f"client-{len(rows)}", url, parallel)
+                r = pacman(ns1, conf, "-Sy")
+                if r.returncode != 0:
+                    raise RuntimeError(f"pacman -Sy: {r.stderr.decode()}")
+                before = mirror.counts["pkg"]
+                t = time.monotonic()
+                r = pacman(ns1, conf, "-Sw", *names)
+                dt = time.monotonic() - t
+                if r.returncode != 0:
+                    raise RuntimeError(f"pacman -Sw: {r.stderr.decode()}")
+                rows.append((route, parallel, dt, mirror.counts["pkg"] - before))
+        return rows
+    finally:
+        if mirror:
+            mirror.close()
+        lan.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def fmt_s(v):
     return "timeout" if v is None else f"{v:.2f} s"
 
@@ -276,7 +396,25 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--sizes", default="10,25,50")
+    ap.add_argument("--pacman", action="store_true",
+                    help="only pacman -Sw end to end, through pacserve and from the mirror")
     a = ap.parse_args()
+    if a.pacman:
+        k, size, n = 20, 8 * 1024 * 1024, 10
+        rows = bench_pacman(a.bin, n, k, size)
+        lines = [f"pacman -Sw of {k} packages of {size // 1024} KiB on host 1 of {n} "
+                 "(hosts 2..N hold them between them):", "",
+                 "| route | ParallelDownloads | time | MB/s | package GETs at the mirror |",
+                 "|---|---:|---:|---:|---:|"]
+        for route, parallel, dt, got in rows:
+            lines.append(f"| {route} | {parallel} | {dt:.2f} s | {k * size / dt / 1e6:.0f} "
+                         f"| {got} |")
+        text = "\n".join(lines) + "\n"
+        print(text)
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "results-lan-pacman.md"), "w") as f:
+            f.write(text)
+        return
     rows = [bench(a.bin, int(n)) for n in a.sizes.split(",")]
     lines = [
         f"Discovery on one bridge, dual stack, --multicast-interval {INTERVAL}; a late "
