@@ -839,6 +839,34 @@ fn bad_key_files_stop_pacserve_with_a_clear_message() {
             && text.contains("pacserve gen-secret"),
         "{text}"
     );
+    // Mode 440 is what stat shows of a systemd credential (400 and an ACL for the service's
+    // user): taken in $CREDENTIALS_DIRECTORY only; 444 there is still refused.
+    let creds = dir.mkdir("credentials");
+    let credential = |name: &str, mode: u32| {
+        let path = creds.join(name);
+        write_key(&path, &good);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    };
+    let launch = |path: &Path| {
+        Pacserve::builder(&conf)
+            .env("CREDENTIALS_DIRECTORY", creds.to_str().expect("UTF-8"))
+            .args(&["--secret-file", path.to_str().expect("UTF-8")])
+            .try_start()
+    };
+    let taken = launch(&credential("lan.key", 0o440));
+    let ps = taken.unwrap_or_else(|e| panic!("a credential of mode 440: {e}"));
+    drop(ps);
+    let refused = launch(&credential("open.key", 0o444))
+        .err()
+        .unwrap_or_default();
+    assert!(refused.contains("(mode 444)"), "{refused}");
+    let outside = dir.join("outside.key");
+    write_key(&outside, &good);
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o440)).expect("chmod");
+    let ran = run(&outside);
+    assert_eq!(ran.code(), Some(1), "mode 440 outside: {}", ran.text());
+
     // The same key file, mode 600, is taken.
     let path = dir.join("good.key");
     write_key(&path, &good);

@@ -212,7 +212,7 @@ pub fn load_key(path: &Path) -> Result<Key, KeyError> {
         });
     }
     let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
+    if exposed(mode, in_credentials(path)) {
         return Err(KeyError::Exposed {
             path: path.to_path_buf(),
             mode,
@@ -231,6 +231,21 @@ pub fn load_key(path: &Path) -> Result<Key, KeyError> {
         path: path.to_path_buf(),
         weak,
     })
+}
+
+/// Whether a key file of `mode` may be read or written by others than its owner (pure).
+/// `credential`: it is one systemd passed (`LoadCredential=`): mode 400 and an ACL that lets
+/// the service's user read it, which stat shows as the group bits (the ACL's mask, r--), in
+/// a directory of that service alone. There, group read is what it looks like.
+fn exposed(mode: u32, credential: bool) -> bool {
+    let fine = if credential { 0o040 } else { 0 };
+    mode & 0o077 & !fine != 0
+}
+
+/// Whether `path` lies in the service's `$CREDENTIALS_DIRECTORY`.
+fn in_credentials(path: &Path) -> bool {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| !dir.is_empty() && path.starts_with(dir))
 }
 
 /// Every file of `--secret-file`, in order: the first signs.
@@ -313,6 +328,28 @@ mod tests {
         assert_eq!(k.bytes()[..4], [0x00, 0x11, 0x22, 0x33]);
         assert_eq!(k, parse_key(hex64.to_uppercase().as_bytes()).unwrap());
         assert_eq!(format!("{k:?}"), "Key(32 bytes)", "a key is never printed");
+    }
+
+    #[test]
+    fn who_may_read_a_key_file() {
+        let cases: &[(u32, bool, bool)] = &[
+            (0o100600, false, false),
+            (0o100400, false, false),
+            (0o100700, false, false),
+            (0o100640, false, true),
+            (0o100604, false, true),
+            (0o100620, false, true),
+            (0o100644, false, true),
+            // A systemd credential: 400 with an ACL for the service's user shows as 440.
+            (0o100440, true, false),
+            (0o100400, true, false),
+            (0o100460, true, true),
+            (0o100444, true, true),
+            (0o100404, true, true),
+        ];
+        for (mode, credential, want) in cases {
+            assert_eq!(exposed(*mode, *credential), *want, "{mode:o} {credential}");
+        }
     }
 
     #[test]
