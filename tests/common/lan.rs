@@ -227,15 +227,12 @@ impl RawUdp {
 // ---------------------------------------------------------------------------------------------
 // Leftovers of crashed runs
 
-/// True when `pid` is this process or another running instance of this test binary, built
-/// from any checkout: `/proc/PID/comm` is `NAME-HASH` cut at 15 bytes, and the hash differs
-/// between checkouts, so only NAME is compared.
+/// True when `pid` still runs, whatever it is: the test binaries of one checkout (or of
+/// several, on one machine) run side by side, and each must leave the others' namespaces
+/// alone. A crashed run's leftovers go once its PID is free (a PID taken again by another
+/// program only delays that).
 fn owner_alive(pid: u32) -> bool {
-    let name = |p: &str| {
-        let comm = fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
-        Some(comm.trim_end().split('-').next()?.to_string())
-    };
-    pid == std::process::id() || name(&pid.to_string()).is_some_and(|n| Some(n) == name("self"))
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Remove what a crashed earlier run left behind: namespaces with our prefix whose owner (the
