@@ -20,13 +20,19 @@
 //! - Dual stack: an IPv4-only host and an IPv6-only host both find, and are found by, a
 //!   dual-stack host, and fetch its status page; on the dual-stack host `127.0.0.1` and `[::1]`
 //!   both serve, and pacman there gets one package from each of them.
+//! - A shared secret on an IPv6-only LAN: announcements are signed for the link-local
+//!   address they leave from and taken; a host with another key is dropped (bad MAC) and
+//!   never listed; pacman gets a package through a peer, the lookup authenticated.
 
 mod common;
 
+use std::fs;
+use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV6};
-use std::time::Duration;
-
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::lan::{NETNS_PREFIX, Netns, Stack, in_netns, ip};
 use common::*;
@@ -335,6 +341,79 @@ fn dual_stack_host_reaches_and_serves_both_families() {
     expect_request(&ps_f, &net.addr(10), "GET", &x.lan_path(), 200, "local");
     expect_request(&ps_s, &net.ula(10), "GET", &y.lan_path(), 200, "local");
     assert_eq!(mirror_asked(&repo, x) + mirror_asked(&repo, y), 0, "{}", dump());
+}
+}
+
+/// A key from `pacserve gen-secret` in `path`, mode 600.
+fn write_new_key(path: &Path) {
+    let ran = Pacserve::run_to_exit(&["gen-secret"]);
+    ran.assert_ok("pacserve gen-secret", "");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(ran.stdout.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+both_pacmans! {
+/// IPv6 only, with a shared secret: A and B (one key) find each other by signed IPv6
+/// announcements, each sealed for the link-local address it leaves from; C (another key) is
+/// heard, dropped for its MAC and never listed; pacman on A gets X from B.
+fn signed_discovery_works_over_ipv6() {
+    let tag = tag("v6auth");
+    let net = Netns::new(&tag, 46);
+    let m_ns = net.add_host_with("m", 100, Stack::Ula);
+    let mirror_at: SocketAddr = format!("[{}]:{MIRROR_PORT}", net.ula(100)).parse().unwrap();
+    let repo = Repo::served_by(
+        &format!("{NETNS_PREFIX}{tag}"),
+        &[("authx", PAYLOAD)],
+        |root| Mirror::start_in(&m_ns, mirror_at, root),
+    );
+    let x = repo.pkg("authx");
+    let (ours, theirs) = (repo.dir.join("lan.key"), repo.dir.join("other.key"));
+    write_new_key(&ours);
+    write_new_key(&theirs);
+    let start = |h: &V6Host, key: &Path| {
+        h.host
+            .pacserve()
+            .name(&format!("pacserve {}", h.name))
+            .in_netns(&h.ns)
+            .any_address()
+            .port(PORT)
+            .args(&["--multicast", "--multicast-interval", "1"])
+            .args(&["--secret-file", key.to_str().expect("a UTF-8 path")])
+            .start()
+    };
+    let a = host(&net, &repo, "a", 11, Stack::Ula);
+    let b = host(&net, &repo, "b", 12, Stack::Ula);
+    let c = host(&net, &repo, "c", 13, Stack::Ula);
+    b.host.hold(x);
+    let (ps_a, ps_b, ps_c) = (start(&a, &ours), start(&b, &ours), start(&c, &theirs));
+    let all = [&ps_a, &ps_b, &ps_c];
+    assert_discovers(&ps_a, &format!("[{}]:{PORT}", net.ula(12)), &all);
+    assert_discovers(&ps_b, &format!("[{}]:{PORT}", net.ula(11)), &all);
+    let auth = |ps: &Pacserve| ps.status_json().field("auth").clone();
+    assert!(auth(&ps_a).num("datagrams_taken") > 0, "{:?}", auth(&ps_a));
+    let bad_mac = || auth(&ps_a).field("rejected_datagrams").num("bad_mac");
+    assert!(
+        wait_until(DISCOVER_LIMIT, || bad_mac() >= 2),
+        "A did not drop C's datagrams: {:?}",
+        auth(&ps_a)
+    );
+    assert_eq!(auth(&ps_a).field("rejected_datagrams").num("address"), 0);
+    assert_eq!(ps_a.peers().len(), 1, "{:?}", ps_a.peers());
+    assert_eq!(ps_c.peers().len(), 0, "{:?}", ps_c.peers());
+
+    let client = a.local_client();
+    let dump = || all.iter().map(|p| p.log()).collect::<Vec<_>>().join("\n");
+    client.sync().assert_ok("pacman -Sy", &dump());
+    client.fetch(x, dump);
+    expect_request(&ps_a, "127.0.0.1", "GET", &x.request_path(), 307, "peer");
+    expect_request(&ps_b, &net.ula(11), "HEAD", &x.peer_path(), 200, "local");
+    expect_request(&ps_b, &net.ula(11), "GET", &x.lan_path(), 200, "local");
 }
 }
 

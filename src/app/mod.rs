@@ -4,6 +4,7 @@
 //! straight to a mirror; a page: the status view ([`status`]). [`urls`] is the URL space,
 //! [`outcome`] how a request ended, [`stats`] the counters. I/O through those modules.
 
+pub mod auth_view;
 pub mod local;
 pub mod mirrors;
 pub mod outcome;
@@ -22,6 +23,8 @@ use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
 use crate::app::urls::{Endpoint, FileKind, FileRequest, Page, route};
 use crate::app::verify::Verdict;
+use crate::auth::Guard;
+use crate::auth::access::Route;
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::url::Url;
@@ -30,6 +33,7 @@ use crate::peers::discovery::DiscoveryStats;
 use crate::peers::lookup::{PeerLookup, Query};
 use crate::peers::table::Source;
 use crate::sys::log::escape;
+use auth_view::AuthView;
 use status::{CopyView, PeerView, StatusView, VerificationView};
 
 /// What a (re)load of pacman.conf yields.
@@ -51,6 +55,8 @@ pub struct Service {
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
     discovery_stats: Option<Arc<DiscoveryStats>>,
+    /// Who may ask what (the shared secret, `--allow`).
+    guard: Guard,
 }
 
 impl Service {
@@ -64,7 +70,18 @@ impl Service {
             stats: Stats::default(),
             multicast: None,
             discovery_stats: None,
+            guard: Guard::new(None, Vec::new()),
         }
+    }
+
+    /// Answer only whom `guard` lets in.
+    pub fn with_guard(mut self, guard: Guard) -> Service {
+        self.guard = guard;
+        self
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Say on the status page that discovery runs, and where.
@@ -121,7 +138,34 @@ impl Service {
             .clone()
     }
 
+    /// Whether `req` may be answered at all (see [`crate::auth::access`]); a 403 if not.
+    fn refused(&self, req: &Request) -> Option<Answer> {
+        if self.guard.open() {
+            return None;
+        }
+        let for_peers = urls::page(&req.target) == Some(Page::Info)
+            || route(&req.target).is_ok_and(|r| r.endpoint == Endpoint::Peer);
+        let route = if for_peers {
+            Route::ForPeers
+        } else {
+            Route::ForClients
+        };
+        let table = self.peers.table();
+        let checked = self.guard.check(
+            route,
+            &req.method_text,
+            &req.target,
+            req.auth.as_deref(),
+            req.peer.ip(),
+            |ip| crate::lock(table).has_discovered(ip),
+        );
+        checked.err().map(|_| Answer::new(403, Outcome::Bad))
+    }
+
     async fn answer(&self, req: &Request) -> Answer {
+        if let Some(refused) = self.refused(req) {
+            return refused;
+        }
         if req.method == Method::Other {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
@@ -274,6 +318,27 @@ impl Service {
                 .as_ref()
                 .map_or(Vec::new(), |d| d.snapshot().by_kind()),
             verification: self.verification_view(),
+            auth: self.auth_view(),
+        }
+    }
+
+    /// The authentication part of the status view.
+    fn auth_view(&self) -> AuthView {
+        let c = self.guard.counters();
+        let (datagrams_taken, requests_taken) = c.taken();
+        let lan = self.guard.lan();
+        AuthView {
+            authenticated: lan.is_some(),
+            keys: lan.map_or(0, |l| l.keys().all().len()),
+            allow: self.guard.allow().iter().map(|a| a.to_string()).collect(),
+            datagrams_taken,
+            requests_taken,
+            datagrams_refused: if lan.is_some() {
+                c.datagrams()
+            } else {
+                Vec::new()
+            },
+            requests_refused: c.requests(),
         }
     }
 

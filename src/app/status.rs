@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::app::auth_view::{self, AuthView};
 use crate::app::outcome::COUNTED;
 use crate::app::stats::{Counters, Recent};
 
@@ -36,6 +37,7 @@ pub struct StatusView {
     /// when discovery is on.
     pub multicast_datagrams: Vec<(&'static str, u64)>,
     pub verification: VerificationView,
+    pub auth: AuthView,
 }
 
 /// What copies are checked against, and the copies found wrong.
@@ -61,7 +63,7 @@ pub struct CopyView {
     pub why: &'static str,
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -76,7 +78,7 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -191,6 +193,7 @@ pub fn html(v: &StatusView) -> String {
         );
     }
     h.push_str("</table>\n");
+    auth_view::html(&mut h, &v.auth);
     verification_html(&mut h, v);
     h.push_str("<h2>Recent lookups</h2>\n<table id=\"recent\"><tr><th>when</th><th>request</th><th>status</th><th>outcome</th><th>bytes</th></tr>\n");
     if v.recent.is_empty() {
@@ -357,7 +360,9 @@ pub fn json(v: &StatusView) -> String {
         ver.bad_local_total
     );
     copies_json(&mut j, &ver.bad_local);
-    j.push_str("]},\"recent\":[");
+    j.push_str("]},");
+    auth_view::json(&mut j, &v.auth);
+    j.push_str(",\"recent\":[");
     for (i, r) in v.recent.iter().enumerate() {
         let _ = write!(
             j,
@@ -441,6 +446,7 @@ pub fn metrics(v: &StatusView) -> String {
             );
         }
     }
+    auth_view::metrics(&mut m, &v.auth);
     let ver = &v.verification;
     m.push_str(
         "# HELP pacserve_skipped_copies_total Peers' copies not used: not the file the sync \
@@ -543,6 +549,7 @@ mod tests {
                 bad_local: vec![],
                 bad_local_total: 0,
             },
+            auth: AuthView::default(),
         }
     }
 

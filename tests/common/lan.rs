@@ -280,10 +280,10 @@ impl RawUdp {
 // ---------------------------------------------------------------------------------------------
 // Leftovers of crashed runs
 
-/// True while `pid` runs at all. Test binaries of other names (other test files, other
-/// checkouts) run at the same time on a shared machine, and their namespaces are theirs: only
-/// those of a pid that is gone are leftovers. A reused pid keeps them a while longer, which
-/// costs nothing.
+/// True when `pid` still runs, whatever it is: the test binaries of one checkout (or of
+/// several, on one machine) run side by side, and each must leave the others' namespaces
+/// alone. A crashed run's leftovers go once its PID is free (a PID taken again by another
+/// program only delays that).
 fn owner_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -16,8 +16,9 @@ use smol::future::FutureExt;
 use super::address::peer_address;
 use super::socket::Discovery;
 use super::suppress::{Answering, Due, Jitter, Schedule, Sent};
-use super::wire::{Announce, Kind, decode, encode};
+use super::wire::{Announce, Kind, decode, decode_datagram, encode, encode_signed};
 use super::{Families, Family, MulticastConfig, clamp_interval};
+use crate::auth::{Lan, unix_now};
 use crate::limits::{
     ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, STARTUP_QUERY_RETRIES,
     STARTUP_QUERY_RETRY_PAUSE,
@@ -141,16 +142,19 @@ enum Heard {
 
 /// Apply `a`, received from `src`, to the table. Pure but for the table. `subnets` and
 /// `links`: this host's IPv4 subnets and IPv6 addresses; a hello from elsewhere (but
-/// loopback) is refused unless a filter names it (see [`peer_address`]).
+/// loopback) is refused unless a filter names it (see [`peer_address`]), or it is
+/// `authenticated` (its seal verified under the shared secret).
 fn apply(
     a: &Announce,
     src: SocketAddr,
     subnets: &[Subnet],
     links: &[Inet6],
+    authenticated: bool,
     table: &mut PeerTable,
     now: Instant,
 ) -> Heard {
-    let (addr, on_subnet) = peer_address(src, &a.addrs, a.http_port, subnets, links);
+    let (addr, near) = peer_address(src, &a.addrs, a.http_port, subnets, links);
+    let on_subnet = authenticated || near;
     match a.kind {
         Kind::Hello => {
             let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
@@ -167,21 +171,39 @@ fn apply(
     }
 }
 
-/// Sends announcements, counts them, and logs a failure once until sending works again.
+/// Sends announcements (signed, with a shared secret: each with a fresh timestamp and nonce,
+/// and the address it leaves from), counts them, and logs a failure once until sending works
+/// again.
 struct Sender<'a> {
     disc: &'a Discovery,
     stats: &'a DiscoveryStats,
+    lan: Option<&'a Lan>,
     failing: bool,
 }
 
 impl Sender<'_> {
-    /// Send on each of `families`; the families it could not be sent on.
-    async fn send(&mut self, bytes: &[u8], kind: Kind, families: Families) -> Families {
+    /// Send `a` on each of `families`; the families it could not be sent on.
+    async fn send(&mut self, a: &Announce, families: Families) -> Families {
+        let kind = a.kind;
+        let plain = match self.lan {
+            None => encode(a),
+            Some(_) => Vec::new(),
+        };
         let mut failed = Families::NONE;
         let mut result = Ok(());
         let mut sent = 0;
         for f in families.iter() {
-            let (n, r) = self.disc.send_bytes(bytes, Families::one(f)).await;
+            let (n, r) = match self.lan {
+                None => self.disc.send_bytes(&plain, Families::one(f)).await,
+                Some(lan) => {
+                    let keys = lan.keys();
+                    let datagram = |src: Option<IpAddr>| {
+                        let src = src.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                        encode_signed(a, unix_now(), lan.next_nonce(), src, keys.signing())
+                    };
+                    self.disc.send_each(Families::one(f), true, datagram).await
+                }
+            };
             sent += n;
             if let Err(e) = r {
                 failed = failed.union(Families::one(f));
@@ -245,7 +267,7 @@ struct Discoverer<'a> {
     table: &'a Mutex<PeerTable>,
     stats: &'a DiscoveryStats,
     sender: Sender<'a>,
-    hello: Vec<u8>,
+    lan: Option<&'a Lan>,
     max_silence: Duration,
     schedule: Schedule,
     jitter: Jitter,
@@ -269,15 +291,17 @@ fn own_addrs(disc: &Discovery, links: &[Inet6]) -> Vec<IpAddr> {
 }
 
 impl Discoverer<'_> {
-    fn datagram(&self, kind: Kind) -> Vec<u8> {
-        encode(&Announce {
+    /// Our announcement of `kind`.
+    fn announce(&self, kind: Kind) -> Announce {
+        Announce {
             kind,
             ..self.me.clone()
-        })
+        }
     }
 
     async fn hello(&mut self, now: Instant, families: Families, what: Sent) {
-        self.sender.send(&self.hello, Kind::Hello, families).await;
+        let hello = self.announce(Kind::Hello);
+        self.sender.send(&hello, families).await;
         self.schedule.sent_hello(now, families, what);
     }
 
@@ -287,11 +311,7 @@ impl Discoverer<'_> {
                 self.hello(now, families, Sent::Periodic).await;
                 self.subnets = host::connected_subnets();
                 self.links = ifaces::read();
-                let addrs = own_addrs(self.disc, &self.links);
-                if addrs != self.me.addrs {
-                    self.me.addrs = addrs;
-                    self.hello = self.datagram(Kind::Hello);
-                }
+                self.me.addrs = own_addrs(self.disc, &self.links);
                 for addr in crate::lock(self.table).expire(now, self.max_silence) {
                     crate::info!(
                         "peer {addr} forgotten: no hello for {} s",
@@ -300,9 +320,9 @@ impl Discoverer<'_> {
                 }
             }
             Due::Query(families) => {
-                let query = self.datagram(Kind::Query);
+                let query = self.announce(Kind::Query);
                 let families = families.union(std::mem::take(&mut self.unsent_hello));
-                let failed = self.sender.send(&query, Kind::Query, families).await;
+                let failed = self.sender.send(&query, families).await;
                 self.schedule.sent_query();
                 // A family with no usable source address yet (a link-local address still
                 // tentative at boot) gets the query again a little later.
@@ -324,8 +344,8 @@ impl Discoverer<'_> {
 
     async fn on_datagram(&mut self, bytes: &[u8], src: SocketAddr, now: Instant) {
         bump(&self.stats.received);
-        let a = match decode(bytes) {
-            Ok(a) => a,
+        let d = match decode_datagram(bytes) {
+            Ok(d) => d,
             Err(e) => {
                 bump(&self.stats.malformed);
                 crate::verbose!(
@@ -335,6 +355,20 @@ impl Discoverer<'_> {
                 return;
             }
         };
+        // With a secret, nothing unsealed, replayed or stale goes further, not even a query.
+        if let Some(lan) = self.lan {
+            let verdict = d.verify(bytes, &lan.keys(), src.ip());
+            let seal = d.seal.map(|s| (s.ts, s.nonce));
+            if let Err(why) = lan.admit_datagram(seal, verdict, src.ip(), unix_now()) {
+                crate::verbose!(
+                    "discovery: dropped datagram from {src}: {}: {}",
+                    why.as_str(),
+                    escape(bytes)
+                );
+                return;
+            }
+        }
+        let a = d.announce;
         if a.instance == self.me.instance {
             bump(&self.stats.own);
             return;
@@ -350,6 +384,7 @@ impl Discoverer<'_> {
             src,
             &self.subnets,
             &self.links,
+            self.lan.is_some(),
             &mut crate::lock(self.table),
             now,
         );
@@ -422,6 +457,7 @@ pub async fn run(
     me: Announce,
     table: Arc<Mutex<PeerTable>>,
     stats: Arc<DiscoveryStats>,
+    lan: Option<Arc<Lan>>,
     stop: Receiver<()>,
 ) {
     let links = ifaces::read();
@@ -439,14 +475,16 @@ pub async fn run(
         return;
     }
     let families = disc.families();
+    let lan = lan.as_deref();
     let mut sender = Sender {
         disc: &disc,
         stats: &stats,
+        lan,
         failing: false,
     };
     // Everyone learns of us at once; our query waits a moment, in case another one makes it
     // unnecessary.
-    let unsent_hello = sender.send(&hello, Kind::Hello, families).await;
+    let unsent_hello = sender.send(&me, families).await;
     let seed = me.instance ^ super::wire::new_instance_id();
     let mut jitter = Jitter::seeded(seed);
     let query_delay = jitter.query();
@@ -456,7 +494,7 @@ pub async fn run(
         table: &table,
         stats: &stats,
         sender,
-        hello,
+        lan,
         max_silence: cfg.max_silence(),
         schedule: Schedule::started(
             clamp_interval(cfg.interval),
@@ -493,8 +531,8 @@ pub async fn run(
         let now = Instant::now();
         match event {
             Event::Stop => {
-                let bye = d.datagram(Kind::Bye);
-                d.sender.send(&bye, Kind::Bye, families).await;
+                let bye = d.announce(Kind::Bye);
+                d.sender.send(&bye, families).await;
                 return;
             }
             Event::Timer => {
@@ -544,23 +582,29 @@ mod tests {
         let mut a = hello(7, 15678, &["any"]);
         // A forged source off this host's subnets is not taken.
         assert_eq!(
-            apply(&a, src("198.51.100.7"), &lan, &[], &mut table, t0),
+            apply(&a, src("198.51.100.7"), &lan, &[], false, &mut table, t0),
             Heard::Hello(peer("198.51.100.7", 15678), Seen::OffSubnet)
         );
-        let heard = apply(&a, src("10.0.0.2"), &lan, &[], &mut table, t0);
+        // Unless its seal verified: then the address is as good as its key.
+        let mut sealed = PeerTable::default();
+        assert_eq!(
+            apply(&a, src("198.51.100.7"), &lan, &[], true, &mut sealed, t0),
+            Heard::Hello(peer("198.51.100.7", 15678), Seen::New)
+        );
+        let heard = apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.2", 15678), Seen::New));
-        let heard = apply(&a, src("10.0.0.2"), &lan, &[], &mut table, t0);
+        let heard = apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0);
         assert_eq!(
             heard,
             Heard::Hello(peer("10.0.0.2", 15678), Seen::Refreshed)
         );
-        let heard = apply(&a, src("10.0.0.9"), &lan, &[], &mut table, t0);
+        let heard = apply(&a, src("10.0.0.9"), &lan, &[], false, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.9", 15678), Seen::Filtered));
         // A query says who asks: the querier is a peer too.
         a.kind = Kind::Query;
         a.instance = 3;
         assert_eq!(
-            apply(&a, src("10.0.0.3"), &lan, &[], &mut table, t0),
+            apply(&a, src("10.0.0.3"), &lan, &[], false, &mut table, t0),
             Heard::Query(peer("10.0.0.3", 15678), Seen::New)
         );
         assert_eq!(table.len(), 2, "the querier is added");
@@ -571,16 +615,16 @@ mod tests {
         a.kind = Kind::Bye;
         a.instance = 8;
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &lan, &[], &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), false)
         );
         a.instance = 7;
         assert_eq!(
-            apply(&a, src("10.0.0.5"), &lan, &[], &mut table, t0),
+            apply(&a, src("10.0.0.5"), &lan, &[], false, &mut table, t0),
             Heard::Bye(peer("10.0.0.5", 15678), false)
         );
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &lan, &[], &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), true)
         );
         assert!(table.is_empty());
@@ -606,17 +650,17 @@ mod tests {
         let a = hello(7, 15678, &["any"]);
         // Heard first on IPv6, from its link-local address only: known with the zone.
         assert_eq!(
-            apply(&a, ll, &lan, &links, &mut table, t0),
+            apply(&a, ll, &lan, &links, false, &mut table, t0),
             Heard::Hello(peer("fe80::2%eth0"), Seen::New)
         );
         // Then on IPv4: the same instance moves to the address that needs no zone...
         assert_eq!(
-            apply(&a, v4, &lan, &links, &mut table, t0),
+            apply(&a, v4, &lan, &links, false, &mut table, t0),
             Heard::Hello(peer("10.0.0.2"), Seen::Moved)
         );
         // ...and stays there: the next IPv6 hello only refreshes it.
         assert_eq!(
-            apply(&a, ll, &lan, &links, &mut table, t0),
+            apply(&a, ll, &lan, &links, false, &mut table, t0),
             Heard::Hello(peer("fe80::2%eth0"), Seen::Refreshed)
         );
         assert_eq!(table.len(), 1);
@@ -627,11 +671,11 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(
-            apply(&bye, v4, &lan, &links, &mut table, t0),
+            apply(&bye, v4, &lan, &links, false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2"), true)
         );
         assert_eq!(
-            apply(&bye, ll, &lan, &links, &mut table, t0),
+            apply(&bye, ll, &lan, &links, false, &mut table, t0),
             Heard::Bye(peer("fe80::2%eth0"), false)
         );
         assert!(table.is_empty());
@@ -647,6 +691,15 @@ mod tests {
     }
 
     fn start(cfg: &MulticastConfig, instance: u64, http_port: u16) -> Running {
+        start_with(cfg, instance, http_port, None)
+    }
+
+    fn start_with(
+        cfg: &MulticastConfig,
+        instance: u64,
+        http_port: u16,
+        lan: Option<Arc<Lan>>,
+    ) -> Running {
         let disc = open_on_loopback(cfg);
         let table = Arc::new(Mutex::new(PeerTable::default()));
         let stats = Arc::new(DiscoveryStats::default());
@@ -658,6 +711,7 @@ mod tests {
             me,
             table.clone(),
             stats.clone(),
+            lan,
             stop_rx,
         ));
         Running {
@@ -727,6 +781,85 @@ mod tests {
             );
             drop(b.stop);
             b.task.await;
+        });
+    }
+
+    fn lan_of(b: u8) -> Arc<Lan> {
+        let key = crate::auth::key::parse_key(&[b; 32]).unwrap();
+        let keys = crate::auth::key::Keys::new(vec![key]).unwrap();
+        Arc::new(Lan::new(Vec::new(), keys))
+    }
+
+    fn refused(lan: &Lan, why: &str) -> u64 {
+        let all = lan.counters().datagrams();
+        all.iter().find(|(w, _)| *w == why).map_or(0, |(_, n)| *n)
+    }
+
+    #[test]
+    fn with_a_secret_only_sealed_datagrams_from_key_holders_count() {
+        let cfg = loopback_config(free_udp_port());
+        let (key_a, key_c) = (lan_of(1), lan_of(2));
+        let a = start_with(&cfg, 0xa, 8001, Some(key_a.clone()));
+        let b = start_with(&cfg, 0xb, 8002, Some(lan_of(1)));
+        let c = start_with(&cfg, 0xc, 8003, Some(key_c.clone()));
+        let plain = open(&cfg).expect("a socket without a key");
+        smol::block_on(async {
+            let limit = Duration::from_secs(3);
+            assert!(eventually(limit, || knows(&a, 8002) && knows(&b, 8001)).await);
+            // C's datagrams are heard and dropped: its key is another.
+            assert!(eventually(limit, || refused(&key_a, "bad_mac") >= 2).await);
+            assert!(!knows(&a, 8003) && !knows(&c, 8001));
+            // Unsigned: dropped whatever it says, a query too.
+            plain.send(&hello(0xd, 8004, &["any"])).await.unwrap();
+            let q = Announce {
+                kind: Kind::Query,
+                ..hello(0xe, 8005, &[])
+            };
+            plain.send(&q).await.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "unsigned") >= 2).await);
+            assert!(!knows(&a, 8004));
+            // A sealed hello taken once, and the same bytes again: a replay.
+            let sealed = encode_signed(
+                &hello(0xf, 8006, &["any"]),
+                unix_now(),
+                7,
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                key_a.keys().signing(),
+            );
+            plain.send_bytes(&sealed, Families::BOTH).await.1.unwrap();
+            assert!(eventually(limit, || knows(&a, 8006)).await);
+            plain.send_bytes(&sealed, Families::BOTH).await.1.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "replay") >= 1).await);
+            // Signed for another sender address: refused as such.
+            let elsewhere = encode_signed(
+                &hello(0x10, 8007, &["any"]),
+                unix_now(),
+                8,
+                IpAddr::from([10, 9, 9, 9]),
+                key_a.keys().signing(),
+            );
+            plain
+                .send_bytes(&elsewhere, Families::BOTH)
+                .await
+                .1
+                .unwrap();
+            assert!(eventually(limit, || refused(&key_a, "address") >= 1).await);
+            // Two minutes and a second old: outside the window.
+            let stale = encode_signed(
+                &hello(0x11, 8008, &["any"]),
+                unix_now() - crate::limits::AUTH_WINDOW.as_secs() - 1,
+                9,
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                key_a.keys().signing(),
+            );
+            plain.send_bytes(&stale, Families::BOTH).await.1.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "window") >= 1).await);
+            assert!(!knows(&a, 8007) && !knows(&a, 8008));
+            assert!(key_a.counters().taken().0 >= 2, "a took b's datagrams");
+            for r in [a, b, c] {
+                drop(r.stop);
+                r.task.await;
+            }
         });
     }
 

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 
 use async_io::{Async, Timer};
 use rustix::io::Errno;
@@ -405,6 +405,18 @@ impl Discovery {
         bytes: &[u8],
         families: Families,
     ) -> (u64, io::Result<()>) {
+        self.send_each(families, false, |_| bytes.to_vec()).await
+    }
+
+    /// Send the bytes `datagram(src)` gives to the group on each of `families` that is open,
+    /// on every interface, `src` being the address each datagram leaves from (looked up only
+    /// when `want_src`: a signed datagram names it). As [`Discovery::send_bytes`] otherwise.
+    pub(super) async fn send_each(
+        &self,
+        families: Families,
+        want_src: bool,
+        datagram: impl Fn(Option<IpAddr>) -> Vec<u8>,
+    ) -> (u64, io::Result<()>) {
         let mut sent = 0;
         let mut result = Ok(());
         let mut count = |r: io::Result<()>, what: &dyn fmt::Display| match r {
@@ -414,38 +426,49 @@ impl Discovery {
                 result = Err(e);
             }
         };
+        // The bytes for a datagram to `to` leaving by `iface` (IPv4), or None and the error.
+        let bytes_for = |to: SocketAddr, iface: Option<Ipv4If>| -> io::Result<Vec<u8>> {
+            match want_src {
+                false => Ok(datagram(None)),
+                true => source_for(to, iface).map(|src| datagram(Some(src))),
+            }
+        };
         if let Some(v4) = self.v4.as_ref().filter(|_| families.contains(Family::V4)) {
+            let to = SocketAddr::V4(v4.group);
             if v4.interfaces.len() < 2 {
                 // IP_MULTICAST_IF was set once in `open`.
-                count(
-                    send_once(&v4.socket, bytes, SocketAddr::V4(v4.group)).await,
-                    &v4.group,
-                );
+                let r = match bytes_for(to, v4.interfaces.first().copied()) {
+                    Ok(b) => send_once(&v4.socket, &b, to).await,
+                    Err(e) => Err(e),
+                };
+                count(r, &v4.group);
             } else {
                 for iface in &v4.interfaces {
-                    if let Err(e) = set_v4_interface(v4.socket.get_ref(), *v4.group.ip(), *iface) {
+                    let chosen = set_v4_interface(v4.socket.get_ref(), *v4.group.ip(), *iface);
+                    if let Err(e) = &chosen {
                         // Cannot choose (qemu-user): one datagram, where the routing table says.
                         crate::verbose!("discovery: IP_MULTICAST_IF {iface:?}: {e}");
-                        count(
-                            send_once(&v4.socket, bytes, SocketAddr::V4(v4.group)).await,
-                            &v4.group,
-                        );
+                    }
+                    let via = chosen.is_ok().then_some(*iface);
+                    let r = match bytes_for(to, via) {
+                        Ok(b) => send_once(&v4.socket, &b, to).await,
+                        Err(e) => Err(e),
+                    };
+                    count(r, &v4.group);
+                    if via.is_none() {
                         break;
                     }
-                    count(
-                        send_once(&v4.socket, bytes, SocketAddr::V4(v4.group)).await,
-                        &v4.group,
-                    );
                 }
             }
         }
         if let Some(v6) = self.v6.as_ref().filter(|_| families.contains(Family::V6)) {
             for link in &v6.links {
-                let to = SocketAddrV6::new(v6.group, v6.port, 0, link.index);
-                count(
-                    send_once(&v6.socket, bytes, SocketAddr::V6(to)).await,
-                    &link.name,
-                );
+                let to = SocketAddr::V6(SocketAddrV6::new(v6.group, v6.port, 0, link.index));
+                let r = match bytes_for(to, None) {
+                    Ok(b) => send_once(&v6.socket, &b, to).await,
+                    Err(e) => Err(e),
+                };
+                count(r, &link.name);
             }
         }
         (sent, result)
@@ -468,6 +491,27 @@ impl Discovery {
                 }
             },
         }
+    }
+}
+
+/// The address a datagram to the group `to` leaves this host from, by IPv4 interface `iface`
+/// (else where the routing table says) or, for IPv6, by the interface `to`'s scope id names:
+/// a connected UDP socket asks the kernel the same question the send does.
+fn source_for(to: SocketAddr, iface: Option<Ipv4If>) -> io::Result<IpAddr> {
+    let probe = match to {
+        SocketAddr::V4(v4) => {
+            let probe = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+            if let Some(i) = iface {
+                set_v4_interface(&probe, *v4.ip(), i)?;
+            }
+            probe
+        }
+        SocketAddr::V6(_) => UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))?,
+    };
+    probe.connect(to)?;
+    match probe.local_addr()?.ip() {
+        ip if !ip.is_unspecified() => Ok(ip),
+        _ => Err(io::Error::other(format!("no source address for {to}"))),
     }
 }
 
