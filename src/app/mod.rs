@@ -126,7 +126,7 @@ impl Service {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
         match urls::page(&req.target) {
-            Some(Page::Info) => return self.local.info(&self.config().cache_dirs).await,
+            Some(Page::Info) => return self.local.info(&self.config().cache_dirs, req).await,
             // Browsers ask for it with every view of the status page; not a lookup.
             Some(Page::Favicon) => return Answer::new(404, Outcome::Status),
             Some(page) => return self.status_page(page).await,
