@@ -19,6 +19,8 @@ use pacserve::config::cli::{self, Args, Command, MulticastArgs};
 use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
 use pacserve::http::server::{Options, serve};
 use pacserve::http::url::points_at_self;
+use pacserve::hub::Hub;
+use pacserve::hub::options::{HubArgs, announced_archs};
 use pacserve::limits::{NAME_RESOLVE_TIMEOUT, RELOAD_TIMEOUT};
 use pacserve::peers::discovery::{
     self, Announce, Discovery, DiscoveryStats, Kind, MulticastConfig, OpenError,
@@ -34,6 +36,7 @@ enum StartError {
     Config(ConfError),
     Listen { addr: SocketAddr, source: io::Error },
     Multicast(OpenError),
+    Hub(pacserve::error::IoError),
 }
 
 impl fmt::Display for StartError {
@@ -42,6 +45,7 @@ impl fmt::Display for StartError {
             StartError::Config(e) => e.fmt(f),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Multicast(e) => write!(f, "multicast: {e}"),
+            StartError::Hub(e) => write!(f, "hub: {e}"),
         }
     }
 }
@@ -52,6 +56,7 @@ impl std::error::Error for StartError {
             StartError::Config(e) => Some(e),
             StartError::Listen { source, .. } => Some(source),
             StartError::Multicast(e) => Some(e),
+            StartError::Hub(e) => Some(e),
         }
     }
 }
@@ -88,6 +93,10 @@ fn run(args: Args) -> Result<(), StartError> {
     raise_fd_limit();
     // Load before binding, so a broken pacman.conf never leaves a half-started daemon.
     let conf = pacman_conf::load(&args.pacman_conf).map_err(StartError::Config)?;
+    let hub = match &args.hub {
+        Some(h) => Some(Arc::new(Hub::open((**h).clone()).map_err(StartError::Hub)?)),
+        None => None,
+    };
     let addr = SocketAddr::new(args.address, args.port);
     let listener = TcpListener::bind(addr)
         .and_then(Async::new)
@@ -104,7 +113,9 @@ fn run(args: Args) -> Result<(), StartError> {
     }
     let discovery = match &args.multicast {
         None => None,
-        Some(m) => Some(open_discovery(m, port, &conf).map_err(StartError::Multicast)?),
+        Some(m) => Some(
+            open_discovery(m, port, &conf, args.hub.as_deref()).map_err(StartError::Multicast)?,
+        ),
     };
     let discovery_stats = Arc::new(DiscoveryStats::default());
     let mut service = Service::new(
@@ -115,12 +126,17 @@ fn run(args: Args) -> Result<(), StartError> {
         let group = format!("{}:{}", cfg.group, cfg.port);
         service = service.with_multicast(group, discovery_stats.clone());
     }
+    if let Some(h) = &hub {
+        info!("hub: collecting into {}", h.dir().display());
+        service = service.with_hub(h.clone());
+    }
     service.read_databases();
     let service = Arc::new(service);
 
     rt::block_on(rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let upkeep = rt::spawn(service.clone().upkeep());
+        let hub = hub.map(|h| rt::spawn(h.run(table.clone(), service.verifier().clone())));
         let server = rt::spawn(serve(
             listener,
             service.clone(),
@@ -162,6 +178,8 @@ fn run(args: Args) -> Result<(), StartError> {
         }
         drop(reload_tx);
         drop(upkeep);
+        // Pulls under way stop with the process; their temporaries are resumed next start.
+        drop(hub);
         // A reload stuck on a slow filesystem must not hold up the exit.
         drop(reloader);
     });
@@ -249,6 +267,7 @@ fn open_discovery(
     m: &MulticastArgs,
     port: u16,
     conf: &PacmanConf,
+    hub: Option<&HubArgs>,
 ) -> Result<(Discovery, MulticastConfig, Announce), OpenError> {
     let defaults = MulticastConfig::default();
     let cfg = MulticastConfig {
@@ -263,8 +282,8 @@ fn open_discovery(
         kind: Kind::Hello,
         instance: discovery::new_instance_id(),
         http_port: port,
-        // pacman.conf's architectures already passed the one name rule.
-        archs: conf.architectures.clone(),
+        // pacman.conf's architectures already passed the one name rule; a hub's too.
+        archs: announced_archs(&conf.architectures, hub),
     };
     info!(
         "multicast discovery on {}:{} (ttl {}, every {}s)",

@@ -2,7 +2,9 @@
 //! of contents. A package: this host's cache ([`local`]), then a LAN peer
 //! ([`crate::peers::lookup`]), then the first mirror that has it ([`mirrors`]); a database:
 //! straight to a mirror; a page: the status view ([`status`]). [`urls`] is the URL space,
-//! [`outcome`] how a request ended, [`stats`] the counters. I/O through those modules.
+//! [`outcome`] how a request ended, [`stats`] the counters. With `--hub`, the hub's files
+//! ([`crate::hub`]) come first, for any repository and architecture. I/O through those
+//! modules.
 
 pub mod local;
 pub mod mirrors;
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::app::local::{Local, Lookup};
+use crate::app::local::{CachedFile, Local, Lookup};
 use crate::app::mirrors::{Found, Mirrors, RepoTable};
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
@@ -25,6 +27,7 @@ use crate::app::verify::Verdict;
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::url::Url;
+use crate::hub::Hub;
 use crate::limits::{SWEEP_FILES_PER_ROUND, UPKEEP_INTERVAL};
 use crate::peers::discovery::DiscoveryStats;
 use crate::peers::lookup::{PeerLookup, Query};
@@ -51,6 +54,7 @@ pub struct Service {
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
     discovery_stats: Option<Arc<DiscoveryStats>>,
+    hub: Option<Arc<Hub>>,
 }
 
 impl Service {
@@ -64,7 +68,26 @@ impl Service {
             stats: Stats::default(),
             multicast: None,
             discovery_stats: None,
+            hub: None,
         }
+    }
+
+    /// Serve the hub's files too (`--hub`).
+    pub fn with_hub(mut self, hub: Arc<Hub>) -> Service {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// What copies are checked against; the hub checks its pulls against it too.
+    pub fn verifier(&self) -> &Arc<verify::Verifier> {
+        &self.verify
+    }
+
+    /// The directories this host serves from: the cache dirs, then the hub's.
+    fn served_dirs(&self, config: &Config) -> Vec<PathBuf> {
+        let mut dirs = config.cache_dirs.clone();
+        dirs.extend(self.hub.as_ref().map(|h| h.dir().to_path_buf()));
+        dirs
     }
 
     /// Say on the status page that discovery runs, and where.
@@ -101,9 +124,10 @@ impl Service {
             let repos: Vec<String> = config.repos.repo_names().map(str::to_string).collect();
             let (verify, db_path) = (self.verify.clone(), config.db_path.clone());
             smol::unblock(move || verify.refresh(&db_path, &repos)).await;
-            let listing = self.local.listing(&config.cache_dirs).await;
+            let dirs = self.served_dirs(&config);
+            let listing = self.local.listing(&dirs).await;
             self.verify
-                .sweep(&config.cache_dirs, &listing.body, SWEEP_FILES_PER_ROUND)
+                .sweep(&dirs, &listing.body, SWEEP_FILES_PER_ROUND)
                 .await;
         }
     }
@@ -126,11 +150,17 @@ impl Service {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
         match urls::page(&req.target) {
-            Some(Page::Info) => return self.local.info(&self.config().cache_dirs, req).await,
+            Some(Page::Info) => {
+                let dirs = self.served_dirs(&self.config());
+                return self.local.info(&dirs, req).await;
+            }
             // Browsers ask for it with every view of the status page; not a lookup.
             Some(Page::Favicon) => return Answer::new(404, Outcome::Status),
             Some(page) => return self.status_page(page).await,
             None => {}
+        }
+        if let Some(file) = urls::listed_file(&req.target) {
+            return self.listed(file, req).await;
         }
         let file_req = match route(&req.target) {
             Ok(r) => r,
@@ -143,6 +173,11 @@ impl Service {
                 return Answer::new(404, Outcome::Bad);
             }
         };
+        if file_req.kind == FileKind::Package {
+            if let Some(a) = self.hub_answer(&file_req, req, true).await {
+                return a;
+            }
+        }
         let config = self.config();
         if !config.repos.has_repo(&file_req.repo) {
             crate::verbose!("{}: repository not in pacman.conf", file_req.repo);
@@ -206,14 +241,25 @@ impl Service {
         if let Verdict::Bad(_) = self.verify.check(&f.repo, &f.file, &cached, false).await {
             return Answer::new(404, Outcome::Miss);
         }
+        self.peer_answer(config, cached, &f.file, req).await
+    }
+
+    /// `cached` for another pacserve, with `X-Pacserve-Sig` (whether the `.sig` is here
+    /// too) and, when known, `X-Pacserve-Sha256`.
+    async fn peer_answer(
+        &self,
+        config: &Config,
+        cached: CachedFile,
+        file: &str,
+        req: &Request,
+    ) -> Answer {
         let sha = self.verify.hash_for_peer(&cached).await;
-        let has_sig = !f.file.ends_with(".sig")
-            && matches!(
-                self.local
-                    .open(&config.cache_dirs, &format!("{}.sig", f.file))
-                    .await,
+        let sig = format!("{file}.sig");
+        let has_sig = !file.ends_with(".sig")
+            && (matches!(
+                self.local.open(&config.cache_dirs, &sig).await,
                 Lookup::Hit(_)
-            );
+            ) || matches!(self.open_hub(&sig).await, Some(Lookup::Hit(_))));
         let answer =
             local::serve(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" });
         match sha {
@@ -222,20 +268,70 @@ impl Service {
         }
     }
 
+    /// `file` from the hub, off the executor; None without a hub.
+    async fn open_hub(&self, file: &str) -> Option<Lookup> {
+        let hub = self.hub.clone()?;
+        let file = file.to_string();
+        Some(smol::unblock(move || hub.serve(&file)).await)
+    }
+
+    /// A file the hub holds, answered like a cache hit whatever its repository and
+    /// architecture: to a pacserve (a peer route, or any route asked by one) with what it
+    /// needs to judge the copy. When a peer asks for one it lacks (`note_miss`), the hub
+    /// pulls it as soon as some peer holds it.
+    async fn hub_answer(&self, f: &FileRequest, req: &Request, note_miss: bool) -> Option<Answer> {
+        let for_peer = f.endpoint == Endpoint::Peer || req.from_pacserve;
+        let cached = match self.open_hub(&f.file).await? {
+            Lookup::Hit(cached) => cached,
+            Lookup::Shortage => return Some(overloaded()),
+            Lookup::Absent => {
+                if note_miss && f.endpoint == Endpoint::Peer {
+                    if let Some(hub) = &self.hub {
+                        hub.missed(&f.file);
+                    }
+                }
+                return None;
+            }
+        };
+        let verdict = self
+            .verify
+            .check(&f.repo, &f.file, &cached, !for_peer)
+            .await;
+        if matches!(verdict, Verdict::Bad(_)) {
+            return None;
+        }
+        Some(match for_peer {
+            true => self.peer_answer(&self.config(), cached, &f.file, req).await,
+            false => local::serve(cached, req),
+        })
+    }
+
+    /// `/info/NAME`: one file of this host's listing, for a pacserve (a hub pulls so): the
+    /// hub's copy or the cache's, checked against the sync database that knows the file.
+    async fn listed(&self, file: String, req: &Request) -> Answer {
+        let f = FileRequest {
+            endpoint: Endpoint::Peer,
+            repo: self.verify.repo_of(&file).unwrap_or_default(),
+            arch: String::new(),
+            file,
+            kind: FileKind::Package,
+        };
+        if let Some(a) = self.hub_answer(&f, req, false).await {
+            return a;
+        }
+        self.peer_query(&self.config(), &f, req).await
+    }
+
     /// Everything the status page, JSON and metrics show.
     async fn status_view(&self) -> StatusView {
-        let packages = self.local.package_count(&self.config().cache_dirs).await;
+        let dirs = self.served_dirs(&self.config());
+        let packages = self.local.package_count(&dirs).await;
         let now = Instant::now();
         let peers = crate::lock(self.peers.table()).all();
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         StatusView {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            cache_dirs: self
-                .config()
-                .cache_dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect(),
+            cache_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
             packages,
             multicast: self.multicast.clone(),
             peers: peers
@@ -280,6 +376,7 @@ impl Service {
                 ]
             }),
             verification: self.verification_view(),
+            hub: self.hub.as_ref().map(|h| h.view()),
         }
     }
 

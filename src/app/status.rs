@@ -36,6 +36,8 @@ pub struct StatusView {
     /// when discovery is on.
     pub multicast_datagrams: Vec<(&'static str, u64)>,
     pub verification: VerificationView,
+    /// The hub's part, with `--hub`.
+    pub hub: Option<crate::hub::status::HubView>,
 }
 
 /// What copies are checked against, and the copies found wrong.
@@ -61,7 +63,7 @@ pub struct CopyView {
     pub why: &'static str,
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -76,7 +78,7 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -191,6 +193,9 @@ pub fn html(v: &StatusView) -> String {
         );
     }
     h.push_str("</table>\n");
+    if let Some(hub) = &v.hub {
+        crate::hub::status::html(&mut h, hub, v.now_unix);
+    }
     verification_html(&mut h, v);
     h.push_str("<h2>Recent lookups</h2>\n<table id=\"recent\"><tr><th>when</th><th>request</th><th>status</th><th>outcome</th><th>bytes</th></tr>\n");
     if v.recent.is_empty() {
@@ -357,7 +362,11 @@ pub fn json(v: &StatusView) -> String {
         ver.bad_local_total
     );
     copies_json(&mut j, &ver.bad_local);
-    j.push_str("]},\"recent\":[");
+    j.push_str("]},");
+    if let Some(hub) = &v.hub {
+        crate::hub::status::json(&mut j, hub);
+    }
+    j.push_str("\"recent\":[");
     for (i, r) in v.recent.iter().enumerate() {
         let _ = write!(
             j,
@@ -465,6 +474,9 @@ pub fn metrics(v: &StatusView) -> String {
         let repo = repo.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(m, "pacserve_verified_packages{{repo=\"{repo}\"}} {n}");
     }
+    if let Some(hub) = &v.hub {
+        crate::hub::status::metrics(&mut m, hub);
+    }
     m.push_str(
         "# HELP pacserve_peer_up Whether a peer answers lookups (1) or is failing (0).\n\
          # TYPE pacserve_peer_up gauge\n",
@@ -543,6 +555,7 @@ mod tests {
                 bad_local: vec![],
                 bad_local_total: 0,
             },
+            hub: None,
         }
     }
 

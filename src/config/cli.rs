@@ -26,6 +26,8 @@ pub struct Args {
     /// Per-peer limit for one lookup (connect + answer).
     pub peer_timeout: Duration,
     pub multicast: Option<MulticastArgs>,
+    /// `--hub DIR` and its options.
+    pub hub: Option<Box<crate::hub::options::HubArgs>>,
 }
 
 /// `--multicast` and its options; None fields take discovery's defaults.
@@ -114,6 +116,7 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
             .map_err(|e| option_error("--peer-timeout", e))?
             .unwrap_or(crate::limits::PEER_TIMEOUT_DEFAULT),
         multicast: multicast_options(&mut p)?,
+        hub: crate::hub::options::parse(&mut p)?.map(Box::new),
         verbosity: verbosity_options(&mut p)?,
     };
     reject_rest(p, "")?;
@@ -252,7 +255,7 @@ fn reject_rest(p: pico_args::Arguments, context: &str) -> Result<(), UsageError>
 /// Seconds as a decimal (`1`, `0.5`), between 10 ms and one day.
 /// Seconds as a decimal (`1`, `0.5`, `0.025`: at most three decimals), between
 /// [`MIN_OPTION_TIME`] and [`MAX_OPTION_TIME`]. Parsed by hand, in whole milliseconds.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     let not_a_number = || format!("'{s}' is not a number of seconds (e.g. 1 or 0.5)");
     let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
@@ -276,7 +279,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn option_error(name: &str, e: pico_args::Error) -> UsageError {
+pub(crate) fn option_error(name: &str, e: pico_args::Error) -> UsageError {
     UsageError(match e {
         pico_args::Error::OptionWithoutAValue(_) => format!("option '{name}' needs a value"),
         // What pico-args calls a failed parse of a UTF-8 value: `cause` is our parser's

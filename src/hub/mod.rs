@@ -1,0 +1,636 @@
+//! The hub (`--hub DIR`): an always-on pacserve that collects, over plain HTTP on the LAN,
+//! the packages its peers already downloaded, and keeps them when those hosts are gone.
+//! Its files are served like cache files (by [`crate::app`]), for any repository and
+//! architecture.
+//!
+//! Every `--hub-interval` (sooner after a peer asked for a file the hub lacked) one round:
+//! scan the directory ([`store`]), evict what [`retention`] says goes, poll each peer's
+//! `/info` (a 304 when unchanged), [`plan`] what to pull, and pull it ([`pull`]), one or
+//! two at a time, each checked before it is renamed into place. [`options`] is the command
+//! line, [`package`] what a file name says, [`status`] the operator's view. This module is
+//! the I/O shell around those: the loop, and what it remembers between rounds.
+
+pub mod options;
+pub mod package;
+pub mod plan;
+pub mod pull;
+pub mod retention;
+pub mod status;
+pub mod store;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use crate::app::local::Lookup;
+use crate::app::verify::Verifier;
+use crate::error::IoError;
+use crate::limits::{
+    HUB_MAX_AVOIDED, HUB_MAX_FAILING_PEERS, HUB_MAX_FORGOTTEN, HUB_MAX_MISSED, HUB_MISS_DELAY,
+    HUB_MISSED_TTL, HUB_RECENT, HUB_WRONG_COPY_BACKOFF,
+};
+use crate::peers::table::{PeerAddr, PeerTable};
+use crate::sys::{budget, rt};
+use options::HubArgs;
+use plan::{Offer, Pull, Wants};
+use pull::{Failure, Job, Limiter};
+use status::{EvictedView, FailuresView, HubView, PulledView, PullingView};
+use store::{HeldFile, Store};
+
+pub struct Hub {
+    args: HubArgs,
+    store: Store,
+    limiter: Limiter,
+    state: Mutex<State>,
+    /// A peer asked for a file the hub lacks: poll soon.
+    wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+}
+
+/// What the hub remembers between rounds (the directory aside).
+#[derive(Default)]
+struct State {
+    files: u64,
+    bytes: u64,
+    stopped: Option<String>,
+    /// Files asked for on `/peer/` that the hub lacked, and when; oldest first.
+    missed: VecDeque<(String, Instant)>,
+    /// Pulls under way: file, peer, size, bytes so far.
+    pulling: Vec<(String, String, u64, Arc<AtomicU64>)>,
+    pulled: VecDeque<PulledView>,
+    evicted: VecDeque<EvictedView>,
+    failures: Vec<FailuresView>,
+    /// (peer, file) that served a wrong copy, until when.
+    avoid: VecDeque<(String, String, Instant)>,
+    /// Files evicted for room.
+    forgotten: VecDeque<String>,
+    /// By peer (`host:port`): its listing's validator, and the files in it the hub lacked.
+    listings: HashMap<String, Listing>,
+    pulled_files: u64,
+    pulled_bytes: u64,
+    evicted_files: u64,
+    evicted_bytes: u64,
+    failed_pulls: u64,
+    wrong_copies: u64,
+}
+
+struct Listing {
+    etag: Option<String>,
+    offers: Vec<(Box<str>, u64)>,
+}
+
+/// One round's work, shared by its pull workers.
+struct Round {
+    peers: Vec<PeerAddr>,
+    /// What the directory holds, kept up to date through the round.
+    held: Mutex<Vec<HeldFile>>,
+    queue: Mutex<VecDeque<Pull>>,
+    /// Why pulls stopped in this round.
+    stop: Mutex<Option<String>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Push onto a ring of at most `cap`.
+fn ring<T>(q: &mut VecDeque<T>, cap: usize, item: T) {
+    if q.len() == cap {
+        q.pop_front();
+    }
+    q.push_back(item);
+}
+
+impl Hub {
+    /// Take the directory (blocking: at start, before the first request).
+    pub fn open(args: HubArgs) -> Result<Hub, IoError> {
+        let store = Store::open(&args.dir)?;
+        Ok(Hub {
+            limiter: Limiter::new(args.rate),
+            args,
+            store,
+            state: Mutex::default(),
+            wake: smol::channel::bounded(1),
+        })
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.store.dir()
+    }
+
+    /// `file` from the hub, to be sent (blocking).
+    pub fn serve(&self, file: &str) -> Lookup {
+        self.store.serve(file)
+    }
+
+    /// A peer asked for `file` and the hub lacks it: pull it as soon as a peer holds it.
+    pub fn missed(&self, file: &str) {
+        if package::parse(file).is_none_or(|p| p.sig) {
+            return;
+        }
+        let mut st = crate::lock(&self.state);
+        if st.missed.iter().any(|(f, _)| f == file) {
+            return;
+        }
+        ring(
+            &mut st.missed,
+            HUB_MAX_MISSED,
+            (file.to_string(), Instant::now()),
+        );
+        drop(st);
+        let _ = self.wake.0.try_send(());
+    }
+
+    /// The status page's view.
+    pub fn view(&self) -> HubView {
+        let st = crate::lock(&self.state);
+        HubView {
+            dir: self.store.dir().display().to_string(),
+            files: st.files,
+            bytes: st.bytes,
+            max_bytes: self.args.max_size,
+            keep: self.args.keep,
+            archs: self.args.archs.clone(),
+            min_free_percent: self.args.min_free,
+            space: self.store.space(),
+            stopped: st.stopped.clone(),
+            missed: st.missed.len(),
+            pulling: st
+                .pulling
+                .iter()
+                .map(|(file, peer, total, done)| PullingView {
+                    file: file.clone(),
+                    peer: peer.clone(),
+                    done: done.load(Ordering::Relaxed),
+                    total: *total,
+                })
+                .collect(),
+            pulled: st.pulled.iter().rev().cloned().collect(),
+            evicted: st.evicted.iter().rev().cloned().collect(),
+            failures: st.failures.clone(),
+            pulled_files: st.pulled_files,
+            pulled_bytes: st.pulled_bytes,
+            evicted_files: st.evicted_files,
+            evicted_bytes: st.evicted_bytes,
+            failed_pulls: st.failed_pulls,
+            wrong_copies: st.wrong_copies,
+        }
+    }
+
+    /// The hub, forever: a round now, then one every interval or soon after a miss.
+    pub async fn run(self: Arc<Self>, peers: Arc<Mutex<PeerTable>>, verify: Arc<Verifier>) {
+        loop {
+            self.clone().round(&peers, &verify).await;
+            let next = Instant::now() + self.args.interval;
+            if rt::until(next, self.wake.1.recv()).await.is_some() {
+                async_io::Timer::after(HUB_MISS_DELAY).await;
+                while self.wake.1.try_recv().is_ok() {}
+            }
+        }
+    }
+
+    async fn round(self: Arc<Self>, table: &Mutex<PeerTable>, verify: &Arc<Verifier>) {
+        let peers = crate::lock(table).askable(Instant::now());
+        let hub = self.clone();
+        let held = smol::unblock(move || hub.store.scan()).await;
+        let round = Arc::new(Round {
+            peers,
+            held: Mutex::new(held),
+            queue: Mutex::default(),
+            stop: Mutex::default(),
+        });
+        self.recount(&round);
+        self.evict(&round, 0).await;
+        crate::lock(&self.state)
+            .listings
+            .retain(|k, _| round.peers.iter().any(|p| p.authority() == *k));
+        for peer in &round.peers {
+            self.poll(peer, &round).await;
+        }
+        *crate::lock(&round.queue) = self.plan(&round).into();
+        let workers: Vec<_> = (0..self.args.pulls)
+            .map(|_| rt::spawn(self.clone().worker(round.clone(), verify.clone())))
+            .collect();
+        for w in workers {
+            w.await;
+        }
+        crate::lock(&self.state).stopped = crate::lock(&round.stop).take();
+    }
+
+    /// The held counts for the status page.
+    fn recount(&self, round: &Round) {
+        let held = crate::lock(&round.held);
+        let mut st = crate::lock(&self.state);
+        st.files = held.len() as u64;
+        st.bytes = held.iter().map(|h| h.size).sum();
+    }
+
+    /// Remove what retention says goes, `incoming` bytes to come.
+    async fn evict(self: &Arc<Self>, round: &Arc<Round>, incoming: u64) {
+        let gone: Vec<(Vec<String>, u64, retention::Why)> = {
+            let held = crate::lock(&round.held);
+            let files: Vec<retention::Held<'_>> = held
+                .iter()
+                .map(|h| retention::Held {
+                    file: &h.file,
+                    size: h.size,
+                    used: h.used,
+                    busy: self.store.busy(&h.file),
+                })
+                .collect();
+            retention::evictions(&files, self.args.keep, self.args.max_size, incoming)
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.files.iter().map(|f| f.to_string()).collect(),
+                        e.bytes,
+                        e.why,
+                    )
+                })
+                .collect()
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let hub = self.clone();
+        let removed = smol::unblock(move || {
+            gone.into_iter()
+                .filter(|(files, _, _)| {
+                    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+                    match hub.store.evict(&names) {
+                        Ok(done) => done,
+                        Err(e) => {
+                            crate::error!("hub: cannot evict {}: {e}", names.join(", "));
+                            false
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let mut held = crate::lock(&round.held);
+        let mut st = crate::lock(&self.state);
+        for (files, bytes, why) in removed {
+            held.retain(|h| !files.contains(&h.file));
+            let file = files.last().cloned().unwrap_or_default();
+            crate::info!("hub: evicted {file} ({}, {bytes} bytes)", why.as_str());
+            st.evicted_files += files.len() as u64;
+            st.evicted_bytes += bytes;
+            if why == retention::Why::Budget {
+                for f in &files {
+                    ring(&mut st.forgotten, HUB_MAX_FORGOTTEN, f.clone());
+                }
+            }
+            ring(
+                &mut st.evicted,
+                HUB_RECENT,
+                EvictedView {
+                    at: unix_now(),
+                    file,
+                    bytes,
+                    why: why.as_str(),
+                },
+            );
+        }
+        st.files = held.len() as u64;
+        st.bytes = held.iter().map(|h| h.size).sum();
+    }
+
+    /// Ask `peer` for its listing (a 304 when it has not changed) and keep what in it the
+    /// hub lacks; a peer that does not answer has nothing to offer this round.
+    async fn poll(self: &Arc<Self>, peer: &PeerAddr, round: &Round) {
+        let key = peer.authority();
+        let etag = crate::lock(&self.state)
+            .listings
+            .get(&key)
+            .and_then(|l| l.etag.clone());
+        let Some(permit) = budget::try_outgoing() else {
+            return;
+        };
+        let (host, port) = (peer.host.clone(), peer.port);
+        let got = smol::unblock(move || pull::listing(&host, port, etag.as_deref())).await;
+        drop(permit);
+        let held = crate::lock(&round.held);
+        let lacks = |f: &str| held.binary_search_by(|h| h.file.as_str().cmp(f)).is_err();
+        let mut st = crate::lock(&self.state);
+        match got {
+            Ok(None) => {
+                if let Some(l) = st.listings.get_mut(&key) {
+                    l.offers.retain(|(f, _)| lacks(f));
+                }
+            }
+            Ok(Some(pull::Fresh { body, etag })) => {
+                let archs = &self.args.archs;
+                let offers = plan::listing(&body)
+                    .filter(|(f, _)| lacks(f))
+                    .filter(|(f, _)| {
+                        package::parse(f).is_some_and(|p| {
+                            p.sig
+                                || archs.is_empty()
+                                || p.arch == "any"
+                                || archs.iter().any(|a| a == p.arch)
+                        })
+                    })
+                    .map(|(f, n)| (Box::from(f), n))
+                    .collect();
+                st.listings.insert(key, Listing { etag, offers });
+            }
+            Err(e) => {
+                crate::verbose!("hub: no listing from {key}: {e}");
+                st.listings.remove(&key);
+            }
+        }
+    }
+
+    /// What to pull this round.
+    fn plan(&self, round: &Round) -> Vec<Pull> {
+        let now = Instant::now();
+        let held = crate::lock(&round.held);
+        let mut st = crate::lock(&self.state);
+        st.missed
+            .retain(|(_, at)| now.saturating_duration_since(*at) < HUB_MISSED_TTL);
+        st.avoid.retain(|(_, _, until)| *until > now);
+        let offers: Vec<Offer<'_>> = round
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| st.listings.get(&p.authority()).map(|l| (i, l)))
+            .flat_map(|(i, l)| {
+                l.offers.iter().map(move |(f, n)| Offer {
+                    file: f,
+                    size: *n,
+                    peer: i,
+                })
+            })
+            .collect();
+        let held_names: Vec<&str> = held.iter().map(|h| h.file.as_str()).collect();
+        let missed: Vec<&str> = st.missed.iter().map(|(f, _)| f.as_str()).collect();
+        let pulling: HashSet<&str> = st.pulling.iter().map(|p| p.0.as_str()).collect();
+        let avoid: HashSet<(&str, &str)> = st
+            .avoid
+            .iter()
+            .map(|(p, f, _)| (p.as_str(), f.as_str()))
+            .collect();
+        let forgotten: HashSet<&str> = st.forgotten.iter().map(String::as_str).collect();
+        let authorities: Vec<String> = round.peers.iter().map(PeerAddr::authority).collect();
+        let wants = Wants {
+            held: &held_names,
+            offers: &offers,
+            missed: &missed,
+            archs: &self.args.archs,
+            keep: self.args.keep,
+        };
+        plan::plan(
+            &wants,
+            |peer, file| {
+                pulling.contains(file) || avoid.contains(&(authorities[peer].as_str(), file))
+            },
+            |file| forgotten.contains(file),
+        )
+    }
+
+    async fn worker(self: Arc<Self>, round: Arc<Round>, verify: Arc<Verifier>) {
+        loop {
+            if crate::lock(&round.stop).is_some() {
+                return;
+            }
+            let Some(p) = crate::lock(&round.queue).pop_front() else {
+                return;
+            };
+            self.pull(&round, p, &verify).await;
+        }
+    }
+
+    /// Stop pulling for this round, and say why.
+    fn stop(&self, round: &Round, why: String) {
+        crate::error!("hub: pulls stopped: {why}");
+        crate::lock(&self.state).stopped = Some(why.clone());
+        *crate::lock(&round.stop) = Some(why);
+    }
+
+    /// One pull: make room, check the free space, pull the file (and its `.sig`), store it.
+    async fn pull(self: &Arc<Self>, round: &Arc<Round>, p: Pull, verify: &Verifier) {
+        let peer = round.peers[p.peer].clone();
+        let auth = peer.authority();
+        let have = self.store.partial_len(&p.file);
+        let need = p.size.saturating_sub(have) + p.sig.unwrap_or(0);
+        if let Some(max) = self.args.max_size {
+            self.evict(round, need).await;
+            let held: u64 = crate::lock(&round.held).iter().map(|h| h.size).sum();
+            if held + need > max {
+                crate::verbose!("hub: {} does not fit in --hub-max-size now", p.file);
+                return;
+            }
+        }
+        if let Some((total, free)) = self.store.space() {
+            let reserve = total / 100 * u64::from(self.args.min_free);
+            let others: u64 = crate::lock(&self.state)
+                .pulling
+                .iter()
+                .map(|(_, _, size, done)| size.saturating_sub(done.load(Ordering::Relaxed)))
+                .sum();
+            if free < need + reserve + others {
+                self.stop(
+                    round,
+                    format!(
+                        "not enough free space in {} for {} ({} bytes free, {need} needed, \
+                         {}% of the filesystem kept free)",
+                        self.store.dir().display(),
+                        p.file,
+                        free,
+                        self.args.min_free
+                    ),
+                );
+                return;
+            }
+        }
+        let want = |f: &str| verify.repo_of(f).and_then(|r| verify.want(&r, f));
+        let progress = Arc::new(AtomicU64::new(have));
+        crate::lock(&self.state).pulling.push((
+            p.file.clone(),
+            auth.clone(),
+            p.size,
+            progress.clone(),
+        ));
+        let mut got = self
+            .fetch(&peer, &p.file, p.size, want(&p.file), progress)
+            .await;
+        let mut files = vec![p.file.clone()];
+        let mut bytes = p.size;
+        if let (Ok(_), Some(sig_size)) = (&got, p.sig) {
+            let sig = format!("{}.sig", p.file);
+            let progress = Arc::new(AtomicU64::new(0));
+            match self.fetch(&peer, &sig, sig_size, None, progress).await {
+                Ok(_) => {
+                    files.insert(0, sig);
+                    bytes += sig_size;
+                }
+                Err(e) => crate::verbose!("hub: {sig} from {auth}: {e}; the package comes alone"),
+            }
+        }
+        if got.is_ok() {
+            let hub = self.clone();
+            let names = files.clone();
+            let committed = smol::unblock(move || {
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                hub.store.commit(&refs)
+            })
+            .await;
+            if let Err(e) = committed {
+                got = Err(Failure::Local(e));
+            }
+        }
+        crate::lock(&self.state).pulling.retain(|x| x.0 != p.file);
+        self.record(round, &p, &auth, files, bytes, got);
+    }
+
+    /// Pull one file into its temporary, off the executor, holding an outgoing connection.
+    async fn fetch(
+        self: &Arc<Self>,
+        peer: &PeerAddr,
+        file: &str,
+        size: u64,
+        want: Option<crate::peers::lookup::Want>,
+        progress: Arc<AtomicU64>,
+    ) -> Result<[u8; 32], Failure> {
+        let Some(permit) = budget::try_outgoing() else {
+            return Err(Failure::Peer("outgoing connections all in use".into()));
+        };
+        let (hub, host, port, file) =
+            (self.clone(), peer.host.clone(), peer.port, file.to_string());
+        smol::unblock(move || {
+            let temp = hub.store.partial(&file);
+            let job = Job {
+                host: &host,
+                port,
+                file: &file,
+                size,
+                want,
+                temp: &temp,
+                progress: &progress,
+            };
+            let got = pull::pull(&job, &hub.limiter);
+            drop(permit);
+            got
+        })
+        .await
+    }
+
+    /// How a pull ended: the directory, the counters, the log and the status page.
+    fn record(
+        &self,
+        round: &Round,
+        p: &Pull,
+        auth: &str,
+        files: Vec<String>,
+        bytes: u64,
+        got: Result<[u8; 32], Failure>,
+    ) {
+        let error = match got {
+            Ok(_) => {
+                crate::info!("hub: stored {} ({bytes} bytes) from {auth}", p.file);
+                let mut held = crate::lock(&round.held);
+                for f in &files {
+                    let i = held.partition_point(|h| h.file < *f);
+                    let size = if f.ends_with(".sig") {
+                        bytes - p.size
+                    } else {
+                        p.size
+                    };
+                    let used = u64::try_from(
+                        SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos()),
+                    )
+                    .unwrap_or(u64::MAX);
+                    held.insert(
+                        i,
+                        HeldFile {
+                            file: f.clone(),
+                            size,
+                            used,
+                        },
+                    );
+                }
+                let mut st = crate::lock(&self.state);
+                st.files = held.len() as u64;
+                st.bytes = held.iter().map(|h| h.size).sum();
+                st.pulled_files += files.len() as u64;
+                st.pulled_bytes += bytes;
+                st.missed.retain(|(f, _)| *f != p.file);
+                None
+            }
+            Err(Failure::NoHash) => {
+                crate::verbose!("hub: {auth} has not hashed {} yet: next round", p.file);
+                return;
+            }
+            Err(e) => {
+                let why = e.to_string();
+                crate::error!("hub: pulling {} from {auth}: {why}", p.file);
+                match e {
+                    Failure::Wrong(_) => {
+                        let mut st = crate::lock(&self.state);
+                        st.wrong_copies += 1;
+                        let until = Instant::now() + HUB_WRONG_COPY_BACKOFF;
+                        ring(
+                            &mut st.avoid,
+                            HUB_MAX_AVOIDED,
+                            (auth.to_string(), p.file.clone(), until),
+                        );
+                    }
+                    Failure::Full(_) => {
+                        self.store.discard(&p.file);
+                        let pulling: Vec<String> = crate::lock(&self.state)
+                            .pulling
+                            .iter()
+                            .map(|x| x.0.clone())
+                            .collect();
+                        self.store.discard_all_but(&pulling);
+                        self.stop(
+                            round,
+                            format!("no space left in {}: {why}", self.store.dir().display()),
+                        );
+                    }
+                    Failure::Local(_) => {
+                        self.stop(
+                            round,
+                            format!("cannot write to {}: {why}", self.store.dir().display()),
+                        );
+                    }
+                    _ => {}
+                }
+                let mut st = crate::lock(&self.state);
+                st.failed_pulls += 1;
+                match st.failures.iter().position(|f| f.peer == auth) {
+                    Some(i) => {
+                        st.failures[i].count += 1;
+                        st.failures[i].last = why.clone();
+                    }
+                    None if st.failures.len() < HUB_MAX_FAILING_PEERS => {
+                        st.failures.push(FailuresView {
+                            peer: auth.to_string(),
+                            count: 1,
+                            last: why.clone(),
+                        })
+                    }
+                    None => {}
+                }
+                Some(why)
+            }
+        };
+        let mut st = crate::lock(&self.state);
+        ring(
+            &mut st.pulled,
+            HUB_RECENT,
+            PulledView {
+                at: unix_now(),
+                file: p.file.clone(),
+                peer: auth.to_string(),
+                bytes,
+                error,
+            },
+        );
+    }
+}
