@@ -227,15 +227,17 @@ impl RawUdp {
 // ---------------------------------------------------------------------------------------------
 // Leftovers of crashed runs
 
-/// True when `pid` is this process or another running instance of this test binary, built
-/// from any checkout: `/proc/PID/comm` is `NAME-HASH` cut at 15 bytes, and the hash differs
-/// between checkouts, so only NAME is compared.
+/// True when `pid` is this process or another running test binary (of any test file, built
+/// from any checkout: several suites may run at once on one machine): `/proc/PID/comm` is
+/// `NAME-HASH` cut at 15 bytes, so a `-` followed by hex digits, or by nothing when the cut
+/// fell there.
 fn owner_alive(pid: u32) -> bool {
-    let name = |p: &str| {
-        let comm = fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
-        Some(comm.trim_end().split('-').next()?.to_string())
+    let test_binary = || {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let (_, hash) = comm.trim_end().rsplit_once('-')?;
+        Some(hash.bytes().all(|b| b.is_ascii_hexdigit()))
     };
-    pid == std::process::id() || name(&pid.to_string()).is_some_and(|n| Some(n) == name("self"))
+    pid == std::process::id() || test_binary() == Some(true)
 }
 
 /// Remove what a crashed earlier run left behind: namespaces with our prefix whose owner (the
