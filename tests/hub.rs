@@ -180,8 +180,34 @@ fn hub_status(h: &Pacserve) -> Json {
     h.status_json().field("hub").clone()
 }
 
+/// The `hub` object of `/status.json` once `cond` holds of it (bounded): what the directory
+/// shows is recorded just after.
+fn wait_hub_status(h: &Pacserve, cond: impl Fn(&Json) -> bool) -> Json {
+    let mut last = None;
+    let ok = wait_until(LOG_WAIT, || {
+        let st = hub_status(h);
+        let ok = cond(&st);
+        last = Some(st);
+        ok
+    });
+    let last = last.unwrap();
+    assert!(ok, "the hub's status: {last:?}\n{}", h.log());
+    last
+}
+
+/// `(file, why)` of the hub's recent evictions, newest first.
+fn evictions(st: &Json) -> Vec<(String, String)> {
+    st.field("evicted")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e.text("file").to_string(), e.text("why").to_string()))
+        .collect()
+}
+
 /// Wait (bounded) until the hub's directory holds exactly `want`.
-fn wait_held(h: &Pacserve, dir: &Path, want: &[&str]) {
+fn wait_held<S: AsRef<str> + std::fmt::Debug>(h: &Pacserve, dir: &Path, want: &[S]) {
+    let want: Vec<&str> = want.iter().map(|s| s.as_ref()).collect();
     let ok = wait_until(PULL_LIMIT, || held(dir) == want);
     assert!(
         ok,
@@ -214,6 +240,9 @@ struct Offered {
     sha256: String,
     /// Bytes per write and the pause after each: a slow link.
     drip: Option<(usize, Duration)>,
+    /// A whole answer (not a resumed one) stops after this many bytes until the flag is
+    /// set: a pull caught in the middle.
+    hold: Option<(usize, Arc<AtomicBool>)>,
 }
 
 impl Offered {
@@ -224,7 +253,15 @@ impl Offered {
             sha256: sha256_hex(&body),
             body,
             drip: None,
+            hold: None,
         }
+    }
+
+    /// Dripped, and held after `after` bytes of a whole answer until the flag is set.
+    fn held_after(mut self, after: usize, release: &Arc<AtomicBool>) -> Offered {
+        self.drip = Some((16 * 1024, Duration::from_millis(5)));
+        self.hold = Some((after, release.clone()));
+        self
     }
 }
 
@@ -239,7 +276,6 @@ struct Asked {
 /// `/info/NAME` sends it (honouring `Range: bytes=N-`). Stopped on drop.
 struct FakePeer {
     addr: SocketAddr,
-    offers: Arc<Mutex<Vec<Offered>>>,
     log: Arc<Mutex<Vec<Asked>>>,
     stop: Arc<AtomicBool>,
     wake: TcpListener,
@@ -283,7 +319,6 @@ impl FakePeer {
         };
         FakePeer {
             addr,
-            offers,
             log,
             stop,
             wake,
@@ -314,13 +349,6 @@ impl FakePeer {
             .iter()
             .filter(|a| a.line == "GET /info HTTP/1.1")
             .count()
-    }
-
-    /// Send at full speed from now on.
-    fn stop_dripping(&self) {
-        for o in self.offers.lock().unwrap().iter_mut() {
-            o.drip = None;
-        }
     }
 }
 
@@ -417,18 +445,24 @@ fn fake_conn(
         o.sha256
     );
     s.write_all(head.as_bytes())?;
-    let rest = &o.body[from..];
-    match o.drip {
-        None => s.write_all(rest)?,
-        Some((n, pause)) => {
-            for chunk in rest.chunks(n) {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                s.write_all(chunk)?;
-                thread::sleep(pause);
+    let (chunk, pause) = o.drip.unwrap_or((o.body.len().max(1), Duration::ZERO));
+    let hold = o.hold.as_ref().filter(|_| from == 0);
+    let mut sent = from;
+    for piece in o.body[from..].chunks(chunk) {
+        if let Some((after, release)) = hold {
+            if sent >= *after {
+                // Bounded: a test that never releases fails on its own deadline first.
+                wait_until(Duration::from_secs(60), || {
+                    release.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst)
+                });
             }
         }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        s.write_all(piece)?;
+        sent += piece.len();
+        thread::sleep(pause);
     }
     Ok(())
 }
@@ -502,8 +536,7 @@ fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
     wait_held(&ps_h, &h.hub_dir(), &[p.file.as_str(), sig.as_str()]);
     assert_same_bytes(&fs::read(h.hub_dir().join(&p.file)).unwrap(), &p.bytes, "P on H");
     assert_same_bytes(&fs::read(h.hub_dir().join(&sig)).unwrap(), &sig_bytes, ".sig on H");
-    let st = hub_status(&ps_h);
-    assert_eq!(st.num("files"), 2, "{st:?}");
+    let st = wait_hub_status(&ps_h, |st| st.num("files") == 2);
     assert_eq!(st.num("bytes"), p.size() + 566);
     assert!(st.num("pulled_files") >= 2, "{st:?}");
     let m = ps_h.metrics();
@@ -528,4 +561,350 @@ fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
     assert_eq!(to_d, 0, "the mirror served P to D\n{}", dump());
     lan.mirror().assert_served(&p.mirror_path(), 1);
 }
+}
+
+/// A hub whose pacman.conf says aarch64 and that collects x86_64 (`--hub-arch`) holds L's
+/// x86_64 package but not its armv7h one, and D's pacman (x86_64) gets it from the hub.
+/// pacman 6 only: the hub's side does not depend on the client.
+#[test]
+fn a_hub_of_another_architecture_collects_and_serves_the_ones_it_is_told() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("arch", 42, &[("hubx", PAYLOAD)]);
+        let x = lan.repo.pkg("hubx");
+        let (l, d, h) = (lan.host("l", L), lan.host("d", D), lan.host("h", H));
+        write_server_conf_for(
+            &h.host.dir,
+            "aarch64",
+            &[&h.host.cache],
+            &[("core", &[lan.repo.server()])],
+        );
+        l.host.hold(x);
+        let (arm, arm_bytes) = named("armonly", "1.0-1", "armv7h", 5000);
+        l.host.put(&arm, &arm_bytes);
+        let ps_l = l.start(&[]);
+        let ps_h = h.hub(&["--hub-arch", "x86_64", "--pacserver", &l.authority()]);
+        wait_held(&ps_h, &h.hub_dir(), &[x.file.as_str()]);
+        // Three more polls of L: the armv7h package is still not pulled.
+        let polls = |ps: &Pacserve| ps.requests().iter().filter(|r| r.path == "/info").count();
+        let before = polls(&ps_l);
+        assert!(
+            wait_until(PULL_LIMIT, || polls(&ps_l) >= before + 3),
+            "{}",
+            ps_l.log()
+        );
+        assert_eq!(held(&h.hub_dir()), [x.file.as_str()]);
+        assert_eq!(
+            hub_status(&ps_h).field("archs").as_array().map(|a| a.len()),
+            Some(1)
+        );
+
+        ps_l.kill();
+        let ps_d = d.start(&["--pacserver", &h.authority()]);
+        let client = d.client();
+        let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+        client.sync().assert_ok("-Sy on D", &dump());
+        client.fetch(x, dump);
+        assert_eq!(
+            ps_d.expect_lookup("GET", &x.request_path(), 307).outcome,
+            "peer",
+            "{}",
+            dump()
+        );
+        ps_h.wait_request(|r| r.path == x.lan_path() && r.status == 200)
+            .unwrap_or_else(|| panic!("H did not serve X\n{}", dump()));
+        lan.mirror().assert_served(&x.mirror_path(), 0);
+    });
+}
+
+/// `--hub-keep 2`: of 1.0-1, 1.0-2 and 2:0.9-1 the hub ends with the two newest by pacman's
+/// version order (the epoch wins), the oldest evicted when the newest arrives.
+#[test]
+fn retention_keeps_the_newest_versions() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("keepn", 43, &[]);
+        let (l, h) = (lan.host("l", L), lan.host("h", H));
+        let v: Vec<(String, Vec<u8>)> = ["1.0-1", "1.0-2", "2:0.9-1"]
+            .iter()
+            .map(|ver| named("multi", ver, "x86_64", 3000))
+            .collect();
+        l.host.put(&v[0].0, &v[0].1);
+        l.host.put(&v[1].0, &v[1].1);
+        let ps_l = l.start(&[]);
+        let ps_h = h.hub(&["--hub-keep", "2", "--pacserver", &l.authority()]);
+        wait_held(&ps_h, &h.hub_dir(), &[v[0].0.as_str(), v[1].0.as_str()]);
+        l.host.put(&v[2].0, &v[2].1);
+        // Sorted by name: 1.0-2 before 2:0.9-1.
+        wait_held(&ps_h, &h.hub_dir(), &[v[1].0.as_str(), v[2].0.as_str()]);
+        let st = wait_hub_status(&ps_h, |st| !evictions(st).is_empty());
+        assert_eq!(evictions(&st), [(v[0].0.clone(), "versions".to_string())]);
+        drop(ps_l);
+    });
+}
+
+/// `--hub-max-size`: over budget the older versions go first (even one served just now),
+/// then the least recently served.
+#[test]
+fn over_budget_older_versions_go_first_then_the_least_recently_served() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("budget", 44, &[]);
+        let (l, h) = (lan.host("l", L), lan.host("h", H));
+        let f = |name: &str, ver: &str| named(name, ver, "x86_64", 10_000);
+        let (a1, a2, b, c, d) = (
+            f("alpha", "1-1"),
+            f("alpha", "2-1"),
+            f("beta", "1-1"),
+            f("gamma", "1-1"),
+            f("delta", "1-1"),
+        );
+        for (file, bytes) in [&a1, &a2, &b] {
+            l.host.put(file, bytes);
+        }
+        let ps_l = l.start(&[]);
+        let ps_h = h.hub(&[
+            "--hub-keep",
+            "5",
+            "--hub-max-size",
+            "30000",
+            "--pacserver",
+            &l.authority(),
+        ]);
+        wait_held(&ps_h, &h.hub_dir(), &[&a1.0, &a2.0, &b.0]);
+        // Served now, after beta was pulled: alpha 1 (an older version) and alpha 2.
+        for file in [&a1.0, &a2.0] {
+            let r = ps_h.get(&format!("/lan/core/x86_64/{file}"));
+            assert_eq!(r.status, 200, "{}", ps_h.log());
+        }
+        l.host.put(&c.0, &c.1);
+        wait_held(&ps_h, &h.hub_dir(), &[&a2.0, &b.0, &c.0]);
+        l.host.put(&d.0, &d.1);
+        wait_held(&ps_h, &h.hub_dir(), &[&a2.0, &d.0, &c.0]);
+        let st = wait_hub_status(&ps_h, |st| evictions(st).len() >= 2);
+        // Newest first.
+        assert_eq!(
+            evictions(&st),
+            [
+                (b.0.clone(), "budget".to_string()),
+                (a1.0.clone(), "budget".to_string())
+            ]
+        );
+        assert!(st.num("bytes") <= 30_000);
+        drop(ps_l);
+    });
+}
+
+/// A pull caught in the middle: the temporary is never served (D's pacman goes to the
+/// mirror meanwhile), the hub is killed and restarted, the pull resumes with a Range, and
+/// the stored file is byte-identical.
+#[test]
+fn an_interrupted_pull_resumes_with_a_range_and_is_never_served_half() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("resume", 45, &[("hubbig", 2 * 1024 * 1024)]);
+        let big = lan.repo.pkg("hubbig");
+        let (d, h) = (lan.host("d", D), lan.host("h", H));
+        let f_ns = lan.net.add_host("f", F);
+        let release = Arc::new(AtomicBool::new(false));
+        let held_at = 512 * 1024;
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![Offered::honest(&big.file, big.bytes.clone()).held_after(held_at, &release)],
+        );
+        let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+        let part = || partials(&h.hub_dir());
+        assert!(
+            wait_until(PULL_LIMIT, || part()
+                == [(big.file.clone(), held_at as u64)]),
+            "{:?}\n{}",
+            part(),
+            ps_h.log()
+        );
+        // Meanwhile: not listed, not offered to a peer, and D's pacman goes to the mirror.
+        assert!(!ps_h.get("/info").text().contains(&big.file));
+        let ps_d = d.start(&["--pacserver", &h.authority()]);
+        let client = d.client();
+        let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+        client.sync().assert_ok("-Sy on D", &dump());
+        client.fetch(big, dump);
+        assert_eq!(
+            ps_d.expect_lookup("GET", &big.request_path(), 307).outcome,
+            "mirror"
+        );
+        ps_h.wait_request(|r| r.path == big.peer_path() && r.status == 404)
+            .unwrap_or_else(|| panic!("H was not asked, or answered\n{}", dump()));
+        let pulling = hub_status(&ps_h).field("pulling").clone();
+        assert_eq!(pulling.as_array().map(|p| p.len()), Some(1), "{pulling:?}");
+
+        // Killed in the middle; restarted, it asks for the rest only.
+        ps_h.kill();
+        drop(ps_h);
+        assert_eq!(part(), [(big.file.clone(), held_at as u64)]);
+        assert!(held(&h.hub_dir()).is_empty());
+        release.store(true, Ordering::SeqCst);
+        let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+        wait_held(&ps_h, &h.hub_dir(), &[&big.file]);
+        assert_same_bytes(
+            &fs::read(h.hub_dir().join(&big.file)).unwrap(),
+            &big.bytes,
+            "the resumed pull",
+        );
+        let ranges: Vec<Option<String>> = fake
+            .pulls_of(&big.file)
+            .into_iter()
+            .map(|a| a.range)
+            .collect();
+        assert_eq!(
+            ranges,
+            [None, Some(format!("bytes={held_at}-"))],
+            "{}",
+            ps_h.log()
+        );
+        assert!(part().is_empty());
+    });
+}
+
+/// Copies that are not the file: a peer that sends fewer bytes than it listed, one whose
+/// bytes are not the SHA-256 it names, and a real pacserve whose copy differs from the
+/// hub's sync database. None is stored, nothing partial stays, and no such peer is asked
+/// for that file again; an honest file from the same peer is stored.
+#[test]
+fn a_copy_that_does_not_match_is_never_stored() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("wrong", 46, &[("hubver", 20_000)]);
+        let ver = lan.repo.pkg("hubver");
+        let (l, h) = (lan.host("l", L), lan.host("h", H));
+        let f_ns = lan.net.add_host("f", F);
+        let (honest, honest_bytes) = named("honest", "1-1", "x86_64", 4000);
+        let (short, short_bytes) = named("short", "1-1", "x86_64", 4000);
+        let (forged, forged_bytes) = named("forged", "1-1", "x86_64", 4000);
+        let mut lie_size = Offered::honest(&short, short_bytes);
+        lie_size.listed = 5000;
+        let mut lie_sha = Offered::honest(&forged, forged_bytes);
+        lie_sha.sha256 = sha256_hex(b"another file");
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![Offered::honest(&honest, honest_bytes), lie_size, lie_sha],
+        );
+        let mut corrupted = ver.bytes.clone();
+        corrupted[10_000] ^= 0x5a;
+        l.host.put(&ver.file, &corrupted);
+        let ps_l = l.start(&[]);
+        h.host.learn(&lan.repo.db());
+        let ps_h = h.hub(&[
+            "--pacserver",
+            &fake.authority(),
+            "--pacserver",
+            &l.authority(),
+        ]);
+        wait_held(&ps_h, &h.hub_dir(), &[&honest]);
+        let before = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= before + 4));
+        assert_eq!(held(&h.hub_dir()), [honest.as_str()], "{}", ps_h.log());
+        assert!(partials(&h.hub_dir()).is_empty());
+        for file in [&short, &forged] {
+            assert_eq!(
+                fake.pulls_of(file).len(),
+                1,
+                "{file}: asked again\n{}",
+                ps_h.log()
+            );
+        }
+        let from_l = ps_l
+            .requests()
+            .iter()
+            .filter(|r| r.path == format!("/info/{}", ver.file))
+            .count();
+        assert_eq!(from_l, 1, "{}", ps_l.log());
+        let st = wait_hub_status(&ps_h, |st| st.num("wrong_copies") >= 3);
+        assert_eq!(st.num("wrong_copies"), 3, "{st:?}");
+        let failing: Vec<String> = st
+            .field("failures")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.text("peer").to_string())
+            .collect();
+        assert!(failing.contains(&fake.authority()) && failing.contains(&l.authority()));
+    });
+}
+
+/// A hub on a small filesystem: a pull that meets a full disk is dropped (nothing partial
+/// left), what was stored stays, pulls stop, and the status says why.
+#[test]
+fn a_full_filesystem_stops_pulls_and_leaves_nothing_partial() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("full", 47, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let small_fs = SmallFs::mount(h.hub_dir(), 2 * 1024 * 1024);
+        let (small, small_bytes) = named("aaasmall", "1-1", "x86_64", 100_000);
+        let (big, big_bytes) = named("bigfull", "1-1", "x86_64", 1536 * 1024);
+        let release = Arc::new(AtomicBool::new(false));
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![
+                Offered::honest(&small, small_bytes.clone()),
+                Offered::honest(&big, big_bytes).held_after(256 * 1024, &release),
+            ],
+        );
+        let ps_h = h.hub(&["--hub-min-free", "0", "--pacserver", &fake.authority()]);
+        assert!(
+            wait_until(PULL_LIMIT, || partials(&h.hub_dir())
+                == [(big.clone(), 256 * 1024)]
+                && held(&h.hub_dir()) == [small.as_str()]),
+            "{:?} {:?}\n{}",
+            held(&h.hub_dir()),
+            partials(&h.hub_dir()),
+            ps_h.log()
+        );
+        // Someone else fills the filesystem.
+        let mut filler = fs::File::create(small_fs.at.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut full = false;
+        for _ in 0..64 {
+            if filler
+                .write_all(&chunk)
+                .and_then(|_| filler.sync_all())
+                .is_err()
+            {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the tmpfs did not fill up");
+        release.store(true, Ordering::SeqCst);
+        let stopped = wait_for(PULL_LIMIT, || {
+            let st = hub_status(&ps_h);
+            st.get("stopped")?.as_str().map(str::to_string)
+        });
+        let stopped = stopped.unwrap_or_else(|| panic!("no reason given\n{}", ps_h.log()));
+        assert!(stopped.contains("space"), "{stopped}");
+        assert!(ps_h.wait_log("no space left", LOG_WAIT), "{}", ps_h.log());
+        assert!(wait_until(LOG_WAIT, || partials(&h.hub_dir()).is_empty()));
+        assert_eq!(
+            held(&h.hub_dir()),
+            ["aaasmall-1-1-x86_64.pkg.tar.zst", "filler"]
+        );
+        assert_same_bytes(
+            &fs::read(h.hub_dir().join(&small)).unwrap(),
+            &small_bytes,
+            "kept",
+        );
+        let page = ps_h.get("/").text();
+        assert!(page.contains("Pulls stopped"), "{page}");
+        // Later rounds do not start it again while the disk is full.
+        let before = fake.pulls_of(&big).len();
+        let polls = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= polls + 3));
+        assert_eq!(fake.pulls_of(&big).len(), before, "{}", ps_h.log());
+        assert!(
+            hub_status(&ps_h)
+                .get("stopped")
+                .and_then(|s| s.as_str())
+                .is_some()
+        );
+        drop(ps_h);
+        drop(small_fs);
+    });
 }
