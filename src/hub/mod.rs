@@ -534,10 +534,10 @@ impl Hub {
                 let mut held = crate::lock(&round.held);
                 for f in &files {
                     let i = held.partition_point(|h| h.file < *f);
-                    let size = if f.ends_with(".sig") {
-                        bytes - p.size
-                    } else {
-                        p.size
+                    // The pulled file, and the .sig that came along with a package.
+                    let size = match *f == p.file {
+                        true => p.size,
+                        false => bytes - p.size,
                     };
                     let used = u64::try_from(
                         SystemTime::now()
