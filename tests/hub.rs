@@ -538,7 +538,16 @@ fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
     assert_same_bytes(&fs::read(h.hub_dir().join(&sig)).unwrap(), &sig_bytes, ".sig on H");
     let st = wait_hub_status(&ps_h, |st| st.num("files") == 2);
     assert_eq!(st.num("bytes"), p.size() + 566);
-    assert!(st.num("pulled_files") >= 2, "{st:?}");
+    // One pull brought both: the .sig came along with its package.
+    let pulls: Vec<(String, u64)> = st
+        .field("pulled")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r.text("file").to_string(), r.num("bytes")))
+        .collect();
+    assert_eq!(pulls, [(p.file.clone(), p.size() + 566)], "{st:?}");
+    assert_eq!(st.num("pulled_files"), 2, "{st:?}");
     let m = ps_h.metrics();
     assert_eq!(m.value("pacserve_hub_files", &[]), Some(2.0), "{}", ps_h.log());
     assert!(ps_h.get("/").text().contains("<h2>Hub</h2>"));
