@@ -12,7 +12,9 @@ one run, alternating between servers:
      never answer): cold (first request after start) and warm (p50/p99 of >= 500);
   c. CPU seconds per GB served (utime+stime from /proc), idle RSS, peak RSS under 100
      concurrent downloads;
-  d. HEAD requests/second on cached packages with 100 keep-alive clients (wrk).
+  d. HEAD requests/second on cached packages with 100 keep-alive clients (wrk);
+  e. what verified copies cost a lookup: cold and warm, with a 15,000-package sync database
+     on every host against none (.ci/bench_verify.py).
 
 Sub-commands used internally: `fetch` (a throughput client process) and `hung` (the
 listener that accepts and never answers). Standard library only, plus matplotlib for the
@@ -35,6 +37,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import bench_verify
 
 MB = 1_000_000
 MiB = 1 << 20
@@ -1104,6 +1108,8 @@ def run_main(argv):
     ap.add_argument("--out", required=True, help="where results.md, results.json, bench.png go")
     ap.add_argument("--client", choices=["splice", "recv"], default="splice",
                     help="throughput client: splice bodies to /dev/null (default) or recv_into")
+    ap.add_argument("--only-verify", action="store_true",
+                    help="run section e (what verified copies cost a lookup) alone")
     a = ap.parse_args(argv)
     tmp = a.tmp
     os.makedirs(a.out, exist_ok=True)
@@ -1116,6 +1122,8 @@ def run_main(argv):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
+    if a.only_verify:
+        return verify_only(a, procs, tmp, started)
     try:
         m = machine()
         log(f"machine: {m}")
@@ -1249,6 +1257,8 @@ def run_main(argv):
         lookups, floor = lookup_bench(procs, a.bin, tmp, holder_port, empty_ports, dead_ports,
                                       hung_ports, n1.port)
         procs.stop_all()
+        busy.append(("e", wait_quiet()))
+        verify_rows = bench_verify.run(sys.modules[__name__], procs, a.bin, tmp)
         m["busy_after"] = cpu_busy()
         m["busy_phases"] = busy
 
@@ -1261,15 +1271,33 @@ def run_main(argv):
             ),
         }
         table, verdicts = render(m, servers, tp, lookups, floor, res, heads, cfg)
+        table += "\n".join(bench_verify.render(sys.modules[__name__], verify_rows)) + "\n"
         print(table, flush=True)
         with open(os.path.join(a.out, "results.md"), "w") as f:
             f.write(table + "\n")
         with open(os.path.join(a.out, "results.json"), "w") as f:
             json.dump({"machine": m, "throughput": tp, "lookups": lookups,
-                       "resources": res, "head": heads}, f, indent=1)
+                       "resources": res, "head": heads, "verification": verify_rows}, f,
+                      indent=1)
         plot(os.path.join(a.out, "bench.png"), servers, tp, lookups, floor)
         log(f"plot: {os.path.join(a.out, 'bench.png')}; table: {os.path.join(a.out, 'results.md')}; "
             f"took {time.monotonic() - started:.0f} s")
+        return 0
+    finally:
+        procs.stop_all()
+
+
+def verify_only(a, procs, tmp, started):
+    """Section e alone: its table printed and written to results-verify.md."""
+    try:
+        log(f"machine: {machine()}")
+        wait_quiet()
+        rows = bench_verify.run(sys.modules[__name__], procs, a.bin, tmp)
+        table = "\n".join(bench_verify.render(sys.modules[__name__], rows)) + "\n"
+        print(table, flush=True)
+        with open(os.path.join(a.out, "results-verify.md"), "w") as f:
+            f.write(table)
+        log(f"took {time.monotonic() - started:.0f} s")
         return 0
     finally:
         procs.stop_all()

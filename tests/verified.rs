@@ -191,6 +191,16 @@ fn wrong_copies_in_the_cache_are_never_served() {
     repo.mirror.assert_served(&corrupt.mirror_path(), 2);
     assert_eq!(pb.expect_lookup("GET", &short.request_path(), 307).outcome, "mirror");
     assert_eq!(pb.expect_lookup("GET", &corrupt.request_path(), 307).outcome, "mirror");
+    // Each wrong copy was looked at more than once (A's lookup asked B, then B's own pacman
+    // asked B): one log line each.
+    for f in [&short.file, &corrupt.file] {
+        assert_eq!(
+            pb.lines_with(&format!("{f}: not served")),
+            1,
+            "one log line for {f}:\n{}",
+            pb.log()
+        );
+    }
     let cache: PathBuf = b.cache.clone();
     let mut bad = bad_local(&pb);
     bad.sort();
@@ -403,4 +413,99 @@ fn a_database_pacman_rewrote_is_read_again_and_a_broken_one_is_not() {
         "core is still verified"
     );
 }
+}
+
+/// A database in a compression pacserve does not read (zstd, as `repo-add` writes with
+/// `.db.tar.zst`): one warning that names the file, and that repository goes unchecked (a
+/// cached copy of another size is served by its name, as without a database).
+#[test]
+fn a_database_in_another_compression_is_named_and_that_repo_is_unchecked() {
+    let w = World::new("zstddb");
+    let h = w.repo.host("a");
+    let tar = w.repo.dir.join("core.db.tar");
+    let zst = w.repo.dir.join("core.db.tar.zst");
+    let gz = w.repo.dir.join("core.db.tar.gz");
+    fs::write(&gz, w.repo.db()).expect("write the gzip db");
+    let ran = run_bounded(
+        std::process::Command::new("sh").args([
+            "-c",
+            "gzip -dc \"$1\" >\"$2\" && zstd -q -f -o \"$3\" \"$2\"",
+            "sh",
+            &gz.display().to_string(),
+            &tar.display().to_string(),
+            &zst.display().to_string(),
+        ]),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(ran.success(), "gzip -d | zstd: {}", ran.text());
+    h.learn(&fs::read(&zst).expect("read the zstd db"));
+    h.put(&w.pkg().file, &w.truncated());
+    let ps = h.start(&[]);
+    let db = h.dir.join("db/sync/core.db");
+    let warning = format!("{}: zstd-compressed databases are not read", db.display());
+    assert!(
+        ps.wait_log(&warning, LOG_WAIT),
+        "no warning naming the database:\n{}",
+        ps.log()
+    );
+    // Three rounds of the upkeep later (every 2 s), the unchanged file was not read again.
+    let started = ps.status_json().num("uptime_secs");
+    assert!(
+        wait_until(LOG_WAIT, || ps.status_json().num("uptime_secs")
+            >= started + 6),
+        "uptime does not advance"
+    );
+    assert_eq!(ps.lines_with(&warning), 1, "one warning:\n{}", ps.log());
+    let status = ps.status_json();
+    assert!(
+        status
+            .field("verification")
+            .field("repos")
+            .get("core")
+            .is_none(),
+        "[core] is not verified: {status:?}"
+    );
+    let got = get(ps.port(), &w.pkg().request_path());
+    assert_eq!(got.status, 200, "unchecked, names alone: {}", ps.log());
+    assert_eq!(got.body.len(), w.truncated().len());
+}
+
+/// A peer's question about a file over 8 MiB whose SHA-256 is not known yet is answered at
+/// once, with its size and without a checksum; the hash is made in the background and later
+/// answers carry it. (No database here: nothing else would hash the file.)
+#[test]
+fn a_peer_never_waits_for_the_hash_of_a_large_file() {
+    let w = World::new("bighash");
+    let h = w.repo.host("b");
+    let name = "bigfile-1.0-1-x86_64.pkg.tar.zst";
+    let bytes: Vec<u8> = (0..9 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    h.put(name, &bytes);
+    let ps = h.start(&[]);
+    let path = format!("/peer/core/x86_64/{name}");
+    let first = head(ps.port(), &path);
+    assert_eq!(first.status, 200, "{}", ps.log());
+    assert_eq!(first.content_length(), Some(bytes.len() as u64));
+    assert_eq!(
+        first.header("x-pacserve-sha256"),
+        None,
+        "the first answer waited for the hash"
+    );
+    let want = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&bytes);
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut later = None;
+    wait_until(LOG_WAIT, || {
+        later = head(ps.port(), &path)
+            .header("x-pacserve-sha256")
+            .map(str::to_string);
+        later.is_some()
+    });
+    assert_eq!(later.as_deref(), Some(want.as_str()), "{}", ps.log());
 }

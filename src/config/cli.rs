@@ -442,6 +442,15 @@ A HOSTILE LAN
   only; pacman is sent to a peer's /lan/ route, which never redirects to another peer.
   Repeated error lines: at most 5 per 10 s, then a count.
 
+VERIFIED COPIES
+  The sync databases pacman -Sy writes (DBPath/sync/REPO.db, gzip or plain tar) give every
+  package's size and SHA-256; they are read at start and again when they change. A peer's
+  copy of another size or SHA-256 is skipped (the status page's \"Peers' copies skipped\"
+  table says which peer, which file, and why); a cached file of the wrong size or SHA-256
+  is never served. Cached files are hashed once, in the background and on first request.
+  An any package may come from a peer of another architecture when its SHA-256 matches.
+  Without a database, names alone decide, as before.
+
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say
   goodbye to the multicast group, exit 0. SIGHUP: reload pacman.conf.
