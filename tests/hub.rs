@@ -10,8 +10,7 @@
 //! - L's pacman downloads P from the mirror; H pulls P and its `.sig` from L; L dies; D's
 //!   pacman gets P from H and the mirror never served P to D (both pacmans).
 //! - A hub whose pacman.conf says aarch64 collects, with `--hub-arch x86_64`, L's x86_64
-//!   packages (not its armv7h one) and D's pacman gets one from it (pacman 6 only: the hub's
-//!   side does not depend on the client, and two pacmans double the time).
+//!   packages (not its armv7h one) and D's pacman gets one from it.
 //! - Retention: `--hub-keep 2` of 1.0-1, 1.0-2 and 2:0.9-1 keeps the two newest by pacman's
 //!   version order; a byte budget evicts older versions first, then the least recently
 //!   served.
@@ -21,6 +20,9 @@
 //!   never stored, and that peer is not asked for that file again.
 //! - A full filesystem (a small tmpfs as DIR) stops pulls, leaves nothing partial, and says
 //!   why on the status page.
+//!
+//! Tests with a pacman client run with both pacmans; those without run once (they start
+//! no pacman: the hub and its peers alone).
 
 mod common;
 
@@ -572,57 +574,55 @@ fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
 }
 }
 
+both_pacmans! {
 /// A hub whose pacman.conf says aarch64 and that collects x86_64 (`--hub-arch`) holds L's
 /// x86_64 package but not its armv7h one, and D's pacman (x86_64) gets it from the hub.
-/// pacman 6 only: the hub's side does not depend on the client.
-#[test]
 fn a_hub_of_another_architecture_collects_and_serves_the_ones_it_is_told() {
-    Pacman::Debian6.run_test(|| {
-        let lan = Lan::new("arch", 42, &[("hubx", PAYLOAD)]);
-        let x = lan.repo.pkg("hubx");
-        let (l, d, h) = (lan.host("l", L), lan.host("d", D), lan.host("h", H));
-        write_server_conf_for(
-            &h.host.dir,
-            "aarch64",
-            &[&h.host.cache],
-            &[("core", &[lan.repo.server()])],
-        );
-        l.host.hold(x);
-        let (arm, arm_bytes) = named("armonly", "1.0-1", "armv7h", 5000);
-        l.host.put(&arm, &arm_bytes);
-        let ps_l = l.start(&[]);
-        let ps_h = h.hub(&["--hub-arch", "x86_64", "--pacserver", &l.authority()]);
-        wait_held(&ps_h, &h.hub_dir(), &[x.file.as_str()]);
-        // Three more polls of L: the armv7h package is still not pulled.
-        let polls = |ps: &Pacserve| ps.requests().iter().filter(|r| r.path == "/info").count();
-        let before = polls(&ps_l);
-        assert!(
-            wait_until(PULL_LIMIT, || polls(&ps_l) >= before + 3),
-            "{}",
-            ps_l.log()
-        );
-        assert_eq!(held(&h.hub_dir()), [x.file.as_str()]);
-        assert_eq!(
-            hub_status(&ps_h).field("archs").as_array().map(|a| a.len()),
-            Some(1)
-        );
+    let lan = Lan::new("arch", 42, &[("hubx", PAYLOAD)]);
+    let x = lan.repo.pkg("hubx");
+    let (l, d, h) = (lan.host("l", L), lan.host("d", D), lan.host("h", H));
+    write_server_conf_for(
+        &h.host.dir,
+        "aarch64",
+        &[&h.host.cache],
+        &[("core", &[lan.repo.server()])],
+    );
+    l.host.hold(x);
+    let (arm, arm_bytes) = named("armonly", "1.0-1", "armv7h", 5000);
+    l.host.put(&arm, &arm_bytes);
+    let ps_l = l.start(&[]);
+    let ps_h = h.hub(&["--hub-arch", "x86_64", "--pacserver", &l.authority()]);
+    wait_held(&ps_h, &h.hub_dir(), &[x.file.as_str()]);
+    // Three more polls of L: the armv7h package is still not pulled.
+    let polls = |ps: &Pacserve| ps.requests().iter().filter(|r| r.path == "/info").count();
+    let before = polls(&ps_l);
+    assert!(
+        wait_until(PULL_LIMIT, || polls(&ps_l) >= before + 3),
+        "{}",
+        ps_l.log()
+    );
+    assert_eq!(held(&h.hub_dir()), [x.file.as_str()]);
+    assert_eq!(
+        hub_status(&ps_h).field("archs").as_array().map(|a| a.len()),
+        Some(1)
+    );
 
-        ps_l.kill();
-        let ps_d = d.start(&["--pacserver", &h.authority()]);
-        let client = d.client();
-        let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
-        client.sync().assert_ok("-Sy on D", &dump());
-        client.fetch(x, dump);
-        assert_eq!(
-            ps_d.expect_lookup("GET", &x.request_path(), 307).outcome,
-            "peer",
-            "{}",
-            dump()
-        );
-        ps_h.wait_request(|r| r.path == x.lan_path() && r.status == 200)
-            .unwrap_or_else(|| panic!("H did not serve X\n{}", dump()));
-        lan.mirror().assert_served(&x.mirror_path(), 0);
-    });
+    ps_l.kill();
+    let ps_d = d.start(&["--pacserver", &h.authority()]);
+    let client = d.client();
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(x, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &x.request_path(), 307).outcome,
+        "peer",
+        "{}",
+        dump()
+    );
+    ps_h.wait_request(|r| r.path == x.lan_path() && r.status == 200)
+        .unwrap_or_else(|| panic!("H did not serve X\n{}", dump()));
+    lan.mirror().assert_served(&x.mirror_path(), 0);
+}
 }
 
 /// `--hub-keep 2`: of 1.0-1, 1.0-2 and 2:0.9-1 the hub ends with the two newest by pacman's
@@ -701,74 +701,73 @@ fn over_budget_older_versions_go_first_then_the_least_recently_served() {
     });
 }
 
+both_pacmans! {
 /// A pull caught in the middle: the temporary is never served (D's pacman goes to the
 /// mirror meanwhile), the hub is killed and restarted, the pull resumes with a Range, and
 /// the stored file is byte-identical.
-#[test]
 fn an_interrupted_pull_resumes_with_a_range_and_is_never_served_half() {
-    Pacman::Debian6.run_test(|| {
-        let lan = Lan::new("resume", 45, &[("hubbig", 2 * 1024 * 1024)]);
-        let big = lan.repo.pkg("hubbig");
-        let (d, h) = (lan.host("d", D), lan.host("h", H));
-        let f_ns = lan.net.add_host("f", F);
-        let release = Arc::new(AtomicBool::new(false));
-        let held_at = 512 * 1024;
-        let fake = FakePeer::start(
-            &f_ns,
-            &lan.net.addr(F),
-            vec![Offered::honest(&big.file, big.bytes.clone()).held_after(held_at, &release)],
-        );
-        let ps_h = h.hub(&["--pacserver", &fake.authority()]);
-        let part = || partials(&h.hub_dir());
-        assert!(
-            wait_until(PULL_LIMIT, || part()
-                == [(big.file.clone(), held_at as u64)]),
-            "{:?}\n{}",
-            part(),
-            ps_h.log()
-        );
-        // Meanwhile: not listed, not offered to a peer, and D's pacman goes to the mirror.
-        assert!(!ps_h.get("/info").text().contains(&big.file));
-        let ps_d = d.start(&["--pacserver", &h.authority()]);
-        let client = d.client();
-        let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
-        client.sync().assert_ok("-Sy on D", &dump());
-        client.fetch(big, dump);
-        assert_eq!(
-            ps_d.expect_lookup("GET", &big.request_path(), 307).outcome,
-            "mirror"
-        );
-        ps_h.wait_request(|r| r.path == big.peer_path() && r.status == 404)
-            .unwrap_or_else(|| panic!("H was not asked, or answered\n{}", dump()));
-        let pulling = hub_status(&ps_h).field("pulling").clone();
-        assert_eq!(pulling.as_array().map(|p| p.len()), Some(1), "{pulling:?}");
+    let lan = Lan::new("resume", 45, &[("hubbig", 2 * 1024 * 1024)]);
+    let big = lan.repo.pkg("hubbig");
+    let (d, h) = (lan.host("d", D), lan.host("h", H));
+    let f_ns = lan.net.add_host("f", F);
+    let release = Arc::new(AtomicBool::new(false));
+    let held_at = 512 * 1024;
+    let fake = FakePeer::start(
+        &f_ns,
+        &lan.net.addr(F),
+        vec![Offered::honest(&big.file, big.bytes.clone()).held_after(held_at, &release)],
+    );
+    let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+    let part = || partials(&h.hub_dir());
+    assert!(
+        wait_until(PULL_LIMIT, || part()
+            == [(big.file.clone(), held_at as u64)]),
+        "{:?}\n{}",
+        part(),
+        ps_h.log()
+    );
+    // Meanwhile: not listed, not offered to a peer, and D's pacman goes to the mirror.
+    assert!(!ps_h.get("/info").text().contains(&big.file));
+    let ps_d = d.start(&["--pacserver", &h.authority()]);
+    let client = d.client();
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(big, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &big.request_path(), 307).outcome,
+        "mirror"
+    );
+    ps_h.wait_request(|r| r.path == big.peer_path() && r.status == 404)
+        .unwrap_or_else(|| panic!("H was not asked, or answered\n{}", dump()));
+    let pulling = hub_status(&ps_h).field("pulling").clone();
+    assert_eq!(pulling.as_array().map(|p| p.len()), Some(1), "{pulling:?}");
 
-        // Killed in the middle; restarted, it asks for the rest only.
-        ps_h.kill();
-        drop(ps_h);
-        assert_eq!(part(), [(big.file.clone(), held_at as u64)]);
-        assert!(held(&h.hub_dir()).is_empty());
-        release.store(true, Ordering::SeqCst);
-        let ps_h = h.hub(&["--pacserver", &fake.authority()]);
-        wait_held(&ps_h, &h.hub_dir(), &[&big.file]);
-        assert_same_bytes(
-            &fs::read(h.hub_dir().join(&big.file)).unwrap(),
-            &big.bytes,
-            "the resumed pull",
-        );
-        let ranges: Vec<Option<String>> = fake
-            .pulls_of(&big.file)
-            .into_iter()
-            .map(|a| a.range)
-            .collect();
-        assert_eq!(
-            ranges,
-            [None, Some(format!("bytes={held_at}-"))],
-            "{}",
-            ps_h.log()
-        );
-        assert!(part().is_empty());
-    });
+    // Killed in the middle; restarted, it asks for the rest only.
+    ps_h.kill();
+    drop(ps_h);
+    assert_eq!(part(), [(big.file.clone(), held_at as u64)]);
+    assert!(held(&h.hub_dir()).is_empty());
+    release.store(true, Ordering::SeqCst);
+    let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+    wait_held(&ps_h, &h.hub_dir(), &[&big.file]);
+    assert_same_bytes(
+        &fs::read(h.hub_dir().join(&big.file)).unwrap(),
+        &big.bytes,
+        "the resumed pull",
+    );
+    let ranges: Vec<Option<String>> = fake
+        .pulls_of(&big.file)
+        .into_iter()
+        .map(|a| a.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        [None, Some(format!("bytes={held_at}-"))],
+        "{}",
+        ps_h.log()
+    );
+    assert!(part().is_empty());
+}
 }
 
 /// Copies that are not the file: a peer that sends fewer bytes than it listed, one whose
