@@ -316,6 +316,9 @@ Options:
   --multicast-interval SECS   re-announce period (default 60)
   --multicast-filter i:RE|x:RE
                               include/exclude discovered peers (repeatable)
+  --hub DIR                   collect the LAN's packages into DIR and serve them (see HUB
+                              in --more-help for --hub-interval, -arch, -pulls, -rate,
+                              -keep, -max-size, -min-free)
   -v, --verbose               also log lookup detail
   -q, --quiet                 log only errors
   -h, --help                  this text
@@ -450,6 +453,31 @@ VERIFIED COPIES
   is never served. Cached files are hashed once, in the background and on first request.
   An any package may come from a peer of another architecture when its SHA-256 matches.
   Without a database, names alone decide, as before.
+
+HUB
+  --hub DIR makes this pacserve the LAN's hub: an always-on host that collects what its
+  peers downloaded and keeps it when they are gone. DIR is its own (created if missing;
+  never pacman's CacheDir, never touched by pacman or paccache), and its files are served
+  like cache files, for any repository and architecture whatever this pacman.conf says.
+  Every --hub-interval SECS (default 60) it asks each peer's /info (an unchanged list costs
+  a 304) and pulls the files it lacks: first those a peer asked it for and it lacked, then
+  the newest versions of the architectures of --hub-arch ARCH (repeatable; default every
+  one seen; any always), each package with its .sig when the peer has one.
+  A pull goes into DIR/.partial (never served), --hub-pulls N at a time (default 2, at
+  most 8) at most --hub-rate BYTES a second over all (e.g. 2M; default unlimited), is
+  resumed with a Range after an interruption or restart, is checked against the peer's
+  Content-Length and SHA-256 and this host's sync database when it knows the file, then
+  synced and renamed into place. A peer that sent a wrong copy is not asked for that file
+  for an hour. A full disk stops the pulls (the partial one is removed, what is stored
+  stays) and the status page says why.
+  Retention: --hub-keep N versions of each package name and architecture (default 2, by
+  pacman's version order); --hub-max-size SIZE (e.g. 200G; K, M, G, T are powers of 1024):
+  over it, older versions go first, then the least recently served; --hub-min-free PERCENT
+  of the filesystem is left free (default 5). A file being sent is never removed, nor a
+  package without its .sig or the reverse. DIR is the whole state: at start, temporaries
+  older than a day are removed and younger ones resumed. The status page, /status.json
+  (\"hub\") and /metrics (pacserve_hub_*) show what it holds, the budget, pulls under way,
+  recent pulls and evictions, and failures by peer.
 
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say
