@@ -391,7 +391,8 @@ pub const HUB_MAX_MISSED: usize = 256;
 pub const HUB_MISSED_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// After a miss, the next poll comes this much later (the asking host is downloading the
-/// file from a mirror meanwhile), not a whole interval.
+/// file from a mirror meanwhile), not a whole interval; and again so while files missed
+/// are still to be pulled (at most [`HUB_MISSED_TTL`]).
 pub const HUB_MISS_DELAY: Duration = Duration::from_secs(3);
 
 /// A peer that served a wrong copy of a file is not asked for that file again for this long.

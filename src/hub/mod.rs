@@ -179,11 +179,18 @@ impl Hub {
         }
     }
 
-    /// The hub, forever: a round now, then one every interval or soon after a miss.
+    /// The hub, forever: a round now, then one every interval; soon after a miss, and
+    /// while files missed are still to be pulled, one every [`HUB_MISS_DELAY`] (their
+    /// askers are downloading them meanwhile; an unchanged listing costs a 304).
     pub async fn run(self: Arc<Self>, peers: Arc<Mutex<PeerTable>>, verify: Arc<Verifier>) {
         loop {
             self.clone().round(&peers, &verify).await;
-            let next = Instant::now() + self.args.interval;
+            let waiting = !crate::lock(&self.state).missed.is_empty();
+            let wait = match waiting {
+                true => HUB_MISS_DELAY.min(self.args.interval),
+                false => self.args.interval,
+            };
+            let next = Instant::now() + wait;
             if rt::until(next, self.wake.1.recv()).await.is_some() {
                 async_io::Timer::after(HUB_MISS_DELAY).await;
                 while self.wake.1.try_recv().is_ok() {}
