@@ -9,6 +9,7 @@
 //!
 //! - L's pacman downloads P from the mirror; H pulls P and its `.sig` from L; L dies; D's
 //!   pacman gets P from H and the mirror never served P to D (both pacmans).
+//! - A file a peer asked the hub for and it lacked is pulled as soon as a peer holds it.
 //! - A hub whose pacman.conf says aarch64 collects, with `--hub-arch x86_64`, L's x86_64
 //!   packages (not its armv7h one) and D's pacman gets one from it.
 //! - Retention: `--hub-keep 2` of 1.0-1, 1.0-2 and 2:0.9-1 keeps the two newest by pacman's
@@ -140,9 +141,14 @@ impl LanHost {
     }
 
     fn hub_launch(&self, extra: &[&str]) -> Launch {
+        self.hub_every(INTERVAL, extra)
+    }
+
+    /// pacserve as a hub polling every `interval` seconds.
+    fn hub_every(&self, interval: &str, extra: &[&str]) -> Launch {
         let dir = self.hub_dir();
         let dir = dir.to_str().unwrap();
-        self.launch(&["--hub", dir, "--hub-interval", INTERVAL])
+        self.launch(&["--hub", dir, "--hub-interval", interval])
             .args(extra)
     }
 }
@@ -571,6 +577,46 @@ fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
         .count(|r| r.path == p.mirror_path() && r.from.to_string() == d.ip);
     assert_eq!(to_d, 0, "the mirror served P to D\n{}", dump());
     lan.mirror().assert_served(&p.mirror_path(), 1);
+}
+}
+
+both_pacmans! {
+/// A file a peer asked the hub for and the hub lacked is pulled as soon as a peer holds it,
+/// not an interval later: D's pacserve asks the hub for P (a miss), D's pacman gets P from
+/// the mirror, and the hub, polling only hourly, pulls P from D within seconds.
+fn a_file_asked_for_and_missed_is_pulled_as_soon_as_a_peer_holds_it() {
+    let lan = Lan::new("miss", 48, &[("hubm", PAYLOAD)]);
+    let p = lan.repo.pkg("hubm");
+    let (d, h) = (lan.host("d", D), lan.host("h", H));
+    let client = d.client();
+    let d_conf = write_server_conf(
+        &d.host.dir,
+        &[client.cache_dir()],
+        &[("core", &[lan.repo.server()])],
+    );
+    let ps_d = Pacserve::builder(&d_conf)
+        .name("desktop")
+        .in_netns(&d.ns)
+        .address("0.0.0.0")
+        .port(PORT)
+        .args(&["--pacserver", &h.authority()])
+        .start();
+    let ps_h = h
+        .hub_every("3600", &["--pacserver", &d.authority()])
+        .start();
+    // The hub's first round, at start, found D empty.
+    assert!(ps_d.wait_request(|r| r.path == "/info").is_some(), "{}", ps_d.log());
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(p, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &p.request_path(), 307).outcome,
+        "mirror"
+    );
+    ps_h.wait_request(|r| r.path == p.peer_path() && r.status == 404)
+        .unwrap_or_else(|| panic!("D did not ask the hub\n{}", dump()));
+    wait_held(&ps_h, &h.hub_dir(), &[&p.file]);
+    assert_same_bytes(&fs::read(h.hub_dir().join(&p.file)).unwrap(), &p.bytes, "P on H");
 }
 }
 
