@@ -6,13 +6,13 @@
 //! Every read and write on the socket has a stall limit, heads are bounded like the server's,
 //! a listing's size is bounded, and a pull never takes more bytes than it was promised.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{Parsed, parse_response};
 use crate::limits::{
-    HUB_CONNECT_TIMEOUT, HUB_MAX_LISTING_BYTES, HUB_PULL_CHUNK, HUB_STALL_TIMEOUT, MAX_HEAD_BYTES,
+    HUB_CONNECT_TIMEOUT, HUB_MAX_LISTING_BYTES, HUB_PULL_BUFFERS, HUB_PULL_CHUNK,
+    HUB_STALL_TIMEOUT, MAX_HEAD_BYTES,
 };
 use crate::peers::lookup::Want;
 
@@ -269,11 +270,7 @@ pub fn pull(job: &Job<'_>, limiter: &Limiter) -> Result<[u8; 32], Failure> {
     if job.want.and_then(|w| w.sha256).is_some_and(|w| w != sha) {
         return wrong("sha256");
     }
-    let local = |e: io::Error| match e.raw_os_error() {
-        Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() => Failure::Full(e),
-        Some(c) if c == rustix::io::Errno::DQUOT.raw_os_error() => Failure::Full(e),
-        _ => Failure::Local(e),
-    };
+    let local = local_error;
     let out = OpenOptions::new()
         .create(true)
         .write(true)
@@ -281,48 +278,38 @@ pub fn pull(job: &Job<'_>, limiter: &Limiter) -> Result<[u8; 32], Failure> {
         .truncate(start == 0)
         .open(job.temp)
         .map_err(local)?;
-    let mut hasher = Sha256::new();
-    let mut chunk = vec![0u8; HUB_PULL_CHUNK];
-    let mut offset = 0;
-    while offset < start {
-        let n = out.read_at(&mut chunk, offset).map_err(local)?;
-        if n == 0 {
-            return Err(Failure::Peer("the partial copy shrank".into()));
-        }
-        let n = n.min((start - offset) as usize);
-        hasher.update(&chunk[..n]);
-        offset += n as u64;
-    }
-    out.set_len(start).map_err(local)?;
-    let mut done = start;
     let body = std::mem::take(&mut x.body);
-    let mut from_head = &body[..body.len().min((job.size - start) as usize)];
-    while done < job.size {
-        let bytes: &[u8] = match from_head.is_empty() {
-            false => std::mem::take(&mut from_head),
-            true => {
-                let want = chunk.len().min((job.size - done) as usize);
-                match x.stream.read(&mut chunk[..want]) {
-                    Ok(0) => {
-                        return Err(Failure::Peer(format!(
-                            "closed after {done} of {} bytes",
-                            job.size
-                        )));
-                    }
-                    Ok(n) => &chunk[..n],
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Failure::Peer(e.to_string())),
-                }
+    let head = &body[..body.len().min((job.size - start) as usize)];
+    let got = std::thread::scope(|scope| {
+        // Hashing runs beside the copy, not after it.
+        let (to_hash, hashing) = mpsc::sync_channel::<Vec<u8>>(HUB_PULL_BUFFERS);
+        let (to_fill, free) = mpsc::sync_channel::<Vec<u8>>(HUB_PULL_BUFFERS);
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for buf in hashing {
+                hasher.update(&buf);
+                // The copy may have ended (on an error): a buffer not taken back is dropped.
+                let _ = to_fill.try_send(buf);
             }
-        };
-        out.write_all_at(bytes, done).map_err(local)?;
-        hasher.update(bytes);
-        done += bytes.len() as u64;
-        job.progress.store(done, Ordering::Relaxed);
-        limiter.take(bytes.len());
-    }
+            <[u8; 32]>::from(hasher.finalize())
+        });
+        let copied = copy(
+            job,
+            limiter,
+            &mut x.stream,
+            &out,
+            start,
+            head,
+            &to_hash,
+            &free,
+        );
+        drop(to_hash);
+        let hash = hasher.join();
+        copied?;
+        hash.map_err(|_| Failure::Local(io::Error::other("the hashing thread failed")))
+    })?;
     out.sync_all().map_err(local)?;
-    if <[u8; 32]>::from(hasher.finalize()) != sha {
+    if got != sha {
         if start > 0 {
             // The bytes kept from before may be another copy's: start over, blame no one.
             let _ = std::fs::remove_file(job.temp);
@@ -333,6 +320,95 @@ pub fn pull(job: &Job<'_>, limiter: &Limiter) -> Result<[u8; 32], Failure> {
         return wrong("sha256");
     }
     Ok(sha)
+}
+
+/// A failure to write here: a full disk (or quota) apart.
+fn local_error(e: io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() => Failure::Full(e),
+        Some(c) if c == rustix::io::Errno::DQUOT.raw_os_error() => Failure::Full(e),
+        _ => Failure::Local(e),
+    }
+}
+
+/// The bytes of the partial copy before `start`, then `head` and the rest of the body from
+/// `stream`, written to `out` from `start` on; every byte goes to `to_hash` in order (in
+/// buffers taken from `free`, or new ones while the hasher still holds them all).
+#[allow(clippy::too_many_arguments)]
+fn copy(
+    job: &Job<'_>,
+    limiter: &Limiter,
+    stream: &mut TcpStream,
+    out: &File,
+    start: u64,
+    mut head: &[u8],
+    to_hash: &mpsc::SyncSender<Vec<u8>>,
+    free: &mpsc::Receiver<Vec<u8>>,
+) -> Result<(), Failure> {
+    let mut made = 0;
+    let mut buffer = || match free.try_recv() {
+        Ok(b) => Ok(b),
+        Err(_) if made < HUB_PULL_BUFFERS => {
+            made += 1;
+            Ok(vec![0u8; HUB_PULL_CHUNK])
+        }
+        Err(_) => free
+            .recv()
+            .map_err(|_| Failure::Local(io::Error::other("the hashing thread stopped"))),
+    };
+    let hash = |buf: Vec<u8>| {
+        to_hash
+            .send(buf)
+            .map_err(|_| Failure::Local(io::Error::other("the hashing thread stopped")))
+    };
+    let mut offset = 0;
+    while offset < start {
+        let mut buf = buffer()?;
+        buf.resize(HUB_PULL_CHUNK, 0);
+        let want = buf.len().min((start - offset) as usize);
+        let n = out.read_at(&mut buf[..want], offset).map_err(local_error)?;
+        if n == 0 {
+            return Err(Failure::Peer("the partial copy shrank".into()));
+        }
+        buf.truncate(n);
+        offset += n as u64;
+        hash(buf)?;
+    }
+    out.set_len(start).map_err(local_error)?;
+    let mut done = start;
+    while done < job.size {
+        let mut buf = buffer()?;
+        buf.resize(HUB_PULL_CHUNK, 0);
+        let n = match head.is_empty() {
+            false => {
+                let n = head.len().min(buf.len());
+                buf[..n].copy_from_slice(&head[..n]);
+                head = &head[n..];
+                n
+            }
+            true => {
+                let want = buf.len().min((job.size - done) as usize);
+                match stream.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        return Err(Failure::Peer(format!(
+                            "closed after {done} of {} bytes",
+                            job.size
+                        )));
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Failure::Peer(e.to_string())),
+                }
+            }
+        };
+        buf.truncate(n);
+        out.write_all_at(&buf, done).map_err(local_error)?;
+        done += n as u64;
+        job.progress.store(done, Ordering::Relaxed);
+        hash(buf)?;
+        limiter.take(n);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
