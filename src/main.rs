@@ -136,7 +136,13 @@ fn run(args: Args) -> Result<(), StartError> {
     rt::block_on(rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let upkeep = rt::spawn(service.clone().upkeep());
-        let hub = hub.map(|h| rt::spawn(h.run(table.clone(), service.verifier().clone())));
+        if let Some(h) = hub {
+            let (table, verify) = (table.clone(), service.verifier().clone());
+            // Pulls under way stop with the process; their temporaries are resumed next start.
+            let _ = std::thread::Builder::new()
+                .name("hub".into())
+                .spawn(move || h.run(table, verify));
+        }
         let server = rt::spawn(serve(
             listener,
             service.clone(),
@@ -178,8 +184,6 @@ fn run(args: Args) -> Result<(), StartError> {
         }
         drop(reload_tx);
         drop(upkeep);
-        // Pulls under way stop with the process; their temporaries are resumed next start.
-        drop(hub);
         // A reload stuck on a slow filesystem must not hold up the exit.
         drop(reloader);
     });

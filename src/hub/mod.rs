@@ -11,6 +11,7 @@
 //! the I/O shell around those: the loop, and what it remembers between rounds.
 
 pub mod options;
+pub mod order;
 pub mod package;
 pub mod plan;
 pub mod pull;
@@ -18,9 +19,9 @@ pub mod retention;
 pub mod status;
 pub mod store;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::app::local::Lookup;
@@ -31,7 +32,7 @@ use crate::limits::{
     HUB_MISSED_TTL, HUB_RECENT, HUB_WRONG_COPY_BACKOFF,
 };
 use crate::peers::table::{PeerAddr, PeerTable};
-use crate::sys::{budget, rt};
+use crate::sys::budget;
 use options::HubArgs;
 use plan::{Offer, Pull, Wants};
 use pull::{Failure, Job, Limiter};
@@ -44,7 +45,7 @@ pub struct Hub {
     limiter: Limiter,
     state: Mutex<State>,
     /// A peer asked for a file the hub lacks: poll soon.
-    wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+    wake: (Mutex<bool>, Condvar),
 }
 
 /// What the hub remembers between rounds (the directory aside).
@@ -65,7 +66,7 @@ struct State {
     /// Files evicted for room.
     forgotten: VecDeque<String>,
     /// By peer (`host:port`): its listing's validator, and the files in it the hub lacked.
-    listings: HashMap<String, Listing>,
+    listings: Listings,
     pulled_files: u64,
     pulled_bytes: u64,
     evicted_files: u64,
@@ -77,6 +78,29 @@ struct State {
 struct Listing {
     etag: Option<String>,
     offers: Vec<(Box<str>, u64)>,
+}
+
+/// The listings by peer: a few, so a list.
+#[derive(Default)]
+struct Listings(Vec<(String, Listing)>);
+
+impl Listings {
+    fn get(&self, peer: &str) -> Option<&Listing> {
+        self.0.iter().find(|(p, _)| p == peer).map(|(_, l)| l)
+    }
+
+    fn get_mut(&mut self, peer: &str) -> Option<&mut Listing> {
+        self.0.iter_mut().find(|(p, _)| p == peer).map(|(_, l)| l)
+    }
+
+    fn insert(&mut self, peer: String, listing: Listing) {
+        self.remove(&peer);
+        self.0.push((peer, listing));
+    }
+
+    fn remove(&mut self, peer: &str) {
+        self.0.retain(|(p, _)| p != peer);
+    }
 }
 
 /// One round's work, shared by its pull workers.
@@ -112,7 +136,7 @@ impl Hub {
             args,
             store,
             state: Mutex::default(),
-            wake: smol::channel::bounded(1),
+            wake: (Mutex::new(false), Condvar::new()),
         })
     }
 
@@ -140,7 +164,8 @@ impl Hub {
             (file.to_string(), Instant::now()),
         );
         drop(st);
-        let _ = self.wake.0.try_send(());
+        *crate::lock(&self.wake.0) = true;
+        self.wake.1.notify_one();
     }
 
     /// The status page's view.
@@ -182,47 +207,52 @@ impl Hub {
     /// The hub, forever: a round now, then one every interval; soon after a miss, and
     /// while files missed are still to be pulled, one every [`HUB_MISS_DELAY`] (their
     /// askers are downloading them meanwhile; an unchanged listing costs a 304).
-    pub async fn run(self: Arc<Self>, peers: Arc<Mutex<PeerTable>>, verify: Arc<Verifier>) {
+    /// Blocking: it runs on a thread of its own, so that its disk and socket work never
+    /// waits for the executor, nor the executor for it.
+    pub fn run(self: Arc<Self>, peers: Arc<Mutex<PeerTable>>, verify: Arc<Verifier>) {
         loop {
-            self.clone().round(&peers, &verify).await;
+            self.round(&peers, &verify);
             let waiting = !crate::lock(&self.state).missed.is_empty();
             let wait = match waiting {
                 true => HUB_MISS_DELAY.min(self.args.interval),
                 false => self.args.interval,
             };
-            let next = Instant::now() + wait;
-            if rt::until(next, self.wake.1.recv()).await.is_some() {
-                async_io::Timer::after(HUB_MISS_DELAY).await;
-                while self.wake.1.try_recv().is_ok() {}
+            let (woken, bell) = &self.wake;
+            let rung = *bell
+                .wait_timeout_while(crate::lock(woken), wait, |rung| !*rung)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if rung {
+                std::thread::sleep(HUB_MISS_DELAY);
+                *crate::lock(woken) = false;
             }
         }
     }
 
-    async fn round(self: Arc<Self>, table: &Mutex<PeerTable>, verify: &Arc<Verifier>) {
+    fn round(&self, table: &Mutex<PeerTable>, verify: &Verifier) {
         let peers = crate::lock(table).askable(Instant::now());
-        let hub = self.clone();
-        let held = smol::unblock(move || hub.store.scan()).await;
-        let round = Arc::new(Round {
+        let held = self.store.scan();
+        let round = Round {
             peers,
             held: Mutex::new(held),
             queue: Mutex::default(),
             stop: Mutex::default(),
-        });
+        };
         self.recount(&round);
-        self.evict(&round, 0).await;
+        self.evict(&round, 0);
         crate::lock(&self.state)
             .listings
-            .retain(|k, _| round.peers.iter().any(|p| p.authority() == *k));
+            .0
+            .retain(|(k, _)| round.peers.iter().any(|p| p.authority() == *k));
         for peer in &round.peers {
-            self.poll(peer, &round).await;
+            self.poll(peer, &round);
         }
         *crate::lock(&round.queue) = self.plan(&round).into();
-        let workers: Vec<_> = (0..self.args.pulls)
-            .map(|_| rt::spawn(self.clone().worker(round.clone(), verify.clone())))
-            .collect();
-        for w in workers {
-            w.await;
-        }
+        std::thread::scope(|scope| {
+            for _ in 0..self.args.pulls {
+                scope.spawn(|| self.worker(&round, verify));
+            }
+        });
         crate::lock(&self.state).stopped = crate::lock(&round.stop).take();
     }
 
@@ -235,7 +265,7 @@ impl Hub {
     }
 
     /// Remove what retention says goes, `incoming` bytes to come.
-    async fn evict(self: &Arc<Self>, round: &Arc<Round>, incoming: u64) {
+    fn evict(&self, round: &Round, incoming: u64) {
         let gone: Vec<(Vec<String>, u64, retention::Why)> = {
             let held = crate::lock(&round.held);
             let files: Vec<retention::Held<'_>> = held
@@ -261,22 +291,17 @@ impl Hub {
         if gone.is_empty() {
             return;
         }
-        let hub = self.clone();
-        let removed = smol::unblock(move || {
-            gone.into_iter()
-                .filter(|(files, _, _)| {
-                    let names: Vec<&str> = files.iter().map(String::as_str).collect();
-                    match hub.store.evict(&names) {
-                        Ok(done) => done,
-                        Err(e) => {
-                            crate::error!("hub: cannot evict {}: {e}", names.join(", "));
-                            false
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
+        let removed = gone.into_iter().filter(|(files, _, _)| {
+            let names: Vec<&str> = files.iter().map(String::as_str).collect();
+            match self.store.evict(&names) {
+                Ok(done) => done,
+                Err(e) => {
+                    crate::error!("hub: cannot evict {}: {e}", names.join(", "));
+                    false
+                }
+            }
+        });
+        let removed: Vec<_> = removed.collect();
         let mut held = crate::lock(&round.held);
         let mut st = crate::lock(&self.state);
         for (files, bytes, why) in removed {
@@ -307,7 +332,7 @@ impl Hub {
 
     /// Ask `peer` for its listing (a 304 when it has not changed) and keep what in it the
     /// hub lacks; a peer that does not answer has nothing to offer this round.
-    async fn poll(self: &Arc<Self>, peer: &PeerAddr, round: &Round) {
+    fn poll(&self, peer: &PeerAddr, round: &Round) {
         let key = peer.authority();
         let etag = crate::lock(&self.state)
             .listings
@@ -316,8 +341,7 @@ impl Hub {
         let Some(permit) = budget::try_outgoing() else {
             return;
         };
-        let (host, port) = (peer.host.clone(), peer.port);
-        let got = smol::unblock(move || pull::listing(&host, port, etag.as_deref())).await;
+        let got = pull::listing(&peer.host, peer.port, etag.as_deref());
         drop(permit);
         let held = crate::lock(&round.held);
         let lacks = |f: &str| held.binary_search_by(|h| h.file.as_str().cmp(f)).is_err();
@@ -374,13 +398,14 @@ impl Hub {
             .collect();
         let held_names: Vec<&str> = held.iter().map(|h| h.file.as_str()).collect();
         let missed: Vec<&str> = st.missed.iter().map(|(f, _)| f.as_str()).collect();
-        let pulling: HashSet<&str> = st.pulling.iter().map(|p| p.0.as_str()).collect();
-        let avoid: HashSet<(&str, &str)> = st
+        let pulling: Vec<&str> = st.pulling.iter().map(|p| p.0.as_str()).collect();
+        let avoid: Vec<(&str, &str)> = st
             .avoid
             .iter()
             .map(|(p, f, _)| (p.as_str(), f.as_str()))
             .collect();
-        let forgotten: HashSet<&str> = st.forgotten.iter().map(String::as_str).collect();
+        let mut forgotten: Vec<&str> = st.forgotten.iter().map(String::as_str).collect();
+        order::sort_by(&mut forgotten, |a, b| a.cmp(b));
         let authorities: Vec<String> = round.peers.iter().map(PeerAddr::authority).collect();
         let wants = Wants {
             held: &held_names,
@@ -392,13 +417,13 @@ impl Hub {
         plan::plan(
             &wants,
             |peer, file| {
-                pulling.contains(file) || avoid.contains(&(authorities[peer].as_str(), file))
+                pulling.contains(&file) || avoid.contains(&(authorities[peer].as_str(), file))
             },
-            |file| forgotten.contains(file),
+            |file| forgotten.binary_search(&file).is_ok(),
         )
     }
 
-    async fn worker(self: Arc<Self>, round: Arc<Round>, verify: Arc<Verifier>) {
+    fn worker(&self, round: &Round, verify: &Verifier) {
         loop {
             if crate::lock(&round.stop).is_some() {
                 return;
@@ -406,7 +431,7 @@ impl Hub {
             let Some(p) = crate::lock(&round.queue).pop_front() else {
                 return;
             };
-            self.pull(&round, p, &verify).await;
+            self.pull(round, p, verify);
         }
     }
 
@@ -418,13 +443,13 @@ impl Hub {
     }
 
     /// One pull: make room, check the free space, pull the file (and its `.sig`), store it.
-    async fn pull(self: &Arc<Self>, round: &Arc<Round>, p: Pull, verify: &Verifier) {
+    fn pull(&self, round: &Round, p: Pull, verify: &Verifier) {
         let peer = round.peers[p.peer].clone();
         let auth = peer.authority();
         let have = self.store.partial_len(&p.file);
         let need = p.size.saturating_sub(have) + p.sig.unwrap_or(0);
         if let Some(max) = self.args.max_size {
-            self.evict(round, need).await;
+            self.evict(round, need);
             let held: u64 = crate::lock(&round.held).iter().map(|h| h.size).sum();
             if held + need > max {
                 crate::verbose!("hub: {} does not fit in --hub-max-size now", p.file);
@@ -461,15 +486,13 @@ impl Hub {
             p.size,
             progress.clone(),
         ));
-        let mut got = self
-            .fetch(&peer, &p.file, p.size, want(&p.file), progress)
-            .await;
+        let mut got = self.fetch(&peer, &p.file, p.size, want(&p.file), &progress);
         let mut files = vec![p.file.clone()];
         let mut bytes = p.size;
         if let (Ok(_), Some(sig_size)) = (&got, p.sig) {
             let sig = format!("{}.sig", p.file);
             let progress = Arc::new(AtomicU64::new(0));
-            match self.fetch(&peer, &sig, sig_size, None, progress).await {
+            match self.fetch(&peer, &sig, sig_size, None, &progress) {
                 Ok(_) => {
                     files.insert(0, sig);
                     bytes += sig_size;
@@ -478,14 +501,8 @@ impl Hub {
             }
         }
         if got.is_ok() {
-            let hub = self.clone();
-            let names = files.clone();
-            let committed = smol::unblock(move || {
-                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                hub.store.commit(&refs)
-            })
-            .await;
-            if let Err(e) = committed {
+            let names: Vec<&str> = files.iter().map(String::as_str).collect();
+            if let Err(e) = self.store.commit(&names) {
                 got = Err(Failure::Local(e));
             }
         }
@@ -493,36 +510,29 @@ impl Hub {
         self.record(round, &p, &auth, files, bytes, got);
     }
 
-    /// Pull one file into its temporary, off the executor, holding an outgoing connection.
-    async fn fetch(
-        self: &Arc<Self>,
+    /// Pull one file into its temporary, holding an outgoing connection.
+    fn fetch(
+        &self,
         peer: &PeerAddr,
         file: &str,
         size: u64,
         want: Option<crate::peers::lookup::Want>,
-        progress: Arc<AtomicU64>,
+        progress: &AtomicU64,
     ) -> Result<[u8; 32], Failure> {
-        let Some(permit) = budget::try_outgoing() else {
+        let Some(_permit) = budget::try_outgoing() else {
             return Err(Failure::Peer("outgoing connections all in use".into()));
         };
-        let (hub, host, port, file) =
-            (self.clone(), peer.host.clone(), peer.port, file.to_string());
-        smol::unblock(move || {
-            let temp = hub.store.partial(&file);
-            let job = Job {
-                host: &host,
-                port,
-                file: &file,
-                size,
-                want,
-                temp: &temp,
-                progress: &progress,
-            };
-            let got = pull::pull(&job, &hub.limiter);
-            drop(permit);
-            got
-        })
-        .await
+        let temp = self.store.partial(file);
+        let job = Job {
+            host: &peer.host,
+            port: peer.port,
+            file,
+            size,
+            want,
+            temp: &temp,
+            progress,
+        };
+        pull::pull(&job, &self.limiter)
     }
 
     /// How a pull ended: the directory, the counters, the log and the status page.

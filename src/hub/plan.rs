@@ -4,10 +4,8 @@
 //! package with its `.sig` from the same peer when that peer has one. Files that peers asked
 //! the hub for and it lacked come first, oldest miss first; the rest in name order.
 
-use std::collections::HashSet;
-
 use crate::app::urls::{FileKind, classify};
-use crate::hub::package;
+use crate::hub::{order, package};
 use crate::names::valid_file;
 use crate::version::vercmp;
 
@@ -76,7 +74,7 @@ pub fn plan(
 ) -> Vec<Pull> {
     // Offers by file, then in the peers' order.
     let mut offers: Vec<&Offer<'_>> = w.offers.iter().collect();
-    offers.sort_by(|a, b| (a.file, a.peer).cmp(&(b.file, b.peer)));
+    order::sort_by(&mut offers, |a, b| (a.file, a.peer).cmp(&(b.file, b.peer)));
     let offered = |file: &str, peer: usize| {
         offers
             .binary_search_by(|o| (o.file, o.peer).cmp(&(file, peer)))
@@ -94,17 +92,23 @@ pub fn plan(
         .filter(|p| !p.sig && w.collects(p.arch))
         .map(|p| (p.name, p.arch, p.version))
         .collect();
-    versions.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(vercmp(b.2, a.2)));
-    versions.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && vercmp(a.2, b.2).is_eq());
-    let mut top = HashSet::new();
-    let mut rank = 0;
-    for (i, v) in versions.iter().enumerate() {
-        let same = i > 0 && (versions[i - 1].0, versions[i - 1].1) == (v.0, v.1);
-        rank = if same { rank + 1 } else { 0 };
-        if rank < w.keep {
-            top.insert(*v);
+    let newest_first = |a: &(&str, &str, &str), b: &(&str, &str, &str)| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then(vercmp(b.2, a.2))
+    };
+    order::sort_by(&mut versions, newest_first);
+    versions.dedup_by(|a, b| newest_first(a, b).is_eq());
+    // Each version's rank among its package's: 0 for the newest.
+    let mut rank = vec![0usize; versions.len()];
+    for i in 1..versions.len() {
+        if (versions[i - 1].0, versions[i - 1].1) == (versions[i].0, versions[i].1) {
+            rank[i] = rank[i - 1] + 1;
         }
     }
+    let top = |v: (&str, &str, &str)| {
+        versions
+            .binary_search_by(|x| newest_first(x, &v))
+            .is_ok_and(|i| rank[i] < w.keep)
+    };
     let mut pulls: Vec<Pull> = Vec::new();
     let mut i = 0;
     while i < offers.len() {
@@ -120,7 +124,7 @@ pub fn plan(
                 // A .sig alone: for a package the hub holds without it.
                 package::signed(file).is_some_and(|pkg| w.holds(pkg))
             }
-            Some(p) => w.collects(p.arch) && top.contains(&(p.name, p.arch, p.version)),
+            Some(p) => w.collects(p.arch) && top((p.name, p.arch, p.version)),
             None => false,
         };
         let from = offers[i..end].iter().find(|o| !skip(o.peer, file));
@@ -144,7 +148,10 @@ pub fn plan(
     }
     // Missed files first, oldest miss first; then by name (already).
     let miss_rank = |p: &Pull| w.missed.iter().position(|m| *m == p.file);
-    pulls.sort_by_key(|p| (miss_rank(p).is_none(), miss_rank(p)));
+    order::sort_by(&mut pulls, |a, b| {
+        let key = |p: &Pull| (miss_rank(p).is_none(), miss_rank(p));
+        key(a).cmp(&key(b))
+    });
     pulls
 }
 

@@ -10,9 +10,8 @@
 //! 3. A `.sig` whose package is gone goes.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 
-use crate::hub::package;
+use crate::hub::{order, package};
 use crate::version::vercmp;
 
 /// One file the hub holds.
@@ -74,7 +73,6 @@ pub fn evictions<'a>(
     incoming: u64,
 ) -> Vec<Evict<'a>> {
     let mut units: Vec<Unit<'a>> = Vec::new();
-    let mut by_file: HashMap<&str, usize> = HashMap::new();
     let unit = |h: &Held<'a>, orphan| Unit {
         files: vec![h.file],
         bytes: h.size,
@@ -84,40 +82,43 @@ pub fn evictions<'a>(
         orphan,
     };
     for h in held.iter().filter(|h| package::signed(h.file).is_none()) {
-        by_file.insert(h.file, units.len());
         units.push(unit(h, false));
     }
+    // By name, to find each .sig's package.
+    order::sort_by(&mut units, |a, b| a.files[0].cmp(b.files[0]));
+    let packages = units.len();
     for h in held {
         let Some(pkg) = package::signed(h.file) else {
             continue;
         };
-        match by_file.get(pkg) {
-            Some(&i) => {
+        match units[..packages].binary_search_by(|u| u.files[u.files.len() - 1].cmp(pkg)) {
+            Ok(i) => {
                 let u = &mut units[i];
                 u.files.insert(0, h.file);
                 u.bytes += h.size;
                 u.used = u.used.max(h.used);
                 u.busy |= h.busy;
             }
-            None => units.push(unit(h, true)),
+            Err(_) => units.push(unit(h, true)),
         }
     }
     // Versions of one package, newest first; a name that is no package is a group alone.
-    let mut groups: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-    for (i, u) in units.iter().enumerate().filter(|(_, u)| !u.orphan) {
-        let key =
-            package::parse(u.files[u.files.len() - 1]).map_or((u.files[0], ""), |p| p.group());
-        groups.entry(key).or_default().push(i);
-    }
-    for members in groups.values_mut() {
-        let version = |i: usize| {
-            let f = units[i].files[units[i].files.len() - 1];
-            package::parse(f).map_or("", |p| p.version)
+    let key = |u: &Unit<'a>| {
+        let f = u.files[u.files.len() - 1];
+        package::parse(f).map_or((f, "", ""), |p| (p.name, p.arch, p.version))
+    };
+    order::sort_by(&mut units, |a, b| {
+        let (a, b) = (key(a), key(b));
+        (a.0, a.1).cmp(&(b.0, b.1)).then(vercmp(b.2, a.2))
+    });
+    let mut last: Option<((&str, &str), usize)> = None;
+    for u in units.iter_mut().filter(|u| !u.orphan) {
+        let (name, arch, _) = key(u);
+        u.rank = match last {
+            Some((group, rank)) if group == (name, arch) => rank + 1,
+            _ => 0,
         };
-        members.sort_by(|&a, &b| vercmp(version(b), version(a)));
-        for (rank, &i) in members.iter().enumerate() {
-            units[i].rank = rank;
-        }
+        last = Some(((name, arch), u.rank));
     }
     let mut out = Vec::new();
     let mut kept = Vec::new();
@@ -141,7 +142,7 @@ pub fn evictions<'a>(
         return out;
     };
     let mut total: u64 = kept.iter().map(|u| u.bytes).sum::<u64>() + incoming;
-    kept.sort_by(|a, b| {
+    order::sort_by(&mut kept, |a, b| {
         budget_order(a)
             .cmp(&budget_order(b))
             .then(a.files.cmp(&b.files))
@@ -215,6 +216,24 @@ mod tests {
         assert!(
             one.iter()
                 .all(|e| !e.files.contains(&"p-2:0.9-1-x86_64.pkg.tar.zst"))
+        );
+        // A .sig whose package is gone, of a version between the others: it goes alone and
+        // does not change the others' ranks.
+        let mut with_orphan = held.to_vec();
+        with_orphan.push(h("p-1.0-1.5-x86_64.pkg.tar.zst.sig", 1, 9));
+        let e = evictions(&with_orphan, 2, None, 0);
+        assert_eq!(
+            gone(&e),
+            [
+                (vec!["p-1.0-1.5-x86_64.pkg.tar.zst.sig"], "orphan"),
+                (
+                    vec![
+                        "p-1.0-1-x86_64.pkg.tar.zst.sig",
+                        "p-1.0-1-x86_64.pkg.tar.zst"
+                    ],
+                    "versions"
+                ),
+            ]
         );
     }
 

@@ -147,7 +147,7 @@ impl Store {
                 used: used(&m),
             })
             .collect();
-        held.sort_by(|a, b| a.file.cmp(&b.file));
+        crate::hub::order::sort_by(&mut held, |a, b| a.file.cmp(&b.file));
         held
     }
 
