@@ -11,8 +11,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -280,30 +280,19 @@ pub fn pull(job: &Job<'_>, limiter: &Limiter) -> Result<[u8; 32], Failure> {
         .map_err(local)?;
     let body = std::mem::take(&mut x.body);
     let head = &body[..body.len().min((job.size - start) as usize)];
+    let handoff = Handoff::default();
     let got = std::thread::scope(|scope| {
         // Hashing runs beside the copy, not after it.
-        let (to_hash, hashing) = mpsc::sync_channel::<Vec<u8>>(HUB_PULL_BUFFERS);
-        let (to_fill, free) = mpsc::sync_channel::<Vec<u8>>(HUB_PULL_BUFFERS);
-        let hasher = scope.spawn(move || {
+        let hasher = scope.spawn(|| {
             let mut hasher = Sha256::new();
-            for buf in hashing {
+            while let Some(buf) = handoff.next() {
                 hasher.update(&buf);
-                // The copy may have ended (on an error): a buffer not taken back is dropped.
-                let _ = to_fill.try_send(buf);
+                handoff.give_back(buf);
             }
             <[u8; 32]>::from(hasher.finalize())
         });
-        let copied = copy(
-            job,
-            limiter,
-            &mut x.stream,
-            &out,
-            start,
-            head,
-            &to_hash,
-            &free,
-        );
-        drop(to_hash);
+        let copied = copy(job, limiter, &mut x.stream, &out, start, head, &handoff);
+        handoff.close();
         let hash = hasher.join();
         copied?;
         hash.map_err(|_| Failure::Local(io::Error::other("the hashing thread failed")))
@@ -331,10 +320,76 @@ fn local_error(e: io::Error) -> Failure {
     }
 }
 
+/// Chunks on their way to the hashing thread, in order, and the buffers it gives back: a
+/// mutex and a condition variable (std's channels cost several KiB on the board).
+#[derive(Default)]
+struct Handoff {
+    queue: Mutex<Queue>,
+    moved: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    full: std::collections::VecDeque<Vec<u8>>,
+    free: Vec<Vec<u8>>,
+    made: usize,
+    closed: bool,
+}
+
+impl Handoff {
+    fn wait<'a>(&self, q: std::sync::MutexGuard<'a, Queue>) -> std::sync::MutexGuard<'a, Queue> {
+        self.moved.wait(q).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A buffer to fill: a free one, a new one while fewer than [`HUB_PULL_BUFFERS`]
+    /// exist, or else the next one the hasher gives back.
+    fn buffer(&self) -> Vec<u8> {
+        let mut q = crate::lock(&self.queue);
+        loop {
+            if let Some(b) = q.free.pop() {
+                return b;
+            }
+            if q.made < HUB_PULL_BUFFERS {
+                q.made += 1;
+                return vec![0u8; HUB_PULL_CHUNK];
+            }
+            q = self.wait(q);
+        }
+    }
+
+    fn hash(&self, buf: Vec<u8>) {
+        crate::lock(&self.queue).full.push_back(buf);
+        self.moved.notify_all();
+    }
+
+    /// No more chunks come.
+    fn close(&self) {
+        crate::lock(&self.queue).closed = true;
+        self.moved.notify_all();
+    }
+
+    /// The next chunk to hash; None once closed and all hashed.
+    fn next(&self) -> Option<Vec<u8>> {
+        let mut q = crate::lock(&self.queue);
+        loop {
+            if let Some(b) = q.full.pop_front() {
+                return Some(b);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.wait(q);
+        }
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        crate::lock(&self.queue).free.push(buf);
+        self.moved.notify_all();
+    }
+}
+
 /// The bytes of the partial copy before `start`, then `head` and the rest of the body from
-/// `stream`, written to `out` from `start` on; every byte goes to `to_hash` in order (in
-/// buffers taken from `free`, or new ones while the hasher still holds them all).
-#[allow(clippy::too_many_arguments)]
+/// `stream`, written to `out` from `start` on; every byte goes to the hasher in order.
 fn copy(
     job: &Job<'_>,
     limiter: &Limiter,
@@ -342,28 +397,11 @@ fn copy(
     out: &File,
     start: u64,
     mut head: &[u8],
-    to_hash: &mpsc::SyncSender<Vec<u8>>,
-    free: &mpsc::Receiver<Vec<u8>>,
+    handoff: &Handoff,
 ) -> Result<(), Failure> {
-    let mut made = 0;
-    let mut buffer = || match free.try_recv() {
-        Ok(b) => Ok(b),
-        Err(_) if made < HUB_PULL_BUFFERS => {
-            made += 1;
-            Ok(vec![0u8; HUB_PULL_CHUNK])
-        }
-        Err(_) => free
-            .recv()
-            .map_err(|_| Failure::Local(io::Error::other("the hashing thread stopped"))),
-    };
-    let hash = |buf: Vec<u8>| {
-        to_hash
-            .send(buf)
-            .map_err(|_| Failure::Local(io::Error::other("the hashing thread stopped")))
-    };
     let mut offset = 0;
     while offset < start {
-        let mut buf = buffer()?;
+        let mut buf = handoff.buffer();
         buf.resize(HUB_PULL_CHUNK, 0);
         let want = buf.len().min((start - offset) as usize);
         let n = out.read_at(&mut buf[..want], offset).map_err(local_error)?;
@@ -372,12 +410,12 @@ fn copy(
         }
         buf.truncate(n);
         offset += n as u64;
-        hash(buf)?;
+        handoff.hash(buf);
     }
     out.set_len(start).map_err(local_error)?;
     let mut done = start;
     while done < job.size {
-        let mut buf = buffer()?;
+        let mut buf = handoff.buffer();
         buf.resize(HUB_PULL_CHUNK, 0);
         let n = match head.is_empty() {
             false => {
@@ -405,7 +443,7 @@ fn copy(
         out.write_all_at(&buf, done).map_err(local_error)?;
         done += n as u64;
         job.progress.store(done, Ordering::Relaxed);
-        hash(buf)?;
+        handoff.hash(buf);
         limiter.take(n);
     }
     Ok(())
