@@ -455,29 +455,16 @@ VERIFIED COPIES
   Without a database, names alone decide, as before.
 
 HUB
-  --hub DIR makes this pacserve the LAN's hub: an always-on host that collects what its
-  peers downloaded and keeps it when they are gone. DIR is its own (created if missing;
-  never pacman's CacheDir, never touched by pacman or paccache), and its files are served
-  like cache files, for any repository and architecture whatever this pacman.conf says.
-  Every --hub-interval SECS (default 60) it asks each peer's /info (an unchanged list costs
-  a 304) and pulls the files it lacks: first those a peer asked it for and it lacked, then
-  the newest versions of the architectures of --hub-arch ARCH (repeatable; default every
-  one seen; any always), each package with its .sig when the peer has one.
-  A pull goes into DIR/.partial (never served), --hub-pulls N at a time (default 2, at
-  most 8) at most --hub-rate BYTES a second over all (e.g. 2M; default unlimited), is
-  resumed with a Range after an interruption or restart, is checked against the peer's
-  Content-Length and SHA-256 and this host's sync database when it knows the file, then
-  synced and renamed into place. A peer that sent a wrong copy is not asked for that file
-  for an hour. A full disk stops the pulls (the partial one is removed, what is stored
-  stays) and the status page says why.
-  Retention: --hub-keep N versions of each package name and architecture (default 2, by
-  pacman's version order); --hub-max-size SIZE (e.g. 200G; K, M, G, T are powers of 1024):
-  over it, older versions go first, then the least recently served; --hub-min-free PERCENT
-  of the filesystem is left free (default 5). A file being sent is never removed, nor a
-  package without its .sig or the reverse. DIR is the whole state: at start, temporaries
-  older than a day are removed and younger ones resumed. The status page, /status.json
-  (\"hub\") and /metrics (pacserve_hub_*) show what it holds, the budget, pulls under way,
-  recent pulls and evictions, and failures by peer.
+  --hub DIR: collect what peers downloaded into DIR (pacserve's own; never CacheDir) and
+  serve it like the cache, for any repository and architecture. Every --hub-interval SECS
+  (60) each peer's /info is polled (304 when unchanged); pulled first are files peers asked
+  for and it lacked, then the newest versions of the --hub-arch ARCH (repeatable; default
+  all; any always), each with its .sig. --hub-pulls N (2) at a time, --hub-rate BYTES a
+  second (e.g. 2M), into DIR/.partial (never served), resumed with a Range, checked against
+  Content-Length, SHA-256 and the sync database, synced, renamed. A full disk stops pulls.
+  Kept: --hub-keep N versions (2, by pacman's version order); over --hub-max-size SIZE
+  (e.g. 200G) older versions go first, then the least recently served; --hub-min-free
+  PERCENT (5) left free. Status, /status.json and /metrics (pacserve_hub_*) show it all.
 
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say

@@ -36,33 +36,32 @@ pub fn parse(p: &mut pico_args::Arguments) -> Result<Option<HubArgs>, UsageError
             false => Ok(PathBuf::from(s)),
         })
         .map_err(|e| option_error("--hub", e))?;
-    let interval = p
-        .opt_value_from_fn("--hub-interval", parse_seconds)
-        .map_err(|e| option_error("--hub-interval", e))?;
+    // Each value as text, then checked: one kind of parse for all (less code on the board).
+    let interval = checked("--hub-interval", text(p, "--hub-interval")?, parse_seconds)?;
     let archs = p
-        .values_from_fn("--hub-arch", |s: &str| match arch_problem(s) {
-            Some(why) => Err(format!("architecture '{s}' {why}")),
-            None => Ok(s.to_string()),
-        })
+        .values_from_str::<_, String>("--hub-arch")
         .map_err(|e| option_error("--hub-arch", e))?;
-    let pulls = p
-        .opt_value_from_fn("--hub-pulls", |s| count(s, HUB_MAX_PULLS))
-        .map_err(|e| option_error("--hub-pulls", e))?;
-    let rate = p
-        .opt_value_from_fn("--hub-rate", parse_size)
-        .map_err(|e| option_error("--hub-rate", e))?;
-    let keep = p
-        .opt_value_from_fn("--hub-keep", |s| count(s, HUB_MAX_KEEP))
-        .map_err(|e| option_error("--hub-keep", e))?;
-    let max_size = p
-        .opt_value_from_fn("--hub-max-size", parse_size)
-        .map_err(|e| option_error("--hub-max-size", e))?;
-    let min_free = p
-        .opt_value_from_fn("--hub-min-free", |s: &str| match s.parse::<u8>() {
+    for a in &archs {
+        if let Some(why) = arch_problem(a) {
+            return Err(UsageError(format!(
+                "option '--hub-arch': architecture '{a}' {why}"
+            )));
+        }
+    }
+    let pulls = checked("--hub-pulls", text(p, "--hub-pulls")?, |s| {
+        count(s, HUB_MAX_PULLS)
+    })?;
+    let rate = checked("--hub-rate", text(p, "--hub-rate")?, parse_size)?;
+    let keep = checked("--hub-keep", text(p, "--hub-keep")?, |s| {
+        count(s, HUB_MAX_KEEP)
+    })?;
+    let max_size = checked("--hub-max-size", text(p, "--hub-max-size")?, parse_size)?;
+    let min_free = checked("--hub-min-free", text(p, "--hub-min-free")?, |s| {
+        match s.parse::<u8>() {
             Ok(n) if n < 100 => Ok(n),
             _ => Err(format!("'{s}' is not a percentage from 0 to 99")),
-        })
-        .map_err(|e| option_error("--hub-min-free", e))?;
+        }
+    })?;
     let Some(dir) = dir else {
         let tuned = interval.is_some()
             || !archs.is_empty()
@@ -88,6 +87,23 @@ pub fn parse(p: &mut pico_args::Arguments) -> Result<Option<HubArgs>, UsageError
         max_size,
         min_free: min_free.unwrap_or(5),
     }))
+}
+
+/// The value of option `name`, as given.
+fn text(p: &mut pico_args::Arguments, name: &'static str) -> Result<Option<String>, UsageError> {
+    p.opt_value_from_str::<_, String>(name)
+        .map_err(|e| option_error(name, e))
+}
+
+/// `value` checked by `parse`, whose message is about the value.
+fn checked<T>(
+    name: &str,
+    value: Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, UsageError> {
+    value
+        .map(|s| parse(&s).map_err(|why| UsageError(format!("option '{name}': {why}"))))
+        .transpose()
 }
 
 /// A whole number from 1 to `max`.

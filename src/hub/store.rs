@@ -11,7 +11,6 @@
 //! shared handle while any response holds it, and eviction, under the same lock, never
 //! removes a file whose handle is alive.
 
-use std::collections::HashMap;
 use std::fs::{self, File, FileTimes};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -41,7 +40,7 @@ pub struct Store {
     dir: PathBuf,
     partial: PathBuf,
     /// The handle each file is being sent from; dead entries are pruned as it grows.
-    sending: Mutex<HashMap<String, Weak<File>>>,
+    sending: Mutex<Vec<(String, Weak<File>)>>,
     /// Held by renames into place, scans and evictions, so each sees the others whole.
     changing: Mutex<()>,
 }
@@ -105,7 +104,12 @@ impl Store {
     /// a new one; its access time says it was used now.
     pub fn serve(&self, file: &str) -> Lookup {
         let mut sending = crate::lock(&self.sending);
-        let shared = sending.get(file).and_then(Weak::upgrade);
+        // Only the files being sent are kept: a short list.
+        sending.retain(|(_, w)| w.strong_count() > 0);
+        let shared = sending
+            .iter()
+            .find(|(f, _)| f == file)
+            .and_then(|(_, w)| w.upgrade());
         let cached = match shared {
             Some(handle) => match handle.metadata() {
                 Ok(meta) => cached(handle, self.dir.join(file), &meta),
@@ -117,10 +121,9 @@ impl Store {
                 Err(_) => return Lookup::Absent,
             },
         };
-        if sending.len() >= crate::limits::OPEN_CACHE_MAX {
-            sending.retain(|_, w| w.strong_count() > 0);
+        if shared_is_new(&sending, file) {
+            sending.push((file.to_string(), Arc::downgrade(&cached.file)));
         }
-        sending.insert(file.to_string(), Arc::downgrade(&cached.file));
         // Not ours to touch (an operator's copy): it keeps the time it has.
         let _ = cached
             .file
@@ -130,8 +133,7 @@ impl Store {
 
     /// Whether `file` is being sent.
     pub fn busy(&self, file: &str) -> bool {
-        let sending = crate::lock(&self.sending);
-        sending.get(file).is_some_and(|w| w.strong_count() > 0)
+        being_sent(&crate::lock(&self.sending), file)
     }
 
     /// The complete files held: package files and `.sig`s, non-empty regular files directly
@@ -168,10 +170,7 @@ impl Store {
     pub fn evict(&self, files: &[&str]) -> io::Result<bool> {
         let _changing = crate::lock(&self.changing);
         let sending = crate::lock(&self.sending);
-        if files
-            .iter()
-            .any(|f| sending.get(*f).is_some_and(|w| w.strong_count() > 0))
-        {
+        if files.iter().any(|f| being_sent(&sending, f)) {
             return Ok(false);
         }
         for f in files {
@@ -190,6 +189,18 @@ impl Store {
         let s = rustix::fs::statvfs(&self.dir).ok()?;
         Some((s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize))
     }
+}
+
+/// Whether `file` is in `sending` with a live handle.
+fn being_sent(sending: &[(String, Weak<File>)], file: &str) -> bool {
+    sending
+        .iter()
+        .any(|(f, w)| f == file && w.strong_count() > 0)
+}
+
+/// Whether `file` has no entry in `sending` yet.
+fn shared_is_new(sending: &[(String, Weak<File>)], file: &str) -> bool {
+    !sending.iter().any(|(f, _)| f == file)
 }
 
 /// When a file was last used: the later of its access and modification times.
