@@ -385,10 +385,6 @@ pub const HUB_MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
 /// Bytes read from a peer and written at a time by a pull.
 pub const HUB_PULL_CHUNK: usize = 256 * 1024;
 
-/// Chunks of one pull at most in memory at once: one being read and written while the
-/// others are hashed on a thread of their own.
-pub const HUB_PULL_BUFFERS: usize = 3;
-
 /// Files peers asked for and the hub lacked, remembered to be pulled once a peer holds
 /// them, and for how long: the asking host fetches the file from a mirror within minutes.
 pub const HUB_MAX_MISSED: usize = 256;

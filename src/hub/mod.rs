@@ -119,6 +119,15 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The bytes of `held`.
+fn held_bytes(held: &[HeldFile]) -> u64 {
+    let mut n = 0;
+    for h in held {
+        n += h.size;
+    }
+    n
+}
+
 /// Push onto a ring of at most `cap`.
 fn ring<T>(q: &mut VecDeque<T>, cap: usize, item: T) {
     if q.len() == cap {
@@ -261,7 +270,7 @@ impl Hub {
         let held = crate::lock(&round.held);
         let mut st = crate::lock(&self.state);
         st.files = held.len() as u64;
-        st.bytes = held.iter().map(|h| h.size).sum();
+        st.bytes = held_bytes(&held);
     }
 
     /// Remove what retention says goes, `incoming` bytes to come.
@@ -327,7 +336,7 @@ impl Hub {
             );
         }
         st.files = held.len() as u64;
-        st.bytes = held.iter().map(|h| h.size).sum();
+        st.bytes = held_bytes(&held);
     }
 
     /// Ask `peer` for its listing (a 304 when it has not changed) and keep what in it the
@@ -450,7 +459,7 @@ impl Hub {
         let need = p.size.saturating_sub(have) + p.sig.unwrap_or(0);
         if let Some(max) = self.args.max_size {
             self.evict(round, need);
-            let held: u64 = crate::lock(&round.held).iter().map(|h| h.size).sum();
+            let held: u64 = held_bytes(&crate::lock(&round.held));
             if held + need > max {
                 crate::verbose!("hub: {} does not fit in --hub-max-size now", p.file);
                 return;
@@ -573,7 +582,7 @@ impl Hub {
                 }
                 let mut st = crate::lock(&self.state);
                 st.files = held.len() as u64;
-                st.bytes = held.iter().map(|h| h.size).sum();
+                st.bytes = held_bytes(&held);
                 st.pulled_files += files.len() as u64;
                 st.pulled_bytes += bytes;
                 st.missed.retain(|(f, _)| *f != p.file);

@@ -20,8 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{Parsed, parse_response};
 use crate::limits::{
-    HUB_CONNECT_TIMEOUT, HUB_MAX_LISTING_BYTES, HUB_PULL_BUFFERS, HUB_PULL_CHUNK,
-    HUB_STALL_TIMEOUT, MAX_HEAD_BYTES,
+    HUB_CONNECT_TIMEOUT, HUB_MAX_LISTING_BYTES, HUB_PULL_CHUNK, HUB_STALL_TIMEOUT, MAX_HEAD_BYTES,
 };
 use crate::peers::lookup::Want;
 
@@ -280,23 +279,9 @@ pub fn pull(job: &Job<'_>, limiter: &Limiter) -> Result<[u8; 32], Failure> {
         .map_err(local)?;
     let body = std::mem::take(&mut x.body);
     let head = &body[..body.len().min((job.size - start) as usize)];
-    let handoff = Handoff::default();
-    let got = std::thread::scope(|scope| {
-        // Hashing runs beside the copy, not after it.
-        let hasher = scope.spawn(|| {
-            let mut hasher = Sha256::new();
-            while let Some(buf) = handoff.next() {
-                hasher.update(&buf);
-                handoff.give_back(buf);
-            }
-            <[u8; 32]>::from(hasher.finalize())
-        });
-        let copied = copy(job, limiter, &mut x.stream, &out, start, head, &handoff);
-        handoff.close();
-        let hash = hasher.join();
-        copied?;
-        hash.map_err(|_| Failure::Local(io::Error::other("the hashing thread failed")))
-    })?;
+    let mut hasher = Sha256::new();
+    copy(job, limiter, &mut x.stream, &out, start, head, &mut hasher)?;
+    let got = <[u8; 32]>::from(hasher.finalize());
     out.sync_all().map_err(local)?;
     if got != sha {
         if start > 0 {
@@ -320,130 +305,55 @@ fn local_error(e: io::Error) -> Failure {
     }
 }
 
-/// Chunks on their way to the hashing thread, in order, and the buffers it gives back: a
-/// mutex and a condition variable (std's channels cost several KiB on the board).
-#[derive(Default)]
-struct Handoff {
-    queue: Mutex<Queue>,
-    moved: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct Queue {
-    full: std::collections::VecDeque<Vec<u8>>,
-    free: Vec<Vec<u8>>,
-    made: usize,
-    closed: bool,
-}
-
-impl Handoff {
-    fn wait<'a>(&self, q: std::sync::MutexGuard<'a, Queue>) -> std::sync::MutexGuard<'a, Queue> {
-        self.moved.wait(q).unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A buffer to fill: a free one, a new one while fewer than [`HUB_PULL_BUFFERS`]
-    /// exist, or else the next one the hasher gives back.
-    fn buffer(&self) -> Vec<u8> {
-        let mut q = crate::lock(&self.queue);
-        loop {
-            if let Some(b) = q.free.pop() {
-                return b;
-            }
-            if q.made < HUB_PULL_BUFFERS {
-                q.made += 1;
-                return vec![0u8; HUB_PULL_CHUNK];
-            }
-            q = self.wait(q);
-        }
-    }
-
-    fn hash(&self, buf: Vec<u8>) {
-        crate::lock(&self.queue).full.push_back(buf);
-        self.moved.notify_all();
-    }
-
-    /// No more chunks come.
-    fn close(&self) {
-        crate::lock(&self.queue).closed = true;
-        self.moved.notify_all();
-    }
-
-    /// The next chunk to hash; None once closed and all hashed.
-    fn next(&self) -> Option<Vec<u8>> {
-        let mut q = crate::lock(&self.queue);
-        loop {
-            if let Some(b) = q.full.pop_front() {
-                return Some(b);
-            }
-            if q.closed {
-                return None;
-            }
-            q = self.wait(q);
-        }
-    }
-
-    fn give_back(&self, buf: Vec<u8>) {
-        crate::lock(&self.queue).free.push(buf);
-        self.moved.notify_all();
-    }
-}
-
 /// The bytes of the partial copy before `start`, then `head` and the rest of the body from
-/// `stream`, written to `out` from `start` on; every byte goes to the hasher in order.
+/// `stream`, written to `out` from `start` on, every byte hashed in order.
 fn copy(
     job: &Job<'_>,
     limiter: &Limiter,
     stream: &mut TcpStream,
     out: &File,
     start: u64,
-    mut head: &[u8],
-    handoff: &Handoff,
+    head: &[u8],
+    hasher: &mut Sha256,
 ) -> Result<(), Failure> {
+    let mut buf = vec![0u8; HUB_PULL_CHUNK];
     let mut offset = 0;
     while offset < start {
-        let mut buf = handoff.buffer();
-        buf.resize(HUB_PULL_CHUNK, 0);
         let want = buf.len().min((start - offset) as usize);
         let n = out.read_at(&mut buf[..want], offset).map_err(local_error)?;
         if n == 0 {
             return Err(Failure::Peer("the partial copy shrank".into()));
         }
-        buf.truncate(n);
         offset += n as u64;
-        handoff.hash(buf);
+        hasher.update(&buf[..n]);
     }
     out.set_len(start).map_err(local_error)?;
     let mut done = start;
+    // What came with the head first, then the socket.
+    let first = head.len().min((job.size - start) as usize);
+    if first > 0 {
+        out.write_all_at(&head[..first], done)
+            .map_err(local_error)?;
+        hasher.update(&head[..first]);
+        done += first as u64;
+    }
     while done < job.size {
-        let mut buf = handoff.buffer();
-        buf.resize(HUB_PULL_CHUNK, 0);
-        let n = match head.is_empty() {
-            false => {
-                let n = head.len().min(buf.len());
-                buf[..n].copy_from_slice(&head[..n]);
-                head = &head[n..];
-                n
+        let want = buf.len().min((job.size - done) as usize);
+        let n = match stream.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(Failure::Peer(format!(
+                    "closed after {done} of {} bytes",
+                    job.size
+                )));
             }
-            true => {
-                let want = buf.len().min((job.size - done) as usize);
-                match stream.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(Failure::Peer(format!(
-                            "closed after {done} of {} bytes",
-                            job.size
-                        )));
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Failure::Peer(e.to_string())),
-                }
-            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Peer(e.to_string())),
         };
-        buf.truncate(n);
-        out.write_all_at(&buf, done).map_err(local_error)?;
+        out.write_all_at(&buf[..n], done).map_err(local_error)?;
         done += n as u64;
         job.progress.store(done, Ordering::Relaxed);
-        handoff.hash(buf);
+        hasher.update(&buf[..n]);
         limiter.take(n);
     }
     Ok(())
