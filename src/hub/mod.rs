@@ -19,7 +19,6 @@ pub mod retention;
 pub mod status;
 pub mod store;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
@@ -55,16 +54,16 @@ struct State {
     bytes: u64,
     stopped: Option<String>,
     /// Files asked for on `/peer/` that the hub lacked, and when; oldest first.
-    missed: VecDeque<(String, Instant)>,
+    missed: Vec<(String, Instant)>,
     /// Pulls under way: file, peer, size, bytes so far.
     pulling: Vec<(String, String, u64, Arc<AtomicU64>)>,
-    pulled: VecDeque<PulledView>,
-    evicted: VecDeque<EvictedView>,
+    pulled: Vec<PulledView>,
+    evicted: Vec<EvictedView>,
     failures: Vec<FailuresView>,
     /// (peer, file) that served a wrong copy, until when.
-    avoid: VecDeque<(String, String, Instant)>,
+    avoid: Vec<(String, String, Instant)>,
     /// Files evicted for room.
-    forgotten: VecDeque<String>,
+    forgotten: Vec<String>,
     /// By peer (`host:port`): its listing's validator, and the files in it the hub lacked.
     listings: Listings,
     pulled_files: u64,
@@ -108,7 +107,8 @@ struct Round {
     peers: Vec<PeerAddr>,
     /// What the directory holds, kept up to date through the round.
     held: Mutex<Vec<HeldFile>>,
-    queue: Mutex<VecDeque<Pull>>,
+    /// What is left to pull, the next last.
+    queue: Mutex<Vec<Pull>>,
     /// Why pulls stopped in this round.
     stop: Mutex<Option<String>>,
 }
@@ -129,11 +129,11 @@ fn held_bytes(held: &[HeldFile]) -> u64 {
 }
 
 /// Push onto a ring of at most `cap`.
-fn ring<T>(q: &mut VecDeque<T>, cap: usize, item: T) {
+fn ring<T>(q: &mut Vec<T>, cap: usize, item: T) {
     if q.len() == cap {
-        q.pop_front();
+        q.remove(0);
     }
-    q.push_back(item);
+    q.push(item);
 }
 
 impl Hub {
@@ -256,7 +256,9 @@ impl Hub {
         for peer in &round.peers {
             self.poll(peer, &round);
         }
-        *crate::lock(&round.queue) = self.plan(&round).into();
+        let mut queue = self.plan(&round);
+        queue.reverse();
+        *crate::lock(&round.queue) = queue;
         std::thread::scope(|scope| {
             for _ in 0..self.args.pulls {
                 scope.spawn(|| self.worker(&round, verify));
@@ -437,7 +439,7 @@ impl Hub {
             if crate::lock(&round.stop).is_some() {
                 return;
             }
-            let Some(p) = crate::lock(&round.queue).pop_front() else {
+            let Some(p) = crate::lock(&round.queue).pop() else {
                 return;
             };
             self.pull(round, p, verify);
