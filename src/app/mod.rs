@@ -159,10 +159,17 @@ impl Service {
             Some(page) => return self.status_page(page).await,
             None => {}
         }
-        if let Some(file) = urls::listed_file(&req.target) {
-            return self.listed(file, req).await;
-        }
-        let file_req = match route(&req.target) {
+        // `/info/NAME`: a pacserve (a hub) pulls one file of this host's listing, of any
+        // repository; answered as on /peer/, checked against the database that knows it.
+        let listed = urls::listed_file(&req.target).map(|file| FileRequest {
+            endpoint: Endpoint::Peer,
+            repo: self.verify.repo_of(&file).unwrap_or_default(),
+            arch: String::new(),
+            file,
+            kind: FileKind::Package,
+        });
+        let is_listed = listed.is_some();
+        let file_req = match listed.map_or_else(|| route(&req.target), Ok) {
             Ok(r) => r,
             Err(e) => {
                 crate::verbose!(
@@ -174,11 +181,14 @@ impl Service {
             }
         };
         if file_req.kind == FileKind::Package {
-            if let Some(a) = self.hub_answer(&file_req, req, true).await {
+            if let Some(a) = self.hub_answer(&file_req, req, !is_listed).await {
                 return a;
             }
         }
         let config = self.config();
+        if is_listed {
+            return self.peer_query(&config, &file_req, req).await;
+        }
         if !config.repos.has_repo(&file_req.repo) {
             crate::verbose!("{}: repository not in pacman.conf", file_req.repo);
             return Answer::new(404, Outcome::Miss);
@@ -304,22 +314,6 @@ impl Service {
             true => self.peer_answer(&self.config(), cached, &f.file, req).await,
             false => local::serve(cached, req),
         })
-    }
-
-    /// `/info/NAME`: one file of this host's listing, for a pacserve (a hub pulls so): the
-    /// hub's copy or the cache's, checked against the sync database that knows the file.
-    async fn listed(&self, file: String, req: &Request) -> Answer {
-        let f = FileRequest {
-            endpoint: Endpoint::Peer,
-            repo: self.verify.repo_of(&file).unwrap_or_default(),
-            arch: String::new(),
-            file,
-            kind: FileKind::Package,
-        };
-        if let Some(a) = self.hub_answer(&f, req, false).await {
-            return a;
-        }
-        self.peer_query(&self.config(), &f, req).await
     }
 
     /// Everything the status page, JSON and metrics show.

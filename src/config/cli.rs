@@ -455,16 +455,13 @@ VERIFIED COPIES
   Without a database, names alone decide, as before.
 
 HUB
-  --hub DIR: collect what peers downloaded into DIR (pacserve's own; never CacheDir) and
-  serve it like the cache, for any repository and architecture. Every --hub-interval SECS
-  (60) each peer's /info is polled (304 when unchanged); pulled first are files peers asked
-  for and it lacked, then the newest versions of the --hub-arch ARCH (repeatable; default
-  all; any always), each with its .sig. --hub-pulls N (2) at a time, --hub-rate BYTES a
-  second (e.g. 2M), into DIR/.partial (never served), resumed with a Range, checked against
-  Content-Length, SHA-256 and the sync database, synced, renamed. A full disk stops pulls.
-  Kept: --hub-keep N versions (2, by pacman's version order); over --hub-max-size SIZE
-  (e.g. 200G) older versions go first, then the least recently served; --hub-min-free
-  PERCENT (5) left free. Status, /status.json and /metrics (pacserve_hub_*) show it all.
+  --hub DIR: collect the peers' packages into DIR (its own, never CacheDir) and serve them
+  like the cache, for any repository and architecture; polled every --hub-interval SECS
+  (60). First the files peers asked for, then the newest of --hub-arch ARCH (repeatable;
+  default all), with their .sig; --hub-pulls N (2) at once, at most --hub-rate BYTES/s,
+  resumed, checked (size, SHA-256, sync db), synced. --hub-keep N versions (2); over
+  --hub-max-size SIZE (e.g. 200G) older versions go first, then the least recently served;
+  --hub-min-free PERCENT (5) stays free. See the README's hub section.
 
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say

@@ -180,6 +180,20 @@ impl Hub {
     /// The status page's view.
     pub fn view(&self) -> HubView {
         let st = crate::lock(&self.state);
+        let mut pulling = Vec::new();
+        for (file, peer, total, done) in &st.pulling {
+            pulling.push(PullingView {
+                file: file.clone(),
+                peer: peer.clone(),
+                done: done.load(Ordering::Relaxed),
+                total: *total,
+            });
+        }
+        // Newest first.
+        let mut pulled = st.pulled.clone();
+        pulled.reverse();
+        let mut evicted = st.evicted.clone();
+        evicted.reverse();
         HubView {
             dir: self.store.dir().display().to_string(),
             files: st.files,
@@ -191,18 +205,9 @@ impl Hub {
             space: self.store.space(),
             stopped: st.stopped.clone(),
             missed: st.missed.len(),
-            pulling: st
-                .pulling
-                .iter()
-                .map(|(file, peer, total, done)| PullingView {
-                    file: file.clone(),
-                    peer: peer.clone(),
-                    done: done.load(Ordering::Relaxed),
-                    total: *total,
-                })
-                .collect(),
-            pulled: st.pulled.iter().rev().cloned().collect(),
-            evicted: st.evicted.iter().rev().cloned().collect(),
+            pulling,
+            pulled,
+            evicted,
             failures: st.failures.clone(),
             pulled_files: st.pulled_files,
             pulled_bytes: st.pulled_bytes,
@@ -277,45 +282,41 @@ impl Hub {
 
     /// Remove what retention says goes, `incoming` bytes to come.
     fn evict(&self, round: &Round, incoming: u64) {
-        let gone: Vec<(Vec<String>, u64, retention::Why)> = {
+        let mut gone: Vec<(Vec<String>, u64, retention::Why)> = Vec::new();
+        {
             let held = crate::lock(&round.held);
-            let files: Vec<retention::Held<'_>> = held
-                .iter()
-                .map(|h| retention::Held {
+            let mut files: Vec<retention::Held<'_>> = Vec::with_capacity(held.len());
+            for h in held.iter() {
+                files.push(retention::Held {
                     file: &h.file,
                     size: h.size,
                     used: h.used,
                     busy: self.store.busy(&h.file),
-                })
-                .collect();
-            retention::evictions(&files, self.args.keep, self.args.max_size, incoming)
-                .into_iter()
-                .map(|e| {
-                    (
-                        e.files.iter().map(|f| f.to_string()).collect(),
-                        e.bytes,
-                        e.why,
-                    )
-                })
-                .collect()
-        };
+                });
+            }
+            let keep = self.args.keep;
+            for e in retention::evictions(&files, keep, self.args.max_size, incoming) {
+                let mut names = Vec::new();
+                for f in e.files {
+                    names.push(f.to_string());
+                }
+                gone.push((names, e.bytes, e.why));
+            }
+        }
         if gone.is_empty() {
             return;
         }
-        let removed = gone.into_iter().filter(|(files, _, _)| {
-            let names: Vec<&str> = files.iter().map(String::as_str).collect();
-            match self.store.evict(&names) {
-                Ok(done) => done,
-                Err(e) => {
-                    crate::error!("hub: cannot evict {}: {e}", names.join(", "));
-                    false
-                }
-            }
-        });
-        let removed: Vec<_> = removed.collect();
         let mut held = crate::lock(&round.held);
         let mut st = crate::lock(&self.state);
-        for (files, bytes, why) in removed {
+        for (files, bytes, why) in gone {
+            match self.store.evict(&files) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    crate::error!("hub: cannot evict {}: {e}", files.join(", "));
+                    continue;
+                }
+            }
             held.retain(|h| !files.contains(&h.file));
             let file = files.last().cloned().unwrap_or_default();
             crate::info!("hub: evicted {file} ({}, {bytes} bytes)", why.as_str());
@@ -365,18 +366,18 @@ impl Hub {
             }
             Ok(Some(pull::Fresh { body, etag })) => {
                 let archs = &self.args.archs;
-                let offers = plan::listing(&body)
-                    .filter(|(f, _)| lacks(f))
-                    .filter(|(f, _)| {
-                        package::parse(f).is_some_and(|p| {
-                            p.sig
-                                || archs.is_empty()
-                                || p.arch == "any"
-                                || archs.iter().any(|a| a == p.arch)
-                        })
-                    })
-                    .map(|(f, n)| (Box::from(f), n))
-                    .collect();
+                let mut offers = Vec::new();
+                for (f, n) in plan::listing(&body) {
+                    let collected = package::parse(f).is_some_and(|p| {
+                        p.sig
+                            || archs.is_empty()
+                            || p.arch == "any"
+                            || archs.iter().any(|a| a == p.arch)
+                    });
+                    if collected && lacks(f) {
+                        offers.push((Box::from(f), n));
+                    }
+                }
                 st.listings.insert(key, Listing { etag, offers });
             }
             Err(e) => {
@@ -394,30 +395,44 @@ impl Hub {
         st.missed
             .retain(|(_, at)| now.saturating_duration_since(*at) < HUB_MISSED_TTL);
         st.avoid.retain(|(_, _, until)| *until > now);
-        let offers: Vec<Offer<'_>> = round
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| st.listings.get(&p.authority()).map(|l| (i, l)))
-            .flat_map(|(i, l)| {
-                l.offers.iter().map(move |(f, n)| Offer {
-                    file: f,
-                    size: *n,
-                    peer: i,
-                })
-            })
-            .collect();
-        let held_names: Vec<&str> = held.iter().map(|h| h.file.as_str()).collect();
-        let missed: Vec<&str> = st.missed.iter().map(|(f, _)| f.as_str()).collect();
-        let pulling: Vec<&str> = st.pulling.iter().map(|p| p.0.as_str()).collect();
-        let avoid: Vec<(&str, &str)> = st
-            .avoid
-            .iter()
-            .map(|(p, f, _)| (p.as_str(), f.as_str()))
-            .collect();
-        let mut forgotten: Vec<&str> = st.forgotten.iter().map(String::as_str).collect();
+        // Plain loops: each iterator chain is code of its own on the board.
+        let mut offers: Vec<Offer<'_>> = Vec::new();
+        for (i, p) in round.peers.iter().enumerate() {
+            if let Some(l) = st.listings.get(&p.authority()) {
+                for (f, n) in &l.offers {
+                    offers.push(Offer {
+                        file: f,
+                        size: *n,
+                        peer: i,
+                    });
+                }
+            }
+        }
+        let mut held_names: Vec<&str> = Vec::with_capacity(held.len());
+        for h in held.iter() {
+            held_names.push(&h.file);
+        }
+        let mut missed: Vec<&str> = Vec::new();
+        for (f, _) in &st.missed {
+            missed.push(f);
+        }
+        let mut skip: Vec<(&str, &str)> = Vec::new();
+        for (f, _, _, _) in &st.pulling {
+            // Being pulled: from no peer.
+            skip.push(("", f));
+        }
+        for (p, f, _) in &st.avoid {
+            skip.push((p, f));
+        }
+        let mut forgotten: Vec<&str> = Vec::new();
+        for f in &st.forgotten {
+            forgotten.push(f);
+        }
         order::sort_by(&mut forgotten, |a, b| a.cmp(b));
-        let authorities: Vec<String> = round.peers.iter().map(PeerAddr::authority).collect();
+        let mut authorities: Vec<String> = Vec::new();
+        for p in &round.peers {
+            authorities.push(p.authority());
+        }
         let wants = Wants {
             held: &held_names,
             offers: &offers,
@@ -428,7 +443,8 @@ impl Hub {
         plan::plan(
             &wants,
             |peer, file| {
-                pulling.contains(&file) || avoid.contains(&(authorities[peer].as_str(), file))
+                skip.iter()
+                    .any(|&(p, f)| f == file && (p.is_empty() || p == authorities[peer]))
             },
             |file| forgotten.binary_search(&file).is_ok(),
         )
@@ -512,8 +528,7 @@ impl Hub {
             }
         }
         if got.is_ok() {
-            let names: Vec<&str> = files.iter().map(String::as_str).collect();
-            if let Err(e) = self.store.commit(&names) {
+            if let Err(e) = self.store.commit(&files) {
                 got = Err(Failure::Local(e));
             }
         }
@@ -567,12 +582,8 @@ impl Hub {
                         true => p.size,
                         false => bytes - p.size,
                     };
-                    let used = u64::try_from(
-                        SystemTime::now()
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_nanos()),
-                    )
-                    .unwrap_or(u64::MAX);
+                    // Now, in nanoseconds (seconds are enough to order it after the rest).
+                    let used = unix_now().saturating_mul(1_000_000_000);
                     held.insert(
                         i,
                         HeldFile {

@@ -83,15 +83,13 @@ pub fn plan(
     };
     // The versions the hub keeps of each package: the newest `keep` of those it holds and
     // those offered.
-    let mut versions: Vec<(&str, &str, &str)> = w
-        .held
-        .iter()
-        .copied()
-        .chain(offers.iter().map(|o| o.file))
-        .filter_map(package::parse)
-        .filter(|p| !p.sig && w.collects(p.arch))
-        .map(|p| (p.name, p.arch, p.version))
-        .collect();
+    let mut versions: Vec<(&str, &str, &str)> = Vec::new();
+    for f in w.held.iter().copied().chain(offers.iter().map(|o| o.file)) {
+        match package::parse(f) {
+            Some(p) if !p.sig && w.collects(p.arch) => versions.push((p.name, p.arch, p.version)),
+            _ => {}
+        }
+    }
     let newest_first = |a: &(&str, &str, &str), b: &(&str, &str, &str)| {
         (a.0, a.1).cmp(&(b.0, b.1)).then(vercmp(b.2, a.2))
     };

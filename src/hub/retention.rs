@@ -81,8 +81,10 @@ pub fn evictions<'a>(
         rank: 0,
         orphan,
     };
-    for h in held.iter().filter(|h| package::signed(h.file).is_none()) {
-        units.push(unit(h, false));
+    for h in held {
+        if package::signed(h.file).is_none() {
+            units.push(unit(h, false));
+        }
     }
     // By name, to find each .sig's package.
     order::sort_by(&mut units, |a, b| a.files[0].cmp(b.files[0]));
@@ -112,7 +114,10 @@ pub fn evictions<'a>(
         (a.0, a.1).cmp(&(b.0, b.1)).then(vercmp(b.2, a.2))
     });
     let mut last: Option<((&str, &str), usize)> = None;
-    for u in units.iter_mut().filter(|u| !u.orphan) {
+    for u in units.iter_mut() {
+        if u.orphan {
+            continue;
+        }
         let (name, arch, _) = key(u);
         u.rank = match last {
             Some((group, rank)) if group == (name, arch) => rank + 1,
@@ -141,7 +146,10 @@ pub fn evictions<'a>(
     let Some(max) = max_bytes else {
         return out;
     };
-    let mut total: u64 = kept.iter().map(|u| u.bytes).sum::<u64>() + incoming;
+    let mut total = incoming;
+    for u in &kept {
+        total += u.bytes;
+    }
     order::sort_by(&mut kept, |a, b| {
         budget_order(a)
             .cmp(&budget_order(b))

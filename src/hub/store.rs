@@ -140,22 +140,23 @@ impl Store {
     /// in the directory, sorted by name.
     pub fn scan(&self) -> Vec<HeldFile> {
         let _changing = crate::lock(&self.changing);
-        let mut held: Vec<HeldFile> = entries(&self.dir)
-            .into_iter()
-            .filter(|(name, _)| classify(name) == Some(FileKind::Package))
-            .map(|(file, m)| HeldFile {
-                file,
-                size: m.len(),
-                used: used(&m),
-            })
-            .collect();
+        let mut held: Vec<HeldFile> = Vec::new();
+        for (file, m) in entries(&self.dir) {
+            if classify(&file) == Some(FileKind::Package) {
+                held.push(HeldFile {
+                    size: m.len(),
+                    used: used(&m),
+                    file,
+                });
+            }
+        }
         crate::hub::order::sort_by(&mut held, |a, b| a.file.cmp(&b.file));
         held
     }
 
     /// Rename the pulls of `files` into place, in order (a `.sig` before its package), and
     /// make it durable.
-    pub fn commit(&self, files: &[&str]) -> io::Result<()> {
+    pub fn commit(&self, files: &[String]) -> io::Result<()> {
         let _changing = crate::lock(&self.changing);
         for f in files {
             let from = self.partial(f);
@@ -167,7 +168,7 @@ impl Store {
 
     /// Remove `files` (one unit: a package and its `.sig`) unless one is being sent:
     /// Ok(false) then, and nothing is removed.
-    pub fn evict(&self, files: &[&str]) -> io::Result<bool> {
+    pub fn evict(&self, files: &[String]) -> io::Result<bool> {
         let _changing = crate::lock(&self.changing);
         let sending = crate::lock(&self.sending);
         if files.iter().any(|f| being_sent(&sending, f)) {
@@ -224,14 +225,16 @@ fn entries(dir: &Path) -> Vec<(String, fs::Metadata)> {
     let Ok(read) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    read.flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let meta = e.metadata().ok()?;
-            (valid_file(&name) && meta.file_type().is_file() && meta.len() > 0)
-                .then_some((name, meta))
-        })
-        .collect()
+    let mut found = Vec::new();
+    for e in read.flatten() {
+        let (Ok(name), Ok(meta)) = (e.file_name().into_string(), e.metadata()) else {
+            continue;
+        };
+        if valid_file(&name) && meta.file_type().is_file() && meta.len() > 0 {
+            found.push((name, meta));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -268,7 +271,7 @@ mod tests {
         assert_eq!(s.partial_len(A), 3);
         assert!(s.scan().is_empty(), "a pull under way is not held");
         assert!(matches!(s.serve(A), Lookup::Absent));
-        s.commit(&[&format!("{A}.sig"), A]).unwrap();
+        s.commit(&[format!("{A}.sig"), A.to_string()]).unwrap();
         let held: Vec<(String, u64)> = s.scan().into_iter().map(|h| (h.file, h.size)).collect();
         assert_eq!(held, [(A.to_string(), 3), (format!("{A}.sig"), 1)]);
         assert_eq!(s.partial_len(A), 0);
@@ -289,11 +292,14 @@ mod tests {
         };
         assert!(Arc::ptr_eq(&sending.file, &again.file));
         assert!(s.busy(A));
-        assert!(!s.evict(&[A]).unwrap(), "evicted while being sent");
+        assert!(
+            !s.evict(&[A.to_string()]).unwrap(),
+            "evicted while being sent"
+        );
         assert!(d.0.join(A).exists());
         drop((sending, again));
         assert!(!s.busy(A));
-        assert!(s.evict(&[A]).unwrap());
+        assert!(s.evict(&[A.to_string()]).unwrap());
         assert!(!d.0.join(A).exists());
     }
 
