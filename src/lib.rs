@@ -4,11 +4,13 @@
 //! request gets (local cache, a LAN peer, a mirror); [`peers`] knows the other pacserves
 //! (the table, lookups, multicast discovery); [`http`] is the hand-written HTTP/1.1 server
 //! and client; [`config`] reads the command line and pacman.conf; [`sys`] is the process's
-//! surroundings (log, systemd, facts about this host, the executor). [`hub`] is the
-//! always-on collector of the LAN's packages (`--hub`). [`limits`] holds every
-//! limit. Each module's first doc line says what it owns and whether it does I/O.
+//! surroundings (log, systemd, facts about this host, the executor). [`auth`] is the shared
+//! secret of a LAN that lets no stranger in. [`hub`] is the always-on collector of the
+//! LAN's packages (`--hub`). [`limits`] holds every limit. Each module's first doc line
+//! says what it owns and whether it does I/O.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -157,13 +157,15 @@ pub const NEGATIVE_ANSWER_TTL: Duration = Duration::from_secs(2);
 /// Most remembered lookup answers; bounds memory under a flood of distinct names.
 pub const MAX_CACHED_ANSWERS: usize = 4096;
 
-/// Largest multicast announcement, sent or accepted. A hello is about 70 bytes; 512 stays far
-/// below any LAN MTU, so an announcement is never fragmented.
-pub const MAX_ANNOUNCE_BYTES: usize = 512;
+/// Largest multicast announcement, sent or accepted. A hello is about 70 bytes, 210 with the
+/// seal of a shared secret, and the longest valid one (16 long architecture names, sealed)
+/// under 600; 1024 stays below any LAN MTU (1472 bytes of UDP payload on Ethernet), so an
+/// announcement is never fragmented.
+pub const MAX_ANNOUNCE_BYTES: usize = 1024;
 
 /// Receive buffer for announcements. Larger than `MAX_ANNOUNCE_BYTES`, so that an oversize
 /// datagram (which the kernel truncates to the buffer) is recognised as oversize.
-pub const ANNOUNCE_RECV_BUFFER: usize = 1024;
+pub const ANNOUNCE_RECV_BUFFER: usize = 2048;
 
 /// Most architectures in one announcement. pacman hosts have one or two plus `any`.
 pub const MAX_ANNOUNCE_ARCHS: usize = 16;
@@ -410,3 +412,38 @@ pub const HUB_RECENT: usize = 20;
 
 /// Peers whose failed pulls are counted for the status page.
 pub const HUB_MAX_FAILING_PEERS: usize = 64;
+/// How far a signed datagram's or request's timestamp may be from this host's clock, either
+/// way, and still be taken: enough for clocks that NTP keeps within a second and for a
+/// datagram that queued a while; short enough that a capture is soon worthless. A message
+/// can be replayed only inside it, so the replay caches remember messages this long.
+pub const AUTH_WINDOW: Duration = Duration::from_secs(120);
+
+/// Signed messages remembered against replay, in each of the two caches (datagrams, and
+/// requests between pacserves), about 16 bytes each. A LAN of 256 peers announcing every
+/// 60 s sends about 1000 datagrams per window; lookups ask each peer once per package. When
+/// full, the oldest is dropped and nothing older is taken any more, so nothing forgotten can
+/// be replayed.
+pub const MAX_REPLAY_ENTRIES: usize = 4096;
+
+/// Largest key file read: one key, 65 bytes as `pacserve gen-secret` writes it.
+pub const MAX_SECRET_FILE_BYTES: usize = 4096;
+
+/// A key file of hex digits needs this many (256 bits); anything else is taken byte for byte
+/// and needs `MIN_SECRET_RAW_BYTES`. HMAC-SHA-256 gains nothing from more than 32 random
+/// bytes, and fewer make a guessable key.
+pub const MIN_SECRET_HEX_DIGITS: usize = 64;
+pub const MIN_SECRET_RAW_BYTES: usize = 32;
+
+/// Most `--secret-file` options: the signing key and the keys of a rotation in progress.
+pub const MAX_SECRET_FILES: usize = 8;
+
+/// Most `--allow` ranges.
+pub const MAX_ALLOW_RANGES: usize = 64;
+
+/// Addresses remembered as having proved that they hold the key (a signed request or hello),
+/// so that pacman on those hosts, redirected here by its own pacserve, is answered: at most
+/// this many (only key holders can add one), each for `PROVEN_CLIENT_TTL` after its last
+/// proof. pacman follows a redirect within milliseconds, and a peer's answers are
+/// remembered for seconds, so ten minutes is ample.
+pub const MAX_PROVEN_CLIENTS: usize = 1024;
+pub const PROVEN_CLIENT_TTL: Duration = Duration::from_secs(600);

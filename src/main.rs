@@ -15,6 +15,8 @@ use smol::stream::StreamExt;
 
 use pacserve::app::mirrors::RepoTable;
 use pacserve::app::{Config, Service};
+use pacserve::auth::key::KeyError;
+use pacserve::auth::{Guard, Lan};
 use pacserve::config::cli::{self, Args, Command, MulticastArgs};
 use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
 use pacserve::http::server::{Options, serve};
@@ -37,6 +39,7 @@ enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     Multicast(OpenError),
     Hub(pacserve::error::IoError),
+    Secret(KeyError),
 }
 
 impl fmt::Display for StartError {
@@ -46,6 +49,7 @@ impl fmt::Display for StartError {
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Multicast(e) => write!(f, "multicast: {e}"),
             StartError::Hub(e) => write!(f, "hub: {e}"),
+            StartError::Secret(e) => e.fmt(f),
         }
     }
 }
@@ -57,6 +61,7 @@ impl std::error::Error for StartError {
             StartError::Listen { source, .. } => Some(source),
             StartError::Multicast(e) => Some(e),
             StartError::Hub(e) => Some(e),
+            StartError::Secret(e) => Some(e),
         }
     }
 }
@@ -73,12 +78,19 @@ fn main() -> ExitCode {
         Command::Help => print!("{}", cli::HELP),
         Command::MoreHelp => print!("{}", cli::MORE_HELP),
         Command::Version => println!("pacserve {}", env!("CARGO_PKG_VERSION")),
+        Command::GenSecret => match pacserve::auth::key::gen_secret() {
+            Ok(key) => print!("{key}"),
+            Err(e) => {
+                eprintln!("pacserve: gen-secret: reading the kernel's random source: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Pacsrv { port, pacman_args } => return pacsrv::pacsrv(port, pacman_args),
         Command::PrintPacmanConf { port, pacman_conf } => {
             return pacsrv::print_conf(&pacman_conf, port);
         }
         Command::Run(args) => {
-            if let Err(e) = run(args) {
+            if let Err(e) = run(*args) {
                 error!("{e}");
                 return ExitCode::FAILURE;
             }
@@ -93,8 +105,13 @@ fn run(args: Args) -> Result<(), StartError> {
     raise_fd_limit();
     // Load before binding, so a broken pacman.conf never leaves a half-started daemon.
     let conf = pacman_conf::load(&args.pacman_conf).map_err(StartError::Config)?;
+    let lan = Lan::load(&args.secret_files)
+        .map_err(StartError::Secret)?
+        .map(Arc::new);
     let hub = match &args.hub {
-        Some(h) => Some(Arc::new(Hub::open((**h).clone()).map_err(StartError::Hub)?)),
+        Some(h) => Some(Arc::new(
+            Hub::open((**h).clone(), lan.clone()).map_err(StartError::Hub)?,
+        )),
         None => None,
     };
     let addr = SocketAddr::new(args.address, args.port);
@@ -120,8 +137,10 @@ fn run(args: Args) -> Result<(), StartError> {
     let discovery_stats = Arc::new(DiscoveryStats::default());
     let mut service = Service::new(
         build_config(&conf, &args.pacman_conf, port),
-        PeerLookup::new(table.clone(), args.peer_timeout),
-    );
+        PeerLookup::new(table.clone(), args.peer_timeout).signed_by(lan.clone()),
+    )
+    .with_guard(Guard::new(lan.clone(), args.allow.clone()));
+    log_access(&args, lan.as_deref());
     if let Some((_, cfg, _)) = &discovery {
         let group = format!("{}:{}", cfg.group, cfg.port);
         service = service.with_multicast(group, discovery_stats.clone());
@@ -157,6 +176,7 @@ fn run(args: Args) -> Result<(), StartError> {
                 me,
                 table.clone(),
                 stats,
+                lan.clone(),
                 stop_rx.clone(),
             ))
         });
@@ -299,10 +319,40 @@ fn open_discovery(
     Ok((disc, cfg, me))
 }
 
+/// Say who this pacserve answers.
+fn log_access(args: &Args, lan: Option<&Lan>) {
+    let allow: Vec<String> = args.allow.iter().map(|a| a.to_string()).collect();
+    match lan {
+        Some(lan) => info!(
+            "LAN authenticated: {} key(s) from --secret-file; answering loopback, \
+             authenticated peers{}{}",
+            lan.keys().all().len(),
+            if allow.is_empty() { "" } else { " and " },
+            allow.join(", ")
+        ),
+        None if !allow.is_empty() => info!(
+            "no --secret-file: the LAN is not authenticated; answering loopback and {}",
+            allow.join(", ")
+        ),
+        None => {}
+    }
+}
+
 /// SIGHUP: read pacman.conf again, off the executor and within [`RELOAD_TIMEOUT`]; keep the
-/// old configuration if the new one is broken or too slow to read.
+/// old configuration if the new one is broken or too slow to read. The key files are read
+/// again too (a broken one keeps the keys in use).
 async fn reload(service: &Service, path: &Path, port: u16) {
     let _ = notify::notify("RELOADING=1");
+    if let Some(lan) = service.guard().lan().cloned() {
+        let reloading = smol::unblock(move || lan.reload());
+        match rt::until(Instant::now() + RELOAD_TIMEOUT, reloading).await {
+            Some(Ok(n)) => info!("reloaded the secret files: {n} key(s)"),
+            Some(Err(e)) => error!("reload failed, keeping the keys in use: {e}"),
+            None => {
+                error!("reload failed, keeping the keys in use: the secret files took too long")
+            }
+        }
+    }
     let owned = path.to_path_buf();
     let loading = smol::unblock(move || {
         pacman_conf::load(&owned).map(|conf| build_config(&conf, &owned, port))

@@ -614,6 +614,7 @@ mod tests {
             has_host: true,
             http11: true,
             from_pacserve: false,
+            auth: None,
         };
         let now = mtime + 100;
         assert_eq!(serve_at(open(), &req(mtime + 50), now).response.status, 304);

@@ -6,6 +6,7 @@
 //! ([`crate::hub`]) come first, for any repository and architecture. I/O through those
 //! modules.
 
+pub mod auth_view;
 pub mod local;
 pub mod mirrors;
 pub mod outcome;
@@ -24,6 +25,8 @@ use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
 use crate::app::urls::{Endpoint, FileKind, FileRequest, Page, route};
 use crate::app::verify::Verdict;
+use crate::auth::Guard;
+use crate::auth::access::Route;
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::url::Url;
@@ -33,6 +36,7 @@ use crate::peers::discovery::DiscoveryStats;
 use crate::peers::lookup::{PeerLookup, Query};
 use crate::peers::table::Source;
 use crate::sys::log::escape;
+use auth_view::AuthView;
 use status::{CopyView, PeerView, StatusView, VerificationView};
 
 /// What a (re)load of pacman.conf yields.
@@ -55,6 +59,8 @@ pub struct Service {
     multicast: Option<String>,
     discovery_stats: Option<Arc<DiscoveryStats>>,
     hub: Option<Arc<Hub>>,
+    /// Who may ask what (the shared secret, `--allow`).
+    guard: Guard,
 }
 
 impl Service {
@@ -69,6 +75,7 @@ impl Service {
             multicast: None,
             discovery_stats: None,
             hub: None,
+            guard: Guard::new(None, Vec::new()),
         }
     }
 
@@ -88,6 +95,16 @@ impl Service {
         let mut dirs = config.cache_dirs.clone();
         dirs.extend(self.hub.as_ref().map(|h| h.dir().to_path_buf()));
         dirs
+    }
+
+    /// Answer only whom `guard` lets in.
+    pub fn with_guard(mut self, guard: Guard) -> Service {
+        self.guard = guard;
+        self
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Say on the status page that discovery runs, and where.
@@ -145,7 +162,35 @@ impl Service {
             .clone()
     }
 
+    /// Whether `req` may be answered at all (see [`crate::auth::access`]); a 403 if not.
+    fn refused(&self, req: &Request) -> Option<Answer> {
+        if self.guard.open() {
+            return None;
+        }
+        let for_peers = urls::page(&req.target) == Some(Page::Info)
+            || urls::listed_file(&req.target).is_some()
+            || route(&req.target).is_ok_and(|r| r.endpoint == Endpoint::Peer);
+        let route = if for_peers {
+            Route::ForPeers
+        } else {
+            Route::ForClients
+        };
+        let table = self.peers.table();
+        let checked = self.guard.check(
+            route,
+            &req.method_text,
+            &req.target,
+            req.auth.as_deref(),
+            req.peer.ip(),
+            |ip| crate::lock(table).has_discovered(ip),
+        );
+        checked.err().map(|_| Answer::new(403, Outcome::Bad))
+    }
+
     async fn answer(&self, req: &Request) -> Answer {
+        if let Some(refused) = self.refused(req) {
+            return refused;
+        }
         if req.method == Method::Other {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
@@ -371,6 +416,27 @@ impl Service {
             }),
             verification: self.verification_view(),
             hub: self.hub.as_ref().map(|h| h.view()),
+            auth: self.auth_view(),
+        }
+    }
+
+    /// The authentication part of the status view.
+    fn auth_view(&self) -> AuthView {
+        let c = self.guard.counters();
+        let (datagrams_taken, requests_taken) = c.taken();
+        let lan = self.guard.lan();
+        AuthView {
+            authenticated: lan.is_some(),
+            keys: lan.map_or(0, |l| l.keys().all().len()),
+            allow: self.guard.allow().iter().map(|a| a.to_string()).collect(),
+            datagrams_taken,
+            requests_taken,
+            datagrams_refused: if lan.is_some() {
+                c.datagrams()
+            } else {
+                Vec::new()
+            },
+            requests_refused: c.requests(),
         }
     }
 

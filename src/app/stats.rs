@@ -139,6 +139,7 @@ mod tests {
             has_host: true,
             http11: true,
             from_pacserve: false,
+            auth: None,
         });
         s.record(&Completed {
             peer: "127.0.0.1:1".parse().unwrap(),

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::app::auth_view::{self, AuthView};
 use crate::app::outcome::COUNTED;
 use crate::app::stats::{Counters, Recent};
 
@@ -38,6 +39,7 @@ pub struct StatusView {
     pub verification: VerificationView,
     /// The hub's part, with `--hub`.
     pub hub: Option<crate::hub::status::HubView>,
+    pub auth: AuthView,
 }
 
 /// What copies are checked against, and the copies found wrong.
@@ -196,6 +198,7 @@ pub fn html(v: &StatusView) -> String {
     if let Some(hub) = &v.hub {
         crate::hub::status::html(&mut h, hub, v.now_unix);
     }
+    auth_view::html(&mut h, &v.auth);
     verification_html(&mut h, v);
     h.push_str("<h2>Recent lookups</h2>\n<table id=\"recent\"><tr><th>when</th><th>request</th><th>status</th><th>outcome</th><th>bytes</th></tr>\n");
     if v.recent.is_empty() {
@@ -366,7 +369,8 @@ pub fn json(v: &StatusView) -> String {
     if let Some(hub) = &v.hub {
         crate::hub::status::json(&mut j, hub);
     }
-    j.push_str("\"recent\":[");
+    auth_view::json(&mut j, &v.auth);
+    j.push_str(",\"recent\":[");
     for (i, r) in v.recent.iter().enumerate() {
         let _ = write!(
             j,
@@ -450,6 +454,7 @@ pub fn metrics(v: &StatusView) -> String {
             );
         }
     }
+    auth_view::metrics(&mut m, &v.auth);
     let ver = &v.verification;
     m.push_str(
         "# HELP pacserve_skipped_copies_total Peers' copies not used: not the file the sync \
@@ -556,6 +561,7 @@ mod tests {
                 bad_local_total: 0,
             },
             hub: None,
+            auth: AuthView::default(),
         }
     }
 

@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::limits::{MAX_OPTION_TIME, MIN_OPTION_TIME};
+use crate::auth::access::{Cidr, parse_cidr};
+use crate::limits::{MAX_ALLOW_RANGES, MAX_OPTION_TIME, MAX_SECRET_FILES, MIN_OPTION_TIME};
 use crate::peers::table::{Filters, PeerAddr, parse_peer_addr};
 
 /// Default TCP port, the one the original pacserve used.
@@ -28,6 +29,10 @@ pub struct Args {
     pub multicast: Option<MulticastArgs>,
     /// `--hub DIR` and its options.
     pub hub: Option<Box<crate::hub::options::HubArgs>>,
+    /// `--secret-file`, in order given: the first key signs, every key verifies.
+    pub secret_files: Vec<PathBuf>,
+    /// `--allow` ranges: the clients answered besides loopback (and authenticated peers).
+    pub allow: Vec<Cidr>,
 }
 
 /// `--multicast` and its options; None fields take discovery's defaults.
@@ -56,7 +61,8 @@ impl MulticastArgs {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run(Args),
+    /// Boxed: the arguments are far larger than the other commands.
+    Run(Box<Args>),
     /// `pacserve pacsrv [--port PORT] PACMAN_ARGS…`
     Pacsrv {
         port: u16,
@@ -67,6 +73,8 @@ pub enum Command {
         port: u16,
         pacman_conf: PathBuf,
     },
+    /// `pacserve gen-secret`: print a new key.
+    GenSecret,
     Help,
     MoreHelp,
     Version,
@@ -90,6 +98,15 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
     if raw.first().is_some_and(|a| a == "print-pacman-conf") {
         raw.remove(0);
         return parse_print_pacman_conf(raw);
+    }
+    if raw.first().is_some_and(|a| a == "gen-secret") {
+        return match raw.get(1) {
+            None => Ok(Command::GenSecret),
+            Some(extra) => Err(UsageError(format!(
+                "gen-secret: unexpected argument '{}'",
+                extra.to_string_lossy()
+            ))),
+        };
     }
     let mut p = pico_args::Arguments::from_vec(raw);
     if p.contains(["-h", "--help"]) {
@@ -118,9 +135,11 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
         multicast: multicast_options(&mut p)?,
         hub: crate::hub::options::parse(&mut p)?.map(Box::new),
         verbosity: verbosity_options(&mut p)?,
+        secret_files: secret_file_options(&mut p)?,
+        allow: allow_options(&mut p)?,
     };
     reject_rest(p, "")?;
-    Ok(Command::Run(args))
+    Ok(Command::Run(Box::new(args)))
 }
 
 /// `pacsrv [--port PORT] PACMAN_ARGS…`: only a leading --port is ours; everything else is
@@ -223,6 +242,39 @@ fn multicast_options(p: &mut pico_args::Arguments) -> Result<Option<MulticastArg
     }
 }
 
+/// `--secret-file PATH`, repeatable (at most [`MAX_SECRET_FILES`]); the files are read at
+/// start, so a bad one stops pacserve with a message about that file.
+fn secret_file_options(p: &mut pico_args::Arguments) -> Result<Vec<PathBuf>, UsageError> {
+    let files: Vec<PathBuf> = p
+        .values_from_os_str("--secret-file", |s: &std::ffi::OsStr| {
+            if s.is_empty() {
+                Err("empty path".to_string())
+            } else {
+                Ok(PathBuf::from(s))
+            }
+        })
+        .map_err(|e| option_error("--secret-file", e))?;
+    if files.len() > MAX_SECRET_FILES {
+        return Err(UsageError(format!(
+            "option '--secret-file': at most {MAX_SECRET_FILES}"
+        )));
+    }
+    Ok(files)
+}
+
+/// `--allow CIDR`, repeatable (at most [`MAX_ALLOW_RANGES`]).
+fn allow_options(p: &mut pico_args::Arguments) -> Result<Vec<Cidr>, UsageError> {
+    let ranges: Vec<Cidr> = p
+        .values_from_fn("--allow", parse_cidr)
+        .map_err(|e| option_error("--allow", e))?;
+    if ranges.len() > MAX_ALLOW_RANGES {
+        return Err(UsageError(format!(
+            "option '--allow': at most {MAX_ALLOW_RANGES} ranges"
+        )));
+    }
+    Ok(ranges)
+}
+
 fn verbosity_options(p: &mut pico_args::Arguments) -> Result<Verbosity, UsageError> {
     let verbose = p.contains(["-v", "--verbose"]);
     let quiet = p.contains(["-q", "--quiet"]);
@@ -301,6 +353,7 @@ pacserve — share pacman package caches across a LAN
 Usage: pacserve [OPTIONS]
        pacserve pacsrv [--port PORT] PACMAN_ARGS...
        pacserve print-pacman-conf [--port PORT] [--pacman-conf FILE]
+       pacserve gen-secret
 
 Options:
   --address ADDR              address to listen on (default 0.0.0.0)
@@ -319,6 +372,9 @@ Options:
   --hub DIR                   collect the LAN's packages into DIR and serve them (see HUB
                               in --more-help for --hub-interval, -arch, -pulls, -rate,
                               -keep, -max-size, -min-free)
+  --secret-file FILE          the LAN's shared key: only hosts holding it are peers
+                              (repeatable for a key change: the first signs)
+  --allow CIDR                also answer these clients (repeatable); see --more-help
   -v, --verbose               also log lookup detail
   -q, --quiet                 log only errors
   -h, --help                  this text
@@ -436,6 +492,45 @@ CONFIGURATION FILE
   repositories, mirrors and cache directories come from pacman.conf. Under systemd, the
   unit reads extra options from /etc/conf.d/pacserve (PACSERVE_ARGS=...).
 
+A LAN THAT LETS NO STRANGER IN (--secret-file)
+  Without a secret every host of the LAN is trusted, as with the original pacserve. With
+  one, only hosts holding the same key take part:
+    (umask 077; pacserve gen-secret > /etc/pacserve/lan.key)   # once, on one host
+    then copy that file to every host (mode 600) and start each pacserve with
+    --secret-file /etc/pacserve/lan.key (under systemd: LoadCredential=, see the README).
+  A key file holds 64 or more hex digits (what gen-secret prints), or else at least 32
+  bytes taken as they are. pacserve refuses to start, naming the file, if it is missing,
+  empty, too short, not a regular file, or readable by group or others (chmod 600).
+  With a secret:
+    - every multicast datagram (hello, query, bye) carries a timestamp, a nonce, the
+      sender's address and an HMAC-SHA-256 over all of it. Datagrams without one, with a
+      MAC of another key, from another address than they were signed for (a replay from
+      another host), more than 120 s from this host's clock, or seen before are dropped
+      and counted by reason. Keep the clocks of the LAN in step (NTP);
+    - /peer/ and /info answer only requests with a valid X-Pacserve-Auth header (method,
+      path, timestamp, nonce, MAC), which pacserve puts on its lookups, or loopback;
+      others get 403. Static peers (--pacserver) sign their lookups too;
+    - everything else (/request/, /pacman/, /cache/, /lan/, the status routes) answers
+      loopback, the addresses of authenticated peers (pacman on a peer host is sent here
+      by its own pacserve), and the --allow ranges; others get 403 and a log line.
+  Without a secret, --allow CIDR (repeatable; 10.0.0.0/24, fd00::/8, or one address)
+  alone restricts every route to loopback and those ranges.
+  The status page, /status.json (auth) and /metrics (pacserve_lan_authenticated,
+  pacserve_rejected_datagrams_total, pacserve_rejected_requests_total) show whether the
+  LAN is authenticated and what was refused, by reason.
+  A new key without a moment in which two hosts cannot understand each other: the first
+  --secret-file signs, every one verifies, and SIGHUP reads the same files again (a broken
+  one keeps the keys in use). Run each host with two files, e.g. --secret-file lan.key
+  --secret-file lan.next.key, both holding the key in use. To change it: (1) write the
+  new key to lan.next.key on each host and reload it (it accepts both, signs with the
+  old); (2) once every host accepts both, on each host write the new key to lan.key and
+  the old one to lan.next.key, and reload (it signs with the new); (3) once every host
+  signs with the new, write the new key to lan.next.key too, and reload: the old key is
+  gone. Under systemd a credential is copied when the service starts, so restart instead
+  of reloading; the other hosts forget a restarting host for about a second.
+  Not encrypted, and answers are not signed: a host that can intercept traffic (ARP
+  spoofing) can still read or tamper with it; pacman's signatures still protect packages.
+
 A HOSTILE LAN
   Connections: 1024 at once, 64 per source address (loopback and --pacserver addresses
   more); at the cap the longest-idle connection is closed to make room. Outgoing
@@ -465,11 +560,12 @@ HUB
 
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say
-  goodbye to the multicast group, exit 0. SIGHUP: reload pacman.conf.
+  goodbye to the multicast group, exit 0. SIGHUP: reload pacman.conf and the secret files.
 
 EXIT STATUS
-  0 on a clean stop, 1 when the configuration cannot be loaded or the port cannot be
-  bound (the message says which file or address), 2 on a command-line mistake.
+  0 on a clean stop, 1 when the configuration or a secret file cannot be used or the
+  port cannot be bound (the message says which file or address), 2 on a command-line
+  mistake.
 ";
 
 #[cfg(test)]
@@ -580,6 +676,37 @@ mod tests {
     }
 
     #[test]
+    fn secrets_and_allowed_clients() {
+        let Command::Run(a) = parse(&[
+            "--secret-file",
+            "/etc/pacserve/new.key",
+            "--secret-file",
+            "/etc/pacserve/old.key",
+            "--allow",
+            "10.0.0.0/24",
+            "--allow",
+            "fd00::7",
+        ])
+        .unwrap() else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            a.secret_files,
+            [
+                PathBuf::from("/etc/pacserve/new.key"),
+                PathBuf::from("/etc/pacserve/old.key")
+            ]
+        );
+        assert_eq!(a.allow.len(), 2);
+        assert!(a.allow[0].contains("10.0.0.9".parse().unwrap()));
+        assert_eq!(parse(&["gen-secret"]), Ok(Command::GenSecret));
+        let Command::Run(plain) = parse(&[]).unwrap() else {
+            panic!("expected run")
+        };
+        assert!(plain.secret_files.is_empty() && plain.allow.is_empty());
+    }
+
+    #[test]
     fn help_and_version() {
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert_eq!(parse(&["-h"]), Ok(Command::Help));
@@ -625,6 +752,14 @@ mod tests {
                 "'--multicast-interval'",
             ),
             (&["--multicast-ttl", "2"], "need --multicast"),
+            (&["--secret-file"], "'--secret-file'"),
+            (&["--secret-file", ""], "'--secret-file'"),
+            (&["--allow", "10.0.0.7/24"], "did you mean 10.0.0.0/24?"),
+            (&["--allow", "lan"], "'--allow'"),
+            (
+                &["gen-secret", "--length", "9"],
+                "gen-secret: unexpected argument",
+            ),
         ];
         for (args, needle) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));

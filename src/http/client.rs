@@ -35,6 +35,15 @@ pub async fn head_status(url: &Url, timeout: Duration) -> io::Result<u16> {
 
 /// `HEAD url`, bounded by `timeout` for the whole exchange.
 pub async fn head(url: &Url, timeout: Duration) -> io::Result<HeadAnswer> {
+    head_with(url, timeout, None).await
+}
+
+/// `HEAD url` with one more header field (`name: value`), bounded by `timeout`.
+async fn head_with(
+    url: &Url,
+    timeout: Duration,
+    extra: Option<(&str, &str)>,
+) -> io::Result<HeadAnswer> {
     if url.scheme != Scheme::Http {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -47,9 +56,10 @@ pub async fn head(url: &Url, timeout: Duration) -> io::Result<HeadAnswer> {
         stream.get_ref().set_nodelay(true)?;
         // The User-Agent and the hop field tell a pacserve at the other end (a peer, or this
         // very one under another name) never to pass the request on.
+        let extra = extra.map_or(String::new(), |(k, v)| format!("{k}: {v}\r\n"));
         let request = format!(
             "HEAD {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {PACSERVE_AGENT_PREFIX}{}\r\n\
-             {HOP_HEADER}: 1\r\nConnection: close\r\n\r\n",
+             {HOP_HEADER}: 1\r\n{extra}Connection: close\r\n\r\n",
             url.path,
             url.authority(),
             env!("CARGO_PKG_VERSION")
@@ -111,12 +121,14 @@ async fn connect(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
     Err(last)
 }
 
-/// Ask another pacserve at `host:port` with HEAD on `path`.
+/// Ask another pacserve at `host:port` with HEAD on `path`; `auth`: the value of the
+/// authentication header, on a LAN with a shared secret.
 pub async fn ask_peer(
     host: &str,
     port: u16,
     path: &str,
     timeout: Duration,
+    auth: Option<&str>,
 ) -> io::Result<HeadAnswer> {
     let url = Url {
         scheme: Scheme::Http,
@@ -124,7 +136,8 @@ pub async fn ask_peer(
         port,
         path: path.to_string(),
     };
-    head(&url, timeout).await
+    let extra = auth.map(|v| (crate::auth::request::HEADER, v));
+    head_with(&url, timeout, extra).await
 }
 
 #[cfg(test)]

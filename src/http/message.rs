@@ -32,6 +32,8 @@ pub struct Request {
     /// a request is answered from this host alone, never passed on, so pacservers that point
     /// at each other (or at themselves, by a name) can never fan out.
     pub from_pacserve: bool,
+    /// The authentication header of a signed request from another pacserve.
+    pub auth: Option<String>,
 }
 
 impl Request {
@@ -57,6 +59,7 @@ impl Request {
                 || head
                     .user_agent
                     .is_some_and(|ua| ua.starts_with(PACSERVE_AGENT_PREFIX.as_bytes())),
+            auth: head.pacserve_auth.map(str::to_string),
         }
     }
 }
@@ -157,6 +160,7 @@ pub fn reason(status: u16) -> &'static str {
         304 => "Not Modified",
         307 => "Temporary Redirect",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -173,6 +177,7 @@ pub fn reason(status: u16) -> &'static str {
 pub fn error_text(status: u16) -> &'static str {
     match status {
         400 => "400 Bad Request\n",
+        403 => "403 Forbidden\n",
         404 => "404 Not Found\n",
         405 => "405 Method Not Allowed\n",
         408 => "408 Request Timeout\n",

@@ -107,6 +107,8 @@ pub struct RequestHead<'a> {
     pub user_agent: Option<&'a [u8]>,
     /// An `X-Pacserve-Hop` field: the request comes from another pacserve.
     pub pacserve_hop: bool,
+    /// The `X-Pacserve-Auth` field of a signed request (at most one).
+    pub pacserve_auth: Option<&'a str>,
     pub range: Option<&'a str>,
     pub if_range: Option<&'a str>,
     pub if_modified_since: Option<&'a str>,
@@ -208,6 +210,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead<'_>>, ParseError> 
         host: None,
         user_agent: None,
         pacserve_hop: false,
+        pacserve_auth: None,
         range: None,
         if_range: None,
         if_modified_since: None,
@@ -228,6 +231,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead<'_>>, ParseError> 
         } else if is("x-pacserve-hop") {
             head.pacserve_hop = true;
             Ok(())
+        } else if is("x-pacserve-auth") {
+            once(&mut head.pacserve_auth, value)
         } else if is("range") {
             once(&mut head.range, value)
         } else if is("if-range") {
@@ -918,6 +923,15 @@ mod tests {
         );
         assert!(req(b"GET / HTTP/1.1\r\nX-Pacserve-Hop: 1\r\n\r\n").pacserve_hop);
         assert!(!req(b"GET / HTTP/1.1\r\n\r\n").pacserve_hop);
+        assert_eq!(
+            req(b"HEAD /info HTTP/1.1\r\nx-pacserve-auth: 1 ts=5\r\n\r\n").pacserve_auth,
+            Some("1 ts=5")
+        );
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nX-Pacserve-Auth: a\r\nX-Pacserve-Auth: a\r\n\r\n"),
+            Err(ParseError::BadHeader),
+            "two authentication headers"
+        );
         // Values keep inner whitespace.
         assert_eq!(
             req(b"GET / HTTP/1.1\r\nRange: bytes = 1 - 2\r\n\r\n").range,

@@ -25,6 +25,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::app::local::Lookup;
 use crate::app::verify::Verifier;
+use crate::auth::Lan;
 use crate::error::IoError;
 use crate::limits::{
     HUB_MAX_AVOIDED, HUB_MAX_FAILING_PEERS, HUB_MAX_FORGOTTEN, HUB_MAX_MISSED, HUB_MISS_DELAY,
@@ -40,6 +41,8 @@ use store::{HeldFile, Store};
 
 pub struct Hub {
     args: HubArgs,
+    /// The LAN's key, when it has one: peers answer `/info` only to signed requests.
+    lan: Option<Arc<Lan>>,
     store: Store,
     limiter: Limiter,
     state: Mutex<State>,
@@ -138,9 +141,10 @@ fn ring<T>(q: &mut Vec<T>, cap: usize, item: T) {
 
 impl Hub {
     /// Take the directory (blocking: at start, before the first request).
-    pub fn open(args: HubArgs) -> Result<Hub, IoError> {
+    pub fn open(args: HubArgs, lan: Option<Arc<Lan>>) -> Result<Hub, IoError> {
         let store = Store::open(&args.dir)?;
         Ok(Hub {
+            lan,
             limiter: Limiter::new(args.rate),
             args,
             store,
@@ -353,7 +357,7 @@ impl Hub {
         let Some(permit) = budget::try_outgoing() else {
             return;
         };
-        let got = pull::listing(&peer.host, peer.port, etag.as_deref());
+        let got = pull::listing(&peer.host, peer.port, etag.as_deref(), self.lan.as_deref());
         drop(permit);
         let held = crate::lock(&round.held);
         let lacks = |f: &str| held.binary_search_by(|h| h.file.as_str().cmp(f)).is_err();
@@ -557,6 +561,7 @@ impl Hub {
             want,
             temp: &temp,
             progress,
+            lan: self.lan.as_deref(),
         };
         pull::pull(&job, &self.limiter)
     }

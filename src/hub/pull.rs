@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::auth::Lan;
 use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{Parsed, parse_response};
 use crate::limits::{
@@ -101,7 +102,14 @@ struct Exchange {
 
 /// `GET path` on `host:port` with `extra` header lines, as a pacserve (so the peer answers
 /// from its own files only).
-fn get(host: &str, port: u16, path: &str, extra: &str) -> Result<Exchange, Failure> {
+/// Signed for the LAN's key when there is one (peers answer `/info` only so).
+fn get(
+    host: &str,
+    port: u16,
+    path: &str,
+    extra: &str,
+    lan: Option<&Lan>,
+) -> Result<Exchange, Failure> {
     let peer = |e: io::Error| Failure::Peer(e.to_string());
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
     let mut stream = None;
@@ -127,8 +135,13 @@ fn get(host: &str, port: u16, path: &str, extra: &str) -> Result<Exchange, Failu
     };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {PACSERVE_AGENT_PREFIX}{}\r\n\
-         {HOP_HEADER}: 1\r\n{extra}Connection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
+         {HOP_HEADER}: 1\r\n{extra}{}Connection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION"),
+        lan.map_or(String::new(), |l| format!(
+            "{}: {}\r\n",
+            crate::auth::request::HEADER,
+            l.sign_request("GET", path)
+        ))
     );
     stream.write_all(request.as_bytes()).map_err(peer)?;
     let mut buf = vec![0u8; 4096];
@@ -182,9 +195,14 @@ pub struct Fresh {
 }
 
 /// A peer's listing as it is now: Ok(None) when it still has the validator `etag` (a 304).
-pub fn listing(host: &str, port: u16, etag: Option<&str>) -> Result<Option<Fresh>, Failure> {
+pub fn listing(
+    host: &str,
+    port: u16,
+    etag: Option<&str>,
+    lan: Option<&Lan>,
+) -> Result<Option<Fresh>, Failure> {
     let extra = etag.map_or(String::new(), |t| format!("If-None-Match: {t}\r\n"));
-    let mut x = get(host, port, crate::app::urls::INFO_PATH, &extra)?;
+    let mut x = get(host, port, crate::app::urls::INFO_PATH, &extra, lan)?;
     match x.head.status {
         304 => return Ok(None),
         200 => {}
@@ -221,6 +239,8 @@ pub struct Job<'a> {
     pub temp: &'a Path,
     /// Bytes in the temporary so far, for the status page.
     pub progress: &'a AtomicU64,
+    /// The LAN's key, when it has one.
+    pub lan: Option<&'a Lan>,
 }
 
 /// Pull `job` into its temporary, synced to disk; its SHA-256. On a wrong copy the
@@ -245,7 +265,7 @@ pub fn pull(job: &Job<'_>, limiter: &Limiter) -> Result<[u8; 32], Failure> {
         n => format!("Range: bytes={n}-\r\n"),
     };
     let path = format!("{}/{}", crate::app::urls::INFO_PATH, job.file);
-    let mut x = get(job.host, job.port, &path, &range)?;
+    let mut x = get(job.host, job.port, &path, &range, job.lan)?;
     let start = match (x.head.status, x.head.range) {
         (200, _) => 0,
         (206, Some((a, b, total))) if a == have && b + 1 == total => {
@@ -417,6 +437,7 @@ mod tests {
             want: None,
             temp: &t.0,
             progress: p,
+            lan: None,
         }
     }
 
@@ -540,7 +561,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: \"ab\"\r\n\r\n",
             b"a-1-1-any.pkg.tar.zst 3\n".to_vec(),
         );
-        let fresh = listing("127.0.0.1", port, None).unwrap().unwrap();
+        let fresh = listing("127.0.0.1", port, None, None).unwrap().unwrap();
         assert_eq!(fresh.body, b"a-1-1-any.pkg.tar.zst 3\n");
         assert_eq!(fresh.etag.as_deref(), Some("\"ab\""));
         assert!(
@@ -550,7 +571,7 @@ mod tests {
         );
         let (port, req) = server("HTTP/1.1 304 Not Modified\r\n\r\n", Vec::new());
         assert!(
-            listing("127.0.0.1", port, Some("\"ab\""))
+            listing("127.0.0.1", port, Some("\"ab\""), None)
                 .unwrap()
                 .is_none()
         );

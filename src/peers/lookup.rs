@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use smol::lock::OnceCell;
 
+use crate::auth::Lan;
 use crate::error::local_shortage;
 use crate::http::client::ask_peer;
 use crate::limits::{
@@ -149,6 +150,8 @@ impl Entry {
 pub struct PeerLookup {
     table: Arc<Mutex<PeerTable>>,
     timeout: Duration,
+    /// The shared secret that signs every query, if any.
+    lan: Option<Arc<Lan>>,
     answers: Mutex<HashMap<String, Entry>>,
     /// The last skipped copies, newest last, and how many by reason (size, sha256).
     skipped: Arc<Mutex<SkippedCopies>>,
@@ -191,9 +194,16 @@ impl PeerLookup {
         PeerLookup {
             table,
             timeout,
+            lan: None,
             answers: Mutex::new(HashMap::new()),
             skipped: Arc::default(),
         }
+    }
+
+    /// Sign every query with the shared secret of `lan`.
+    pub fn signed_by(mut self, lan: Option<Arc<Lan>>) -> PeerLookup {
+        self.lan = lan;
+        self
     }
 
     pub fn table(&self) -> &Arc<Mutex<PeerTable>> {
@@ -282,9 +292,11 @@ impl PeerLookup {
             let skipped = self.skipped.clone();
             let q = q.clone();
             let timeout = self.timeout;
+            let auth = self.lan.as_ref().map(|l| l.sign_request("HEAD", &q.path));
             // Detached: a slow peer's answer still updates its backoff after we have moved on.
             crate::sys::rt::spawn(async move {
-                let asked = ask_peer(&peer.host, peer.port, &q.path, timeout).await;
+                let asked =
+                    ask_peer(&peer.host, peer.port, &q.path, timeout, auth.as_deref()).await;
                 drop(permit);
                 let answer = match asked {
                     Ok(a) if a.status == 200 => {

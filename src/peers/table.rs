@@ -320,6 +320,15 @@ impl PeerTable {
         Some(wait)
     }
 
+    /// Whether a peer heard by multicast has the address `ip` (on a LAN with a shared
+    /// secret, only a hello with a valid seal puts one there).
+    pub fn has_discovered(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.peers
+            .values()
+            .any(|p| p.source == Source::Multicast && p.addr.host.parse() == Ok(ip))
+    }
+
     pub fn get(&self, addr: &PeerAddr) -> Option<&Peer> {
         self.peers.get(addr)
     }

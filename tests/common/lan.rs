@@ -227,17 +227,12 @@ impl RawUdp {
 // ---------------------------------------------------------------------------------------------
 // Leftovers of crashed runs
 
-/// True when `pid` is this process or another running test binary (of any test file, built
-/// from any checkout: several suites may run at once on one machine): `/proc/PID/comm` is
-/// `NAME-HASH` cut at 15 bytes, so a `-` followed by hex digits, or by nothing when the cut
-/// fell there.
+/// True when `pid` still runs, whatever it is: the test binaries of one checkout (or of
+/// several, on one machine) run side by side, and each must leave the others' namespaces
+/// alone. A crashed run's leftovers go once its PID is free (a PID taken again by another
+/// program only delays that).
 fn owner_alive(pid: u32) -> bool {
-    let test_binary = || {
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        let (_, hash) = comm.trim_end().rsplit_once('-')?;
-        Some(hash.bytes().all(|b| b.is_ascii_hexdigit()))
-    };
-    pid == std::process::id() || test_binary() == Some(true)
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Remove what a crashed earlier run left behind: namespaces with our prefix whose owner (the

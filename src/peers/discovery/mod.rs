@@ -24,6 +24,24 @@
 //!
 //!   Fields with other keys are ignored (any printable value), so later versions can add some.
 //!
+//! # The seal (with `--secret-file`)
+//!
+//! On a LAN with a shared secret every datagram ends with four more fields:
+//!
+//! ```text
+//! pacserve 1 hello id=… port=15678 arch=x86_64,any ts=1700000000 nonce=… src=10.0.0.2 mac=…
+//! ```
+//!
+//! `ts` (seconds since the epoch, decimal), `nonce` (16 lowercase hex digits, new for every
+//! datagram), `src` (the sender's IPv4 address, as it leaves this host) and `mac` (64
+//! lowercase hex digits), always last: HMAC-SHA-256 under the signing key of every byte
+//! before ` mac=`. So the MAC covers the whole content and the sender's address. A receiver
+//! with a secret drops (and counts, by reason) a datagram without a seal, one whose `src` is
+//! not the address it came from (a replay from another host), one whose MAC no key of its
+//! own gives, one whose `ts` is more than [`crate::limits::AUTH_WINDOW`] away from its own
+//! clock, and one whose `ts` and `nonce` it has seen already. The version stays `1`: a
+//! pacserve without a secret ignores the four fields, as it ignores any unknown field.
+//!
 //! # Protocol
 //!
 //! - On start a `query`, then a `hello`; a `hello` every interval; a `bye` on stop.
@@ -47,7 +65,10 @@ mod wire;
 
 pub use run::{DiscoveryStats, StatsSnapshot, run};
 pub use socket::{Discovery, OpenError, open};
-pub use wire::{Announce, DecodeError, Kind, decode, encode, new_instance_id};
+pub use wire::{
+    Announce, Datagram, DecodeError, Kind, Seal, decode, decode_datagram, encode, encode_sealed,
+    encode_signed, new_instance_id,
+};
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

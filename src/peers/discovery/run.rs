@@ -13,8 +13,9 @@ use smol::channel::Receiver;
 use smol::future::FutureExt;
 
 use super::socket::Discovery;
-use super::wire::{Announce, Kind, decode, encode};
+use super::wire::{Announce, Kind, decode, decode_datagram, encode, encode_signed};
 use super::{MulticastConfig, clamp_interval};
+use crate::auth::{Lan, unix_now};
 use crate::limits::{ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, QUERY_ANSWER_MIN_GAP};
 use crate::peers::table::{PeerAddr, PeerTable, Seen};
 use crate::sys::host::{self, Subnet};
@@ -71,11 +72,13 @@ enum Heard {
 }
 
 /// Apply `a`, received from `src`, to the table. Pure but for the table. `subnets`: those this
-/// host is on; a hello from elsewhere (but loopback) is refused unless a filter names it.
+/// host is on; a hello from elsewhere (but loopback) is refused unless a filter names it, or
+/// it is `authenticated` (its seal verified under the shared secret).
 fn apply(
     a: &Announce,
     src: SocketAddr,
     subnets: &[Subnet],
+    authenticated: bool,
     table: &mut PeerTable,
     now: Instant,
 ) -> Heard {
@@ -83,10 +86,11 @@ fn apply(
         host: src.ip().to_string(),
         port: a.http_port,
     };
-    let on_subnet = match src.ip().to_canonical() {
-        IpAddr::V4(ip) => ip.is_loopback() || subnets.iter().any(|s| s.contains(ip)),
-        IpAddr::V6(ip) => ip.is_loopback(),
-    };
+    let on_subnet = authenticated
+        || match src.ip().to_canonical() {
+            IpAddr::V4(ip) => ip.is_loopback() || subnets.iter().any(|s| s.contains(ip)),
+            IpAddr::V6(ip) => ip.is_loopback(),
+        };
     match a.kind {
         Kind::Hello => {
             let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
@@ -100,16 +104,35 @@ fn apply(
     }
 }
 
-/// Sends announcements, counts them, and logs a failure once until sending works again.
+/// Sends announcements (signed, with a shared secret: each with a fresh timestamp and nonce),
+/// counts them, and logs a failure once until sending works again.
 struct Sender<'a> {
     disc: &'a Discovery,
     stats: &'a DiscoveryStats,
+    me: &'a Announce,
+    lan: Option<&'a Lan>,
     failing: bool,
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, bytes: &[u8], what: &str) {
-        match self.disc.send_bytes(bytes).await {
+    async fn send(&mut self, kind: Kind) {
+        let what = kind.as_str();
+        let a = Announce {
+            kind,
+            ..self.me.clone()
+        };
+        let sent = match self.lan {
+            None => self.disc.send_bytes(&encode(&a)).await,
+            Some(lan) => {
+                let keys = lan.keys();
+                let datagram = |src: Option<std::net::Ipv4Addr>| {
+                    let src = src.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                    encode_signed(&a, unix_now(), lan.next_nonce(), src, keys.signing())
+                };
+                self.disc.send_each(true, datagram).await
+            }
+        };
+        match sent {
             Ok(()) => {
                 bump(&self.stats.sent);
                 if self.failing {
@@ -223,7 +246,7 @@ struct Discoverer<'a> {
     table: &'a Mutex<PeerTable>,
     stats: &'a DiscoveryStats,
     sender: Sender<'a>,
-    hello: Vec<u8>,
+    lan: Option<&'a Lan>,
     max_silence: Duration,
     schedule: Schedule,
     /// The subnets this host is on, read again with every periodic hello.
@@ -232,7 +255,7 @@ struct Discoverer<'a> {
 
 impl Discoverer<'_> {
     async fn hello(&mut self, now: Instant, periodic: bool) {
-        self.sender.send(&self.hello, "hello").await;
+        self.sender.send(Kind::Hello).await;
         self.schedule.sent_hello(now, periodic);
     }
 
@@ -255,8 +278,8 @@ impl Discoverer<'_> {
 
     async fn on_datagram(&mut self, bytes: &[u8], src: SocketAddr, now: Instant) {
         bump(&self.stats.received);
-        let a = match decode(bytes) {
-            Ok(a) => a,
+        let d = match decode_datagram(bytes) {
+            Ok(d) => d,
             Err(e) => {
                 bump(&self.stats.malformed);
                 crate::verbose!(
@@ -266,11 +289,33 @@ impl Discoverer<'_> {
                 return;
             }
         };
+        // With a secret, nothing unsealed, replayed or stale goes further, not even a query.
+        if let Some(lan) = self.lan {
+            let verdict = d.verify(bytes, &lan.keys(), src.ip());
+            let seal = d.seal.map(|s| (s.ts, s.nonce));
+            if let Err(why) = lan.admit_datagram(seal, verdict, src.ip(), unix_now()) {
+                crate::verbose!(
+                    "discovery: dropped datagram from {src}: {}: {}",
+                    why.as_str(),
+                    escape(bytes)
+                );
+                return;
+            }
+        }
+        let a = d.announce;
         if a.instance == self.me.instance {
             bump(&self.stats.own);
             return;
         }
-        let heard = apply(&a, src, &self.subnets, &mut crate::lock(self.table), now);
+        let sealed = self.lan.is_some();
+        let heard = apply(
+            &a,
+            src,
+            &self.subnets,
+            sealed,
+            &mut crate::lock(self.table),
+            now,
+        );
         match heard {
             // A flood of forged hellos must not become a flood of lines.
             Heard::Hello(addr, Seen::New) => {
@@ -319,14 +364,13 @@ pub async fn run(
     me: Announce,
     table: Arc<Mutex<PeerTable>>,
     stats: Arc<DiscoveryStats>,
+    lan: Option<Arc<Lan>>,
     stop: Receiver<()>,
 ) {
-    let datagram = |kind| encode(&Announce { kind, ..me.clone() });
-    let (hello, query, bye) = (
-        datagram(Kind::Hello),
-        datagram(Kind::Query),
-        datagram(Kind::Bye),
-    );
+    let hello = encode(&Announce {
+        kind: Kind::Hello,
+        ..me.clone()
+    });
     if let Err(e) = decode(&hello) {
         crate::error!(
             "discovery disabled: peers would reject our announcement ({e}): {}",
@@ -334,20 +378,23 @@ pub async fn run(
         );
         return;
     }
+    let lan = lan.as_deref();
     let mut sender = Sender {
         disc: &disc,
         stats: &stats,
+        me: &me,
+        lan,
         failing: false,
     };
-    sender.send(&query, "query").await;
-    sender.send(&hello, "hello").await;
+    sender.send(Kind::Query).await;
+    sender.send(Kind::Hello).await;
     let mut d = Discoverer {
         disc: &disc,
         me: &me,
         table: &table,
         stats: &stats,
         sender,
-        hello,
+        lan,
         max_silence: cfg.max_silence(),
         schedule: Schedule::started(clamp_interval(cfg.interval), Instant::now()),
         subnets: host::connected_subnets(),
@@ -375,7 +422,7 @@ pub async fn run(
         let now = Instant::now();
         match event {
             Event::Stop => {
-                d.sender.send(&bye, "bye").await;
+                d.sender.send(Kind::Bye).await;
                 return;
             }
             Event::Timer => {
@@ -452,21 +499,27 @@ mod tests {
         let mut a = hello(7, 15678, &["any"]);
         // A forged source off this host's subnets is not taken.
         assert_eq!(
-            apply(&a, src("198.51.100.7"), &lan, &mut table, t0),
+            apply(&a, src("198.51.100.7"), &lan, false, &mut table, t0),
             Heard::Hello(peer("198.51.100.7", 15678), Seen::OffSubnet)
         );
-        let heard = apply(&a, src("10.0.0.2"), &lan, &mut table, t0);
+        // Unless its seal verified: then the address is as good as its key.
+        let mut sealed = PeerTable::default();
+        assert_eq!(
+            apply(&a, src("198.51.100.7"), &lan, true, &mut sealed, t0),
+            Heard::Hello(peer("198.51.100.7", 15678), Seen::New)
+        );
+        let heard = apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.2", 15678), Seen::New));
-        let heard = apply(&a, src("10.0.0.2"), &lan, &mut table, t0);
+        let heard = apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0);
         assert_eq!(
             heard,
             Heard::Hello(peer("10.0.0.2", 15678), Seen::Refreshed)
         );
-        let heard = apply(&a, src("10.0.0.9"), &lan, &mut table, t0);
+        let heard = apply(&a, src("10.0.0.9"), &lan, false, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.9", 15678), Seen::Filtered));
         a.kind = Kind::Query;
         assert_eq!(
-            apply(&a, src("10.0.0.3"), &lan, &mut table, t0),
+            apply(&a, src("10.0.0.3"), &lan, false, &mut table, t0),
             Heard::Query
         );
         assert_eq!(table.len(), 1, "a query does not add a peer");
@@ -475,16 +528,16 @@ mod tests {
         a.kind = Kind::Bye;
         a.instance = 8;
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &lan, &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), false)
         );
         a.instance = 7;
         assert_eq!(
-            apply(&a, src("10.0.0.5"), &lan, &mut table, t0),
+            apply(&a, src("10.0.0.5"), &lan, false, &mut table, t0),
             Heard::Bye(peer("10.0.0.5", 15678), false)
         );
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &lan, &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), true)
         );
         assert!(table.is_empty());
@@ -500,6 +553,15 @@ mod tests {
     }
 
     fn start(cfg: &MulticastConfig, instance: u64, http_port: u16) -> Running {
+        start_with(cfg, instance, http_port, None)
+    }
+
+    fn start_with(
+        cfg: &MulticastConfig,
+        instance: u64,
+        http_port: u16,
+        lan: Option<Arc<Lan>>,
+    ) -> Running {
         let disc = open_on_loopback(cfg);
         let table = Arc::new(Mutex::new(PeerTable::default()));
         let stats = Arc::new(DiscoveryStats::default());
@@ -511,6 +573,7 @@ mod tests {
             me,
             table.clone(),
             stats.clone(),
+            lan,
             stop_rx,
         ));
         Running {
@@ -577,6 +640,81 @@ mod tests {
             );
             drop(b.stop);
             b.task.await;
+        });
+    }
+
+    fn lan_of(b: u8) -> Arc<Lan> {
+        let key = crate::auth::key::parse_key(&[b; 32]).unwrap();
+        let keys = crate::auth::key::Keys::new(vec![key]).unwrap();
+        Arc::new(Lan::new(Vec::new(), keys))
+    }
+
+    fn refused(lan: &Lan, why: &str) -> u64 {
+        let all = lan.counters().datagrams();
+        all.iter().find(|(w, _)| *w == why).map_or(0, |(_, n)| *n)
+    }
+
+    #[test]
+    fn with_a_secret_only_sealed_datagrams_from_key_holders_count() {
+        let cfg = loopback_config(free_udp_port());
+        let (key_a, key_c) = (lan_of(1), lan_of(2));
+        let a = start_with(&cfg, 0xa, 8001, Some(key_a.clone()));
+        let b = start_with(&cfg, 0xb, 8002, Some(lan_of(1)));
+        let c = start_with(&cfg, 0xc, 8003, Some(key_c.clone()));
+        let plain = open(&cfg).expect("a socket without a key");
+        smol::block_on(async {
+            let limit = Duration::from_secs(3);
+            assert!(eventually(limit, || knows(&a, 8002) && knows(&b, 8001)).await);
+            // C's datagrams are heard and dropped: its key is another.
+            assert!(eventually(limit, || refused(&key_a, "bad_mac") >= 2).await);
+            assert!(!knows(&a, 8003) && !knows(&c, 8001));
+            // Unsigned: dropped whatever it says, a query too.
+            plain.send(&hello(0xd, 8004, &["any"])).await.unwrap();
+            let q = Announce {
+                kind: Kind::Query,
+                ..hello(0xe, 8005, &[])
+            };
+            plain.send(&q).await.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "unsigned") >= 2).await);
+            assert!(!knows(&a, 8004));
+            // A sealed hello taken once, and the same bytes again: a replay.
+            let sealed = encode_signed(
+                &hello(0xf, 8006, &["any"]),
+                unix_now(),
+                7,
+                std::net::Ipv4Addr::LOCALHOST,
+                key_a.keys().signing(),
+            );
+            plain.send_bytes(&sealed).await.unwrap();
+            assert!(eventually(limit, || knows(&a, 8006)).await);
+            plain.send_bytes(&sealed).await.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "replay") >= 1).await);
+            // Signed for another sender address: refused as such.
+            let elsewhere = encode_signed(
+                &hello(0x10, 8007, &["any"]),
+                unix_now(),
+                8,
+                std::net::Ipv4Addr::new(10, 9, 9, 9),
+                key_a.keys().signing(),
+            );
+            plain.send_bytes(&elsewhere).await.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "address") >= 1).await);
+            // Two minutes and a second old: outside the window.
+            let stale = encode_signed(
+                &hello(0x11, 8008, &["any"]),
+                unix_now() - crate::limits::AUTH_WINDOW.as_secs() - 1,
+                9,
+                std::net::Ipv4Addr::LOCALHOST,
+                key_a.keys().signing(),
+            );
+            plain.send_bytes(&stale).await.unwrap();
+            assert!(eventually(limit, || refused(&key_a, "window") >= 1).await);
+            assert!(!knows(&a, 8007) && !knows(&a, 8008));
+            assert!(key_a.counters().taken().0 >= 2, "a took b's datagrams");
+            for r in [a, b, c] {
+                drop(r.stop);
+                r.task.await;
+            }
         });
     }
 

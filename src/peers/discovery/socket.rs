@@ -21,6 +21,8 @@ pub struct Discovery {
     pub(super) socket: Async<UdpSocket>,
     pub(super) group: SocketAddrV4,
     interfaces: Vec<Ipv4Addr>,
+    /// IP_MULTICAST_IF was set to the first interface: datagrams leave from its address.
+    if_set: bool,
 }
 
 /// Why the discovery socket could not be opened.
@@ -134,15 +136,17 @@ pub fn open(cfg: &MulticastConfig) -> Result<Discovery, OpenError> {
         // 1 is the kernel's default: nothing is lost.
         crate::error!("warning: setting multicast TTL {}: {e}", cfg.ttl);
     }
+    let mut if_set = false;
     if let Some(first) = cfg.interfaces.first() {
         // Without it, announcements leave by the interface the routing table picks; qemu-user
         // rejects this option with ENOPROTOOPT.
-        if let Err(e) = sockopt::set_ip_multicast_if(&fd, first) {
-            crate::error!(
+        match sockopt::set_ip_multicast_if(&fd, first) {
+            Ok(()) => if_set = true,
+            Err(e) => crate::error!(
                 "warning: setting IP_MULTICAST_IF to {first}: {e}; announcements leave by the \
                  interface the routing table picks for {}",
                 cfg.group
-            );
+            ),
         }
     }
 
@@ -152,7 +156,21 @@ pub fn open(cfg: &MulticastConfig) -> Result<Discovery, OpenError> {
         socket,
         group: SocketAddrV4::new(cfg.group, cfg.port),
         interfaces: cfg.interfaces.clone(),
+        if_set,
     })
+}
+
+/// The address a datagram to `group` leaves this host from when no interface is chosen: the
+/// one the routing table picks (a connected UDP socket asks the kernel the same question).
+fn routed_source(group: SocketAddrV4) -> io::Result<Ipv4Addr> {
+    let probe = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    probe.connect(group)?;
+    match probe.local_addr()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Ok(*a.ip()),
+        other => Err(io::Error::other(format!(
+            "no source address for {group} (got {other})"
+        ))),
+    }
 }
 
 impl Discovery {
@@ -174,18 +192,37 @@ impl Discovery {
     }
 
     pub(super) async fn send_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        self.send_each(false, |_| bytes.to_vec()).await
+    }
+
+    /// Send to the group on every configured interface the bytes `datagram(src)` gives,
+    /// `src` being the address the datagram leaves from (looked up only when `want_src`; a
+    /// signed datagram names it).
+    pub(super) async fn send_each(
+        &self,
+        want_src: bool,
+        datagram: impl Fn(Option<Ipv4Addr>) -> Vec<u8>,
+    ) -> io::Result<()> {
+        let routed = || match want_src {
+            true => routed_source(self.group).map(Some),
+            false => Ok(None),
+        };
         if self.interfaces.len() < 2 {
             // IP_MULTICAST_IF was set once in `open`.
-            return self.send_once(bytes).await;
+            let src = match self.interfaces.first() {
+                Some(first) if self.if_set => Some(*first),
+                _ => routed()?,
+            };
+            return self.send_once(&datagram(src)).await;
         }
         let mut result = Ok(());
         for iface in &self.interfaces {
             if let Err(e) = sockopt::set_ip_multicast_if(self.socket.get_ref(), iface) {
                 // Cannot choose (qemu-user): one datagram, where the routing table says.
                 crate::verbose!("discovery: IP_MULTICAST_IF {iface}: {e}");
-                return self.send_once(bytes).await;
+                return self.send_once(&datagram(routed()?)).await;
             }
-            if let Err(e) = self.send_once(bytes).await {
+            if let Err(e) = self.send_once(&datagram(Some(*iface))).await {
                 crate::verbose!("discovery: sending on {iface}: {e}");
                 result = Err(e);
             }

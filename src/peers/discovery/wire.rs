@@ -1,11 +1,17 @@
-//! The announcement datagram: encode and a strict decoder. Pure: no sockets, no clock
-//! (the format is described in the module docs of [`super`]).
+//! The announcement datagram: encode and a strict decoder, and the signed envelope (its
+//! seal) on a LAN with a shared secret. Pure: no sockets, no clock (the format is described
+//! in the module docs of [`super`]).
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::auth::DatagramRefusal;
+use crate::auth::key::{Key, Keys};
+use crate::auth::mac::{Mac, hmac_sha256, same_mac};
+use crate::auth::{parse_mac, parse_nonce, parse_ts};
 use crate::limits::{ANNOUNCE_RECV_BUFFER, MAX_ANNOUNCE_ARCHS, MAX_ANNOUNCE_BYTES, MAX_ARCH_NAME};
-use crate::names::valid_arch;
+use crate::names::{sha256_hex, valid_arch};
 
 const MAGIC: &str = "pacserve";
 const VERSION: &str = "1";
@@ -15,7 +21,10 @@ const LONGEST_ANNOUNCE: usize = "pacserve 1 hello id=0123456789abcdef port=65535
     + MAX_ANNOUNCE_ARCHS * (MAX_ARCH_NAME + 1)
     - 1
     + "\n".len();
-const _: () = assert!(LONGEST_ANNOUNCE <= MAX_ANNOUNCE_BYTES);
+/// What a seal adds at most.
+const LONGEST_SEAL: usize =
+    " ts=18446744073709551615 nonce=0123456789abcdef src=255.255.255.255 mac=".len() + 64;
+const _: () = assert!(LONGEST_ANNOUNCE + LONGEST_SEAL <= MAX_ANNOUNCE_BYTES);
 const _: () = assert!(ANNOUNCE_RECV_BUFFER > MAX_ANNOUNCE_BYTES);
 
 /// What an announcement says.
@@ -78,6 +87,8 @@ pub enum DecodeError {
     BadValue(&'static str),
     /// More than `MAX_ANNOUNCE_ARCHS` architectures.
     TooManyArchs,
+    /// `mac` is not the last field (what follows it would not be covered).
+    MacNotLast,
 }
 
 impl fmt::Display for DecodeError {
@@ -99,27 +110,114 @@ impl fmt::Display for DecodeError {
             DecodeError::TooManyArchs => {
                 write!(f, "more than {MAX_ANNOUNCE_ARCHS} architectures")
             }
+            DecodeError::MacNotLast => f.write_str("field mac is not the last"),
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
 
-/// The datagram for `a`. It decodes back to `a` when `a` is valid: `http_port` not 0, archs
-/// as described in the module docs (the announcement of `run` is checked before use).
-pub fn encode(a: &Announce) -> Vec<u8> {
-    let s = format!(
-        "{MAGIC} {VERSION} {} id={:016x} port={} arch={}\n",
+/// The seal of a signed datagram: when and by whom it was signed, and the MAC over the
+/// line before ` mac=` (which includes these fields, so the MAC covers the sender's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seal {
+    /// Seconds since the epoch at signing.
+    pub ts: u64,
+    /// Differs for every datagram of a sender: with `ts`, what the replay cache remembers.
+    pub nonce: u64,
+    /// The sender's address the datagram was signed for; it must be the one it comes from.
+    pub src: Ipv4Addr,
+    pub mac: Mac,
+}
+
+/// A decoded datagram: the announcement, its seal if it has one, and how many of its bytes
+/// the MAC covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub announce: Announce,
+    pub seal: Option<Seal>,
+    signed_len: usize,
+}
+
+impl Datagram {
+    /// Whether this datagram, decoded from `bytes` and received from `from`, is sealed with
+    /// one of `keys` for that very address (MACs compared in constant time).
+    pub fn verify(&self, bytes: &[u8], keys: &Keys, from: IpAddr) -> Result<(), DatagramRefusal> {
+        let seal = self.seal.ok_or(DatagramRefusal::Unsigned)?;
+        if IpAddr::V4(seal.src) != from.to_canonical() {
+            return Err(DatagramRefusal::Address);
+        }
+        let signed = &bytes[..self.signed_len.min(bytes.len())];
+        let ok = keys.all().iter().fold(false, |ok, key| {
+            ok | same_mac(&seal_mac(key, signed), &seal.mac)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(DatagramRefusal::BadMac)
+        }
+    }
+}
+
+fn seal_mac(key: &Key, signed: &[u8]) -> Mac {
+    hmac_sha256(key.bytes(), &[signed])
+}
+
+/// The line of `a` without its newline.
+fn line_of(a: &Announce) -> String {
+    format!(
+        "{MAGIC} {VERSION} {} id={:016x} port={} arch={}",
         a.kind.as_str(),
         a.instance,
         a.http_port,
         a.archs.join(",")
-    );
+    )
+}
+
+/// The datagram for `a`. It decodes back to `a` when `a` is valid: `http_port` not 0, archs
+/// as described in the module docs (the announcement of `run` is checked before use).
+pub fn encode(a: &Announce) -> Vec<u8> {
+    let mut s = line_of(a);
+    s.push('\n');
     s.into_bytes()
+}
+
+/// The datagram for `a` with `seal` as it is (its MAC is not computed): for re-encoding what
+/// was decoded.
+pub fn encode_sealed(a: &Announce, seal: &Seal) -> Vec<u8> {
+    let mut s = sealed_prefix(a, seal.ts, seal.nonce, seal.src);
+    s.push_str(&format!(" mac={}\n", sha256_hex(&seal.mac)));
+    s.into_bytes()
+}
+
+fn sealed_prefix(a: &Announce, ts: u64, nonce: u64, src: Ipv4Addr) -> String {
+    format!("{} ts={ts} nonce={nonce:016x} src={src}", line_of(a))
+}
+
+/// The datagram for `a`, sent from `src` at `ts` with `nonce`, sealed with `key`.
+pub fn encode_signed(a: &Announce, ts: u64, nonce: u64, src: Ipv4Addr, key: &Key) -> Vec<u8> {
+    let prefix = sealed_prefix(a, ts, nonce, src);
+    let mac = seal_mac(key, prefix.as_bytes());
+    encode_sealed(
+        a,
+        &Seal {
+            ts,
+            nonce,
+            src,
+            mac,
+        },
+    )
 }
 
 /// Decode one datagram, strictly: see the module docs for the format.
 pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
+    decode_datagram(datagram).map(|d| d.announce)
+}
+
+/// Decode one datagram and its seal, strictly. The seal's fields (`ts`, `nonce`, `src`,
+/// `mac`) come all together or not at all, and `mac` last; its MAC is not checked here
+/// ([`Datagram::verify`]).
+pub fn decode_datagram(datagram: &[u8]) -> Result<Datagram, DecodeError> {
     if datagram.len() > MAX_ANNOUNCE_BYTES {
         return Err(DecodeError::TooLong);
     }
@@ -146,9 +244,17 @@ pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
     };
 
     let (mut id, mut port, mut archs) = (None, None, None);
+    let (mut ts, mut nonce, mut src, mut mac) = (None, None, None, None);
+    // Where the space before the field being read is in `line`: the MAC covers what is
+    // before ` mac=`.
+    let mut space = line.len() - tokens.clone().map(|t| t.len() + 1).sum::<usize>();
+    let mut signed_len = line.len();
     for field in tokens {
         if field.is_empty() {
             return Err(DecodeError::EmptyField);
+        }
+        if mac.is_some() {
+            return Err(DecodeError::MacNotLast);
         }
         let (key, value) = field.split_once('=').ok_or(DecodeError::BadField)?;
         let key_ok = !key.is_empty()
@@ -158,20 +264,57 @@ pub fn decode(datagram: &[u8]) -> Result<Announce, DecodeError> {
         if !key_ok {
             return Err(DecodeError::BadField);
         }
+        let bad = DecodeError::BadValue;
         match key {
             "id" => once(&mut id, "id", || parse_id(value))?,
             "port" => once(&mut port, "port", || parse_port(value))?,
             "arch" => once(&mut archs, "arch", || parse_archs(value))?,
+            "ts" => once(&mut ts, "ts", || parse_ts(value).ok_or(bad("ts")))?,
+            "nonce" => once(&mut nonce, "nonce", || {
+                parse_nonce(value).ok_or(bad("nonce"))
+            })?,
+            "src" => once(&mut src, "src", || parse_src(value))?,
+            "mac" => {
+                once(&mut mac, "mac", || parse_mac(value).ok_or(bad("mac")))?;
+                signed_len = space;
+            }
             // A field of a later version: ignored.
             _ => {}
         }
+        space += field.len() + 1;
     }
-    Ok(Announce {
+    let announce = Announce {
         kind,
         instance: id.ok_or(DecodeError::Missing("id"))?,
         http_port: port.ok_or(DecodeError::Missing("port"))?,
         archs: archs.ok_or(DecodeError::Missing("arch"))?,
+    };
+    let seal = match (ts, nonce, src, mac) {
+        (None, None, None, None) => None,
+        (Some(ts), Some(nonce), Some(src), Some(mac)) => Some(Seal {
+            ts,
+            nonce,
+            src,
+            mac,
+        }),
+        (None, ..) => return Err(DecodeError::Missing("ts")),
+        (_, None, ..) => return Err(DecodeError::Missing("nonce")),
+        (_, _, None, _) => return Err(DecodeError::Missing("src")),
+        (.., None) => return Err(DecodeError::Missing("mac")),
+    };
+    Ok(Datagram {
+        announce,
+        seal,
+        signed_len,
     })
+}
+
+/// The sender's address as the seal names it: dotted IPv4, one spelling only.
+fn parse_src(v: &str) -> Result<Ipv4Addr, DecodeError> {
+    v.parse::<Ipv4Addr>()
+        .ok()
+        .filter(|ip| ip.to_string() == v)
+        .ok_or(DecodeError::BadValue("src"))
 }
 
 /// Fill `slot` from `parse` unless it is already filled.
@@ -465,6 +608,148 @@ pub(super) mod tests {
         }
     }
 
+    fn key(b: u8) -> Key {
+        crate::auth::key::parse_key(&[b; 32]).unwrap()
+    }
+
+    const TS: u64 = 1_700_000_000;
+
+    #[test]
+    fn signed_datagrams_verify_only_from_their_sender_under_a_known_key() {
+        let a = hello(0xaa, 15678, &["x86_64", "any"]);
+        let src = Ipv4Addr::new(10, 0, 0, 2);
+        let bytes = encode_signed(&a, TS, 0x1234, src, &key(1));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let prefix = "pacserve 1 hello id=00000000000000aa port=15678 arch=x86_64,any \
+                      ts=1700000000 nonce=0000000000001234 src=10.0.0.2";
+        let mac = hmac_sha256(&[1; 32], &[prefix.as_bytes()]);
+        assert_eq!(text, format!("{prefix} mac={}\n", sha256_hex(&mac)));
+        let d = decode_datagram(&bytes).expect("a signed datagram decodes");
+        assert_eq!(d.announce, a);
+        assert_eq!(
+            d.seal,
+            Some(Seal {
+                ts: TS,
+                nonce: 0x1234,
+                src,
+                mac
+            })
+        );
+        assert_eq!(decode(&bytes), Ok(a.clone()), "a receiver without a secret");
+        let from = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ring = |ks: &[u8]| Keys::new(ks.iter().map(|b| key(*b)).collect()).unwrap();
+        use DatagramRefusal::*;
+        let cases: &[(&[u8], &str, Result<(), DatagramRefusal>)] = &[
+            (&[1], "10.0.0.2", Ok(())),
+            (&[1], "::ffff:10.0.0.2", Ok(())),
+            // A rotation: the signing key second in the ring still verifies.
+            (&[2, 1], "10.0.0.2", Ok(())),
+            (&[2], "10.0.0.2", Err(BadMac)),
+            (&[2, 3], "10.0.0.2", Err(BadMac)),
+            // Sent again from another host: refused whatever the key.
+            (&[1], "10.0.0.3", Err(Address)),
+            (&[2], "10.0.0.66", Err(Address)),
+            (&[1], "fd00::2", Err(Address)),
+        ];
+        for (keys, sender, want) in cases {
+            assert_eq!(
+                d.verify(&bytes, &ring(keys), from(sender)),
+                *want,
+                "{keys:?} {sender}"
+            );
+        }
+        let plain = decode_datagram(&encode(&a)).unwrap();
+        assert_eq!(plain.seal, None);
+        assert_eq!(
+            plain.verify(&encode(&a), &ring(&[1]), from("10.0.0.2")),
+            Err(Unsigned)
+        );
+        // A forged src field for the sender's own address does not help another key.
+        let forged = encode_signed(&a, TS, 1, Ipv4Addr::new(10, 0, 0, 3), &key(4));
+        let fd = decode_datagram(&forged).unwrap();
+        assert_eq!(
+            fd.verify(&forged, &ring(&[1]), from("10.0.0.3")),
+            Err(BadMac)
+        );
+    }
+
+    #[test]
+    fn no_changed_byte_of_a_signed_datagram_verifies() {
+        let a = hello(0xaa, 15678, &["x86_64", "any"]);
+        let src = Ipv4Addr::new(10, 0, 0, 2);
+        let keys = Keys::new(vec![key(1)]).unwrap();
+        let mut bytes = encode_signed(&a, TS, 7, src, &key(1));
+        bytes.splice(bytes.len() - 1.., b" x-later=1\n".iter().copied());
+        // An unknown field after the MAC is not covered: refused.
+        assert_eq!(decode_datagram(&bytes), Err(DecodeError::MacNotLast));
+        let bytes = encode_signed(&a, TS, 7, src, &key(1));
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x20, 0x02] {
+                let mut changed = bytes.clone();
+                changed[i] ^= flip;
+                let verdict =
+                    decode_datagram(&changed).map(|d| d.verify(&changed, &keys, IpAddr::V4(src)));
+                assert!(
+                    !matches!(verdict, Ok(Ok(()))),
+                    "byte {i} ^ {flip:#x} still verifies: {}",
+                    escape(&changed)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_hostile_seals() {
+        use DecodeError::*;
+        const H: &str = "pacserve 1 hello id=00000000000000aa port=80 arch=any";
+        let mac = "ab".repeat(32);
+        let ok = format!("{H} ts=5 nonce=00000000000000ff src=10.0.0.2 mac={mac}");
+        assert!(decode_datagram(format!("{ok}\n").as_bytes()).is_ok());
+        // The seal's fields in another order are fine, as long as mac is last.
+        let reordered = format!("{H} src=10.0.0.2 nonce=00000000000000ff ts=5 mac={mac}");
+        let d = decode_datagram(format!("{reordered}\n").as_bytes()).unwrap();
+        assert_eq!(d.seal.map(|s| (s.ts, s.nonce)), Some((5, 0xff)));
+        let lines: Vec<(String, DecodeError)> = vec![
+            (format!("{H} mac={mac}"), Missing("ts")),
+            (format!("{H} ts=5"), Missing("nonce")),
+            (format!("{H} ts=5 nonce=00000000000000ff"), Missing("src")),
+            (
+                format!("{H} ts=5 nonce=00000000000000ff src=10.0.0.2"),
+                Missing("mac"),
+            ),
+            (format!("{ok} x=1"), MacNotLast),
+            (format!("{ok} mac={mac}"), MacNotLast),
+            (ok.replace("ts=5", "ts=5 ts=6"), Duplicate("ts")),
+            (ok.replace("ts=5", "ts=05"), BadValue("ts")),
+            (ok.replace("ts=5", "ts=-5"), BadValue("ts")),
+            (ok.replace("ts=5", "ts="), BadValue("ts")),
+            (
+                ok.replace("ts=5", "ts=18446744073709551616"),
+                BadValue("ts"),
+            ),
+            (ok.replace("00000000000000ff", "ff"), BadValue("nonce")),
+            (
+                ok.replace("00000000000000ff", "00000000000000FF"),
+                BadValue("nonce"),
+            ),
+            (ok.replace("10.0.0.2", "10.0.0.02"), BadValue("src")),
+            (ok.replace("10.0.0.2", "10.0.0"), BadValue("src")),
+            (ok.replace("10.0.0.2", "::1"), BadValue("src")),
+            (ok.replace("10.0.0.2", "10.0.0.256"), BadValue("src")),
+            (ok.replace(&mac, &mac.to_uppercase()), BadValue("mac")),
+            (ok.replace(&mac, &mac[..62]), BadValue("mac")),
+            (ok.replace(&mac, &format!("{mac}00")), BadValue("mac")),
+            (format!("{ok} "), EmptyField),
+        ];
+        for (line, want) in &lines {
+            assert_eq!(
+                decode_datagram(format!("{line}\n").as_bytes()),
+                Err(*want),
+                "{line:?}"
+            );
+        }
+    }
+
     #[test]
     fn round_trips_and_fits() {
         let longest: Vec<String> = (0..MAX_ANNOUNCE_ARCHS)
@@ -492,6 +777,16 @@ pub(super) mod tests {
             assert_eq!(decode(&bytes).as_ref(), Ok(a));
         }
         assert_eq!(encode(&cases[2]).len(), LONGEST_ANNOUNCE);
+        for a in &cases {
+            let src = Ipv4Addr::new(255, 255, 255, 255);
+            let bytes = encode_signed(a, u64::MAX, u64::MAX, src, &key(1));
+            assert!(bytes.len() <= MAX_ANNOUNCE_BYTES, "{}", bytes.len());
+            let d = decode_datagram(&bytes).expect("the longest signed datagrams decode");
+            assert_eq!(&d.announce, a);
+            assert_eq!(encode_sealed(a, &d.seal.unwrap()), bytes);
+        }
+        let longest = encode_signed(&cases[2], u64::MAX, 0, Ipv4Addr::BROADCAST, &key(1));
+        assert_eq!(longest.len(), LONGEST_ANNOUNCE + LONGEST_SEAL);
         assert_ne!(new_instance_id(), new_instance_id());
     }
 }
