@@ -19,6 +19,8 @@
 //!   temporary never served meanwhile, and the stored file byte-identical.
 //! - A copy of another size or SHA-256 (the peer's own word, or the hub's sync database) is
 //!   never stored, and that peer is not asked for that file again.
+//! - On a LAN with a shared secret the hub signs its requests; a hub without the key gets
+//!   nothing.
 //! - A full filesystem (a small tmpfs as DIR) stops pulls, leaves nothing partial, and says
 //!   why on the status page.
 //!
@@ -960,5 +962,53 @@ fn a_full_filesystem_stops_pulls_and_leaves_nothing_partial() {
         );
         drop(ps_h);
         drop(small_fs);
+    });
+}
+
+/// On a LAN with a shared secret the hub signs its requests: with the key it pulls from L;
+/// a hub without it gets 403 from L and stores nothing.
+#[test]
+fn a_hub_on_an_authenticated_lan_signs_its_pulls() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("auth", 49, &[]);
+        let (l, h, stranger) = (lan.host("l", L), lan.host("h", H), lan.host("s", D));
+        let key = l.host.dir.join("lan.key");
+        let made = Pacserve::run_to_exit(&["gen-secret"]);
+        made.assert_ok("pacserve gen-secret", "");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .unwrap();
+            f.write_all(made.stdout.as_bytes()).unwrap();
+        }
+        let key = key.to_str().unwrap();
+        let (file, bytes) = named("signed", "1-1", "x86_64", 5000);
+        l.host.put(&file, &bytes);
+        let ps_l = l.start(&["--secret-file", key]);
+        let ps_s = stranger.hub(&["--pacserver", &l.authority()]);
+        let ps_h = h.hub(&["--secret-file", key, "--pacserver", &l.authority()]);
+        wait_held(&ps_h, &h.hub_dir(), &[&file]);
+        assert_same_bytes(
+            &fs::read(h.hub_dir().join(&file)).unwrap(),
+            &bytes,
+            "signed pull",
+        );
+        // The stranger's polls were refused; it holds nothing.
+        let refused = |ps: &Pacserve| {
+            ps.requests()
+                .iter()
+                .filter(|r| r.from.ip().to_string() == stranger.ip && r.status == 403)
+                .count()
+        };
+        assert!(
+            wait_until(PULL_LIMIT, || refused(&ps_l) >= 2),
+            "{}",
+            ps_l.log()
+        );
+        assert!(held(&stranger.hub_dir()).is_empty(), "{}", ps_s.log());
     });
 }
