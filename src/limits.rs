@@ -208,6 +208,48 @@ pub const MISSED_HELLOS_BEFORE_EXPIRY: u32 = 3;
 /// that arrives during the pause is answered when it ends.
 pub const QUERY_ANSWER_MIN_GAP: Duration = Duration::from_secs(1);
 
+/// Most addresses a hello lists (`addrs=`): the sender's unique-local and global IPv6
+/// addresses, so that a receiver that heard it from a link-local address can reach it without
+/// a zone. A host has one or two per LAN; a hello that would grow past `MAX_ANNOUNCE_BYTES`
+/// (many architectures) lists fewer.
+pub const MAX_ANNOUNCE_ADDRS: usize = 4;
+
+/// An answer to a query waits a random time in this range (as mDNS answers shared records,
+/// RFC 6762 §6), so that the answers of a whole LAN do not arrive as one burst, and queries
+/// heard meanwhile (the same querier on its other address family, other hosts starting at
+/// the same moment) are answered by the same hello.
+pub const ANSWER_JITTER_MIN: Duration = Duration::from_millis(20);
+pub const ANSWER_JITTER_MAX: Duration = Duration::from_millis(120);
+
+/// The query a starting pacserve sends waits a random time up to this after its first hello;
+/// a query from another host heard meanwhile makes it unnecessary (the answers to that one
+/// are multicast and reach this host too, RFC 6762 §7.3), so a LAN starting at once sends a
+/// few queries, not one per host.
+pub const QUERY_DELAY_MAX: Duration = Duration::from_millis(100);
+
+/// How long a querier (its instance id) counts as answered: its query arrives once per
+/// address family within milliseconds, and one answer does for both.
+pub const ANSWERED_MEMORY: Duration = Duration::from_secs(2);
+
+/// Queriers remembered as answered at once; a flood of forged queries only pushes out the
+/// oldest (each of which then costs at most one merged, rate-limited answer).
+pub const MAX_ANSWERED: usize = 256;
+
+/// Peers (instance ids) whose address families are remembered, to know which families the
+/// periodic hello needs; beyond it the oldest are forgotten. Twice the peer table: forged
+/// hellos that never make it into the table take room here too.
+pub const MAX_HEARD_INSTANCES: usize = 2 * MAX_PEERS;
+
+/// Backlog of the listening socket: as many connections as may be open at once can wait to be
+/// accepted (the kernel caps it at net.core.somaxconn).
+pub const LISTEN_BACKLOG: i32 = MAX_CONNECTIONS as i32;
+
+/// A start-up query that could not be sent on a family (at boot an IPv6 link-local address
+/// stays tentative for about a second, and nothing can be sent from it) is sent again after
+/// this pause, at most this many times: five seconds cover slow duplicate address detection.
+pub const STARTUP_QUERY_RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub const STARTUP_QUERY_RETRIES: u32 = 5;
+
 /// Time one announcement may wait for room in the socket's send buffer.
 pub const ANNOUNCE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use pacserve::auth::key::KeyError;
 use pacserve::auth::{Guard, Lan};
 use pacserve::config::cli::{self, Args, Command, MulticastArgs};
 use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
+use pacserve::http::listen;
 use pacserve::http::server::{Options, serve};
 use pacserve::http::url::points_at_self;
 use pacserve::hub::Hub;
@@ -114,14 +115,13 @@ fn run(args: Args) -> Result<(), StartError> {
         )),
         None => None,
     };
-    let addr = SocketAddr::new(args.address, args.port);
-    let listener = TcpListener::bind(addr)
-        .and_then(Async::new)
-        .map_err(|source| StartError::Listen { addr, source })?;
-    let port = listener
-        .get_ref()
-        .local_addr()
-        .map_or(args.port, |a| a.port());
+    let (listener, bound) = listen::listen(args.address, args.port)
+        .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    let listener = Async::new(listener).map_err(|source| StartError::Listen {
+        addr: bound,
+        source,
+    })?;
+    let port = bound.port();
     let table = Arc::new(Mutex::new(peer_table(&args)));
     // Installed before READY=1, so a signal sent right after readiness is never fatal.
     let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup]);
@@ -141,9 +141,8 @@ fn run(args: Args) -> Result<(), StartError> {
     )
     .with_guard(Guard::new(lan.clone(), args.allow.clone()));
     log_access(&args, lan.as_deref());
-    if let Some((_, cfg, _)) = &discovery {
-        let group = format!("{}:{}", cfg.group, cfg.port);
-        service = service.with_multicast(group, discovery_stats.clone());
+    if let Some((disc, _, _)) = &discovery {
+        service = service.with_multicast(disc.to_string(), discovery_stats.clone());
     }
     if let Some(h) = &hub {
         info!("hub: collecting into {}", h.dir().display());
@@ -180,7 +179,7 @@ fn run(args: Args) -> Result<(), StartError> {
                 stop_rx.clone(),
             ))
         });
-        info!("listening on {}", SocketAddr::new(args.address, port));
+        info!("listening on {bound}");
         if let Err(e) = notify::notify("READY=1") {
             error!("warning: cannot notify systemd: {e}");
         }
@@ -294,8 +293,24 @@ fn open_discovery(
     hub: Option<&HubArgs>,
 ) -> Result<(Discovery, MulticastConfig, Announce), OpenError> {
     let defaults = MulticastConfig::default();
+    // Groups given: those families only; none: both defaults.
+    let given = |v4: bool| m.groups.iter().find(|g| g.is_ipv4() == v4).copied();
+    let (group, group6) = if m.groups.is_empty() {
+        (defaults.group, defaults.group6)
+    } else {
+        let v4 = given(true).and_then(|g| match g {
+            IpAddr::V4(g) => Some(g),
+            IpAddr::V6(_) => None,
+        });
+        let v6 = given(false).and_then(|g| match g {
+            IpAddr::V6(g) => Some(g),
+            IpAddr::V4(_) => None,
+        });
+        (v4, v6)
+    };
     let cfg = MulticastConfig {
-        group: m.group.unwrap_or(defaults.group),
+        group,
+        group6,
         port: m.port.unwrap_or(defaults.port),
         interfaces: m.interfaces.clone(),
         ttl: m.ttl.unwrap_or(defaults.ttl),
@@ -308,11 +323,11 @@ fn open_discovery(
         http_port: port,
         // pacman.conf's architectures already passed the one name rule; a hub's too.
         archs: announced_archs(&conf.architectures, hub),
+        // Filled in by the discovery loop.
+        addrs: Vec::new(),
     };
     info!(
-        "multicast discovery on {}:{} (ttl {}, every {}s)",
-        cfg.group,
-        cfg.port,
+        "multicast discovery on {disc} (ttl {}, every {}s)",
         cfg.ttl,
         cfg.interval.as_secs()
     );

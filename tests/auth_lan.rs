@@ -299,6 +299,7 @@ fn announce(kind: Kind, instance: u64) -> Announce {
         instance,
         http_port: PORT,
         archs: vec!["x86_64".into()],
+        addrs: Vec::new(),
     }
 }
 

@@ -404,16 +404,10 @@ impl Service {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             counters: self.stats.counters(),
-            multicast_datagrams: self.discovery_stats.as_ref().map_or(Vec::new(), |d| {
-                let s = d.snapshot();
-                vec![
-                    ("received", s.received),
-                    ("malformed", s.malformed),
-                    ("own", s.own),
-                    ("sent", s.sent),
-                    ("send_errors", s.send_errors),
-                ]
-            }),
+            multicast_datagrams: self
+                .discovery_stats
+                .as_ref()
+                .map_or(Vec::new(), |d| d.snapshot().by_kind()),
             verification: self.verification_view(),
             hub: self.hub.as_ref().map(|h| h.view()),
             auth: self.auth_view(),
@@ -556,6 +550,17 @@ impl Service {
             want: self.verify.want(&f.repo, &f.file),
         };
         if let Some(hit) = self.peers.find(&query).await {
+            // A link-local address means something only with this host's zone: a client
+            // elsewhere (a pacman pointed at this pacserve over the LAN) cannot follow it.
+            if hit.peer.is_link_local() && !req.peer.ip().is_loopback() {
+                crate::verbose!(
+                    "{}: held by link-local peer {}, which {} cannot reach by that address",
+                    f.file,
+                    hit.peer,
+                    req.peer.ip()
+                );
+                return None;
+            }
             crate::verbose!(
                 "{}: held by peer {} (sig: {})",
                 f.file,

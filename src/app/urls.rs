@@ -82,11 +82,12 @@ pub fn listed_file(target: &str) -> Option<String> {
 
 /// Where pacman is sent for a file a peer holds: the peer's `/lan/` route, which answers
 /// from its cache (and sends a missing `.sig`, or a file it no longer holds, to its own
-/// mirrors, never to another peer).
+/// mirrors, never to another peer). A link-local peer's zone is written `%25eth0`, which
+/// pacman's libcurl (pacman 6.0 and 7.1 alike) follows.
 pub fn peer_location(peer: &PeerAddr, f: &FileRequest) -> String {
     format!(
         "http://{}/{LAN_PREFIX}/{}/{}/{}",
-        peer.authority(),
+        peer.url_authority(),
         f.repo,
         f.arch,
         f.file
@@ -500,6 +501,12 @@ mod tests {
         // What we build is what we route: the Location and the query path come back whole.
         let back = route(location.trim_start_matches("http://[fd00::2]:15678")).unwrap();
         assert_eq!((back.endpoint, &back.file), (Endpoint::Lan, &f.file));
+        // A link-local peer: the zone escaped as RFC 6874 and libcurl want it.
+        let ll = crate::peers::table::parse_peer_addr("[fe80::2%eth0]:15678").unwrap();
+        assert_eq!(
+            peer_location(&ll, &f),
+            "http://[fe80::2%25eth0]:15678/lan/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst"
+        );
         let query = peer_query_path(&f);
         assert_eq!(query, "/peer/core/x86_64/vim-2:9.0-1-x86_64.pkg.tar.zst");
         assert_eq!(route(&query).unwrap().endpoint, Endpoint::Peer);

@@ -1,12 +1,13 @@
 //! Command-line arguments → a plain `Args` struct (pico-args), and the help texts. Pure.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::access::{Cidr, parse_cidr};
 use crate::limits::{MAX_ALLOW_RANGES, MAX_OPTION_TIME, MAX_SECRET_FILES, MIN_OPTION_TIME};
+use crate::peers::discovery::Interface;
 use crate::peers::table::{Filters, PeerAddr, parse_peer_addr};
 
 /// Default TCP port, the one the original pacserve used.
@@ -18,7 +19,9 @@ pub use crate::sys::log::Verbosity;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
-    pub address: IpAddr,
+    /// `--address`; None: every address, IPv6 and IPv4 (`[::]`, or `0.0.0.0` where IPv6 is
+    /// off).
+    pub address: Option<IpAddr>,
     pub port: u16,
     pub pacman_conf: PathBuf,
     pub verbosity: Verbosity,
@@ -38,9 +41,11 @@ pub struct Args {
 /// `--multicast` and its options; None fields take discovery's defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MulticastArgs {
-    pub group: Option<Ipv4Addr>,
+    /// `--multicast-group`: at most one IPv4 and one IPv6 group; none means both defaults,
+    /// some means those families only.
+    pub groups: Vec<IpAddr>,
     pub port: Option<u16>,
-    pub interfaces: Vec<Ipv4Addr>,
+    pub interfaces: Vec<Interface>,
     pub ttl: Option<u32>,
     pub interval: Option<Duration>,
     /// `i:REGEX` / `x:REGEX`, already checked to compile.
@@ -61,7 +66,7 @@ impl MulticastArgs {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Boxed: the arguments are far larger than the other commands.
+    /// Run the daemon (boxed: the arguments are large and parsed once).
     Run(Box<Args>),
     /// `pacserve pacsrv [--port PORT] PACMAN_ARGS…`
     Pacsrv {
@@ -121,8 +126,7 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
     let args = Args {
         address: p
             .opt_value_from_str("--address")
-            .map_err(|e| option_error("--address", e))?
-            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            .map_err(|e| option_error("--address", e))?,
         port: port_option(&mut p)?,
         pacman_conf: pacman_conf_option(&mut p, false)?,
         pacservers: p
@@ -210,14 +214,16 @@ fn pacman_conf_option(
 fn multicast_options(p: &mut pico_args::Arguments) -> Result<Option<MulticastArgs>, UsageError> {
     let on = p.contains("--multicast");
     let mc = MulticastArgs {
-        group: p
-            .opt_value_from_str("--multicast-group")
+        groups: p
+            .values_from_str("--multicast-group")
             .map_err(|e| option_error("--multicast-group", e))?,
         port: p
             .opt_value_from_str("--multicast-port")
             .map_err(|e| option_error("--multicast-port", e))?,
         interfaces: p
-            .values_from_str("--multicast-interface")
+            .values_from_fn("--multicast-interface", |s: &str| {
+                Ok::<_, String>(Interface::parse(s))
+            })
             .map_err(|e| option_error("--multicast-interface", e))?,
         ttl: p
             .opt_value_from_str("--multicast-ttl")
@@ -231,6 +237,12 @@ fn multicast_options(p: &mut pico_args::Arguments) -> Result<Option<MulticastArg
             })
             .map_err(|e| option_error("--multicast-filter", e))?,
     };
+    let v4 = mc.groups.iter().filter(|g| g.is_ipv4()).count();
+    if v4 > 1 || mc.groups.len() - v4 > 1 {
+        return Err(UsageError(
+            "option '--multicast-group': at most one IPv4 and one IPv6 group".into(),
+        ));
+    }
     if on {
         Ok(Some(mc))
     } else if mc != MulticastArgs::default() {
@@ -356,15 +368,18 @@ Usage: pacserve [OPTIONS]
        pacserve gen-secret
 
 Options:
-  --address ADDR              address to listen on (default 0.0.0.0)
+  --address ADDR              address to listen on (default: every address, IPv6 and
+                              IPv4; 0.0.0.0 where IPv6 is off)
   --port PORT                 TCP port to listen on (default 15678; 0 picks a free one)
   --pacman-conf FILE          pacman configuration to read (default /etc/pacman.conf)
   --pacserver HOST:PORT       a static peer (repeatable; [IPv6]:PORT for IPv6)
   --peer-timeout SECS         time one peer may take to answer a lookup (default 1)
   --multicast                 find peers by UDP multicast (port 15679)
-  --multicast-group ADDR      multicast group (default 239.255.15.78)
+  --multicast-group ADDR      multicast group, IPv4 or IPv6 (repeatable, one of each;
+                              default 239.255.15.78 and ff02::15:78)
   --multicast-port PORT       multicast UDP port (default 15679)
-  --multicast-interface ADDR  interface address to announce on (repeatable)
+  --multicast-interface IF    interface to announce on: its name (both families), or
+                              an IPv4 or IPv6 address of it (that family) (repeatable)
   --multicast-ttl N           multicast TTL (default 1: this LAN only)
   --multicast-interval SECS   re-announce period (default 60)
   --multicast-filter i:RE|x:RE
@@ -446,7 +461,8 @@ PACSERVE NETWORKS
   found in two ways:
     --pacserver HOST:PORT   static peers, always asked, never filtered;
     --multicast             discovery: each pacserve announces itself to a multicast
-                            group (default 239.255.15.78, UDP port 15679, TTL 1) at
+                            group (default 239.255.15.78, and ff02::15:78 on every
+                            IPv6 interface; UDP port 15679, TTL 1) at
                             start and every --multicast-interval seconds, asks who is
                             there at start (so running peers answer at once), and says
                             goodbye on a clean stop. A peer not heard from for three
@@ -581,7 +597,7 @@ mod tests {
         let Command::Run(a) = parse(&[]).unwrap() else {
             panic!("expected run")
         };
-        assert_eq!(a.address, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(a.address, None, "every address, both families");
         assert_eq!(a.port, DEFAULT_PORT);
         assert_eq!(a.pacman_conf, PathBuf::from(DEFAULT_PACMAN_CONF));
         assert_eq!(a.verbosity, Verbosity::Normal);
@@ -601,7 +617,7 @@ mod tests {
         .unwrap() else {
             panic!("expected run")
         };
-        assert_eq!(a.address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(a.address, Some("::1".parse::<IpAddr>().unwrap()));
         assert_eq!(a.port, 8080);
         assert_eq!(a.pacman_conf, PathBuf::from("/tmp/x.conf"));
         assert_eq!(a.verbosity, Verbosity::Verbose);
@@ -620,7 +636,9 @@ mod tests {
             "--multicast-interface",
             "10.0.0.1",
             "--multicast-interface",
-            "10.0.1.1",
+            "eth1",
+            "--multicast-group",
+            "ff02::99",
             "--multicast-ttl",
             "2",
             "--multicast-interval",
@@ -635,7 +653,14 @@ mod tests {
         assert_eq!(a.pacservers[1].authority(), "[::1]:1");
         assert_eq!(a.peer_timeout, Duration::from_millis(500));
         let m = a.multicast.expect("multicast on");
-        assert_eq!(m.interfaces.len(), 2);
+        assert_eq!(
+            m.interfaces,
+            [
+                Interface::V4("10.0.0.1".parse().unwrap()),
+                Interface::Name("eth1".into())
+            ]
+        );
+        assert_eq!(m.groups, ["ff02::99".parse::<IpAddr>().unwrap()]);
         assert_eq!(m.ttl, Some(2));
         assert_eq!(m.interval, Some(Duration::from_secs(5)));
         assert!(!m.filters().allows("10.0.0.9:15678"));
@@ -752,6 +777,26 @@ mod tests {
                 "'--multicast-interval'",
             ),
             (&["--multicast-ttl", "2"], "need --multicast"),
+            (
+                &[
+                    "--multicast",
+                    "--multicast-group",
+                    "239.1.1.1",
+                    "--multicast-group",
+                    "239.1.1.2",
+                ],
+                "one IPv4 and one IPv6",
+            ),
+            (
+                &[
+                    "--multicast",
+                    "--multicast-group",
+                    "ff02::1",
+                    "--multicast-group",
+                    "ff02::2",
+                ],
+                "one IPv4 and one IPv6",
+            ),
             (&["--secret-file"], "'--secret-file'"),
             (&["--secret-file", ""], "'--secret-file'"),
             (&["--allow", "10.0.0.7/24"], "did you mean 10.0.0.0/24?"),

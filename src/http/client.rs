@@ -99,10 +99,19 @@ fn answer(buf: &[u8]) -> Result<Parsed<HeadAnswer>, ParseError> {
 }
 
 /// Connect to the first of `host`'s addresses that answers. A name is looked up on the
-/// blocking pool (getaddrinfo blocks); an address literal needs no lookup.
+/// blocking pool (getaddrinfo blocks); an address literal needs no lookup, nor does a
+/// link-local one with its zone (`fe80::2%eth0`).
 async fn connect(host: &str, port: u16) -> io::Result<Async<TcpStream>> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) if host.contains('%') => {
+            let (ip, index) = crate::sys::ifaces::scoped(host).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "no interface of that zone")
+            })?;
+            vec![SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip, port, 0, index,
+            ))]
+        }
         Err(_) => {
             let host = host.to_string();
             smol::unblock(move || {

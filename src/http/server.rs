@@ -63,7 +63,8 @@ pub async fn serve<H: Handler>(
             break;
         }
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            // An IPv4 client of the dual-stack socket is shown and judged as IPv4.
+            Ok((stream, peer)) => (stream, crate::http::listen::canonical(peer)),
             Err(e) => {
                 crate::error_throttled!(ACCEPT_ERRORS, "accept failed: {e}");
                 Timer::after(ACCEPT_ERROR_PAUSE).await;

@@ -44,10 +44,11 @@ pub struct Url {
 
 impl Url {
     /// `host[:port]` as it goes in a Host header: IPv6 in brackets, the port only when it is
-    /// not the scheme's default.
+    /// not the scheme's default. The zone of a link-local peer (a `Url` built for one, never
+    /// parsed) is this host's business and left out, as curl does.
     pub fn authority(&self) -> String {
         let mut s = if self.host.contains(':') {
-            format!("[{}]", self.host)
+            format!("[{}]", self.host.split('%').next().unwrap_or_default())
         } else {
             self.host.clone()
         };

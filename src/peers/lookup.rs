@@ -260,8 +260,7 @@ impl PeerLookup {
         // Keyed by the path, or the path and a checksum after a space.
         answers.retain(|key, e| {
             let same_file = key.split(' ').next() == Some(path);
-            !(same_file
-                && matches!(e.cell.get(), Some(Some(hit)) if hit.peer.host.parse() == Ok(host)))
+            !(same_file && matches!(e.cell.get(), Some(Some(hit)) if hit.peer.ip() == Some(host)))
         });
     }
 

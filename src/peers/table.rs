@@ -17,7 +17,8 @@ pub enum Source {
     Multicast,
 }
 
-/// Where a peer's HTTP server is: `host` is an IP literal (no brackets) or a host name.
+/// Where a peer's HTTP server is: `host` is an IP literal (no brackets), a link-local IPv6
+/// address with its zone (`fe80::2%eth0`), or a host name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerAddr {
     pub host: String,
@@ -25,13 +26,31 @@ pub struct PeerAddr {
 }
 
 impl PeerAddr {
-    /// `host:port`, IPv6 in brackets: the string filters match and redirects use.
+    /// `host:port`, IPv6 in brackets (`[fe80::2%eth0]:15678`): the string filters match, the
+    /// status page, metrics and logs show.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// `host:port` as it goes in a URL: a zone's `%` written `%25` (RFC 6874), which is how
+    /// pacman's libcurl reads it.
+    pub fn url_authority(&self) -> String {
+        self.authority().replacen('%', "%25", 1)
+    }
+
+    /// The address, zone left out; None for a host name.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        let addr = self.host.split_once('%').map_or(&*self.host, |(a, _)| a);
+        addr.parse().ok()
+    }
+
+    /// A link-local IPv6 address: reachable only from this host, through its zone.
+    pub fn is_link_local(&self) -> bool {
+        matches!(self.ip(), Some(std::net::IpAddr::V6(v6)) if v6.is_unicast_link_local())
     }
 }
 
@@ -48,13 +67,31 @@ pub fn parse_peer_addr(s: &str) -> Result<PeerAddr, Invalid> {
             "'{s}': expected HOST:PORT, [IPv6]:PORT or IPv4:PORT"
         ))
     };
+    let zoned: String;
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = after.strip_prefix(':').ok_or_else(bad)?;
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(Invalid(format!("'{s}': '{host}' is not an IPv6 address")));
+        let (addr, zone) = match host.split_once('%') {
+            // As in a URL (`%25eth0`) or as `ip` prints it (`%eth0`).
+            Some((addr, zone)) => (addr, Some(zone.strip_prefix("25").unwrap_or(zone))),
+            None => (host, None),
+        };
+        let Ok(ip) = addr.parse::<std::net::Ipv6Addr>() else {
+            return Err(Invalid(format!("'{s}': '{addr}' is not an IPv6 address")));
+        };
+        match zone {
+            None => (host, port),
+            Some(zone) if ip.is_unicast_link_local() && crate::sys::ifaces::valid_name(zone) => {
+                zoned = format!("{addr}%{zone}");
+                (zoned.as_str(), port)
+            }
+            Some(_) => {
+                return Err(Invalid(format!(
+                    "'{s}': a zone (%eth0) goes only with a link-local address (fe80::/10), \
+                     and names an interface"
+                )));
+            }
         }
-        (host, port)
     } else {
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
         if host.contains(':') {
@@ -70,18 +107,22 @@ pub fn parse_peer_addr(s: &str) -> Result<PeerAddr, Invalid> {
     if port == 0 {
         return Err(Invalid(format!("'{s}': port 0")));
     }
-    let valid_host = !host.is_empty()
+    let (plain, zone) = host.split_once('%').unwrap_or((host, ""));
+    let valid_host = !plain.is_empty()
         && host.len() <= MAX_HOST_NAME
-        && host
+        && plain
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    let host = if zone.is_empty() {
+        plain.to_ascii_lowercase()
+    } else {
+        // Interface names are case-sensitive.
+        format!("{}%{zone}", plain.to_ascii_lowercase())
+    };
     if !valid_host {
         return Err(Invalid(format!("'{s}': bad host name '{host}'")));
     }
-    Ok(PeerAddr {
-        host: host.to_ascii_lowercase(),
-        port,
-    })
+    Ok(PeerAddr { host, port })
 }
 
 /// `--multicast-filter i:REGEX|x:REGEX`, in order given.
@@ -127,7 +168,8 @@ impl Filters {
 pub struct Peer {
     pub addr: PeerAddr,
     pub source: Source,
-    /// The announcing instance (multicast only): a restart is a new instance.
+    /// The announcing instance (of a static peer too once it is heard by multicast): a
+    /// restart is a new instance.
     pub instance: Option<u64>,
     pub last_seen: Option<Instant>,
     /// Last time it answered a lookup (200 or 404).
@@ -151,6 +193,9 @@ impl Peer {
 pub enum Seen {
     New,
     Refreshed,
+    /// A pacserve known at a link-local address, now heard at a routable one (its other
+    /// address family, or a hello listing it): the entry moved there.
+    Moved,
     Filtered,
     /// From an address on none of this host's subnets (and no inclusive filter names it):
     /// on an unauthenticated LAN that is most likely a forged source.
@@ -208,12 +253,13 @@ impl PeerTable {
     ) -> Seen {
         if let Some(p) = self.peers.get_mut(&addr) {
             p.last_seen = Some(now);
+            // A restart is a new instance. Its backoff stays: it belongs to the address (a
+            // forged hello with a fresh id must not make a dead address worth asking again);
+            // the first answer clears it. A static peer's is kept only to know it when it is
+            // heard at another address.
+            p.instance = Some(instance);
             if p.source == Source::Multicast {
                 p.archs = archs.to_vec();
-                // A restart is a new instance. Its backoff stays: it belongs to the address
-                // (a forged hello with a fresh id must not make a dead address worth asking
-                // again); the first answer clears it.
-                p.instance = Some(instance);
             }
             return Seen::Refreshed;
         }
@@ -224,9 +270,35 @@ impl PeerTable {
         if !on_subnet && !self.filters.includes(&authority) {
             return Seen::OffSubnet;
         }
+        // The same pacserve at another address (heard on its other address family, or known
+        // by its link-local address before): one entry, moved only from a link-local address
+        // to a routable one, so it never flaps between two.
+        let twin = self
+            .peers
+            .values()
+            .find(|p| p.instance == Some(instance))
+            .map(|p| (p.addr.clone(), p.source));
+        if let Some((known, source)) = twin {
+            let moves =
+                source == Source::Multicast && known.is_link_local() && !addr.is_link_local();
+            if !moves {
+                if let Some(p) = self.peers.get_mut(&known) {
+                    p.last_seen = Some(now);
+                }
+                return Seen::Refreshed;
+            }
+            self.peers.remove(&known);
+            self.insert_discovered(addr, instance, archs, now);
+            return Seen::Moved;
+        }
         if self.peers.len() >= MAX_PEERS && !self.evict_one_unproven() {
             return Seen::TableFull;
         }
+        self.insert_discovered(addr, instance, archs, now);
+        Seen::New
+    }
+
+    fn insert_discovered(&mut self, addr: PeerAddr, instance: u64, archs: &[String], now: Instant) {
         self.peers.insert(
             addr.clone(),
             Peer {
@@ -240,7 +312,6 @@ impl PeerTable {
                 archs: archs.to_vec(),
             },
         );
-        Seen::New
     }
 
     /// Full table: forget the discovered peer that never answered a lookup and was heard
@@ -503,7 +574,7 @@ mod tests {
             assert_eq!(
                 table.seen(
                     addr(&format!("10.1.{}.{}:1", i / 250, i % 250 + 1)),
-                    1,
+                    i as u64,
                     &[],
                     true,
                     t0
@@ -514,13 +585,16 @@ mod tests {
         // Full of peers that never answered: the one heard from longest ago makes room.
         let t1 = t0 + Duration::from_secs(1);
         let oldest = addr("10.1.0.1:1");
-        table.seen(oldest.clone(), 1, &[], true, t0);
+        table.seen(oldest.clone(), 0, &[], true, t0);
         for i in 1..MAX_PEERS {
             let a = addr(&format!("10.1.{}.{}:1", i / 250, i % 250 + 1));
-            table.seen(a.clone(), 1, &[], true, t1);
+            table.seen(a.clone(), i as u64, &[], true, t1);
             table.succeeded(&a, t1);
         }
-        assert_eq!(table.seen(addr("10.9.9.9:1"), 1, &[], true, t1), Seen::New);
+        assert_eq!(
+            table.seen(addr("10.9.9.9:1"), 1000, &[], true, t1),
+            Seen::New
+        );
         assert!(
             table.get(&oldest).is_none(),
             "the unproven peer was evicted"
@@ -529,9 +603,71 @@ mod tests {
         // Every peer has answered now: a newcomer is refused, nobody proven is evicted.
         table.succeeded(&addr("10.9.9.9:1"), t1);
         assert_eq!(
-            table.seen(addr("10.9.9.8:1"), 1, &[], true, t1),
+            table.seen(addr("10.9.9.8:1"), 1001, &[], true, t1),
             Seen::TableFull
         );
         assert_eq!(table.len(), MAX_PEERS);
+    }
+
+    #[test]
+    fn link_local_peers_and_zones() {
+        let ll = addr("[fe80::2%eth0]:15678");
+        assert_eq!(ll.host, "fe80::2%eth0");
+        assert_eq!(addr("[FE80::2%25eth0]:15678"), ll, "as a URL writes it");
+        assert_eq!(ll.authority(), "[fe80::2%eth0]:15678");
+        assert_eq!(ll.url_authority(), "[fe80::2%25eth0]:15678");
+        assert_eq!(ll.ip(), Some("fe80::2".parse().unwrap()));
+        assert!(ll.is_link_local());
+        assert!(!addr("[fd00::2]:1").is_link_local());
+        assert!(!addr("10.0.0.2:1").is_link_local());
+        assert_eq!(addr("pi.lan:1").ip(), None);
+        for bad in [
+            "[fd00::2%eth0]:1",
+            "[fe80::2%]:1",
+            "[fe80::2%a/b]:1",
+            "[fe80::2%eth0%1]:1",
+            "fe80::2%eth0:1",
+        ] {
+            assert!(parse_peer_addr(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn one_instance_is_one_peer_at_its_best_address() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        let (ll, v4, v6) = (
+            addr("[fe80::2%eth0]:15678"),
+            addr("10.0.0.2:15678"),
+            addr("[fd00::2]:15678"),
+        );
+        assert_eq!(table.seen(ll.clone(), 7, &[], true, t0), Seen::New);
+        table.failed(&ll, t0);
+        // Link-local to routable: moved (with a clean slate: backoff is the address's).
+        assert_eq!(table.seen(v4.clone(), 7, &[], true, t0), Seen::Moved);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(&v4).map(|p| p.failures), Some(0));
+        // Routable to routable, or back to link-local: it stays where it is.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(table.seen(v6.clone(), 7, &[], true, t1), Seen::Refreshed);
+        assert_eq!(table.seen(ll.clone(), 7, &[], true, t1), Seen::Refreshed);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(&v4).and_then(|p| p.last_seen), Some(t1));
+        // Another instance at the link-local address is another pacserve.
+        assert_eq!(table.seen(ll.clone(), 8, &[], true, t1), Seen::New);
+        // A static peer heard by multicast at another address stays the one entry.
+        let mut with_static = PeerTable::default();
+        with_static.add_static(v4.clone());
+        assert_eq!(
+            with_static.seen(v4.clone(), 9, &[], true, t0),
+            Seen::Refreshed
+        );
+        assert_eq!(
+            with_static.seen(ll.clone(), 9, &[], true, t0),
+            Seen::Refreshed
+        );
+        assert_eq!(with_static.seen(v6, 9, &[], true, t0), Seen::Refreshed);
+        assert_eq!(with_static.len(), 1);
+        assert!(!with_static.gone(&v4, 9), "static peers stay");
     }
 }

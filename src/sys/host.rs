@@ -181,6 +181,11 @@ pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
     out
 }
 
+/// Reads a small `/proc` (or `/sys`) file, bounded like every other one.
+pub(crate) fn read_proc(path: &str) -> Option<String> {
+    read_small(path)
+}
+
 /// Reads a small `/proc` file. These are a few KiB at most; the cap only guards against a
 /// kernel (or a bind mount) handing us something endless.
 fn read_small(path: &str) -> Option<String> {

@@ -194,6 +194,12 @@ impl Launch {
         self
     }
 
+    /// No `--address`: pacserve's default, every address of both families.
+    pub fn any_address(mut self) -> Launch {
+        self.address.clear();
+        self
+    }
+
     /// Run inside the network namespace `ns` (by `ip netns exec`, which execs pacserve under
     /// the same pid).
     pub fn in_netns(mut self, ns: &str) -> Launch {
@@ -239,9 +245,10 @@ impl Launch {
             argv.push(QEMU.into());
         }
         argv.push(self.program.clone().into());
-        for a in ["--address", &self.address, "--port", &self.port.to_string()] {
-            argv.push(a.into());
+        if !self.address.is_empty() {
+            argv.extend(["--address", &self.address].map(OsString::from));
         }
+        argv.extend(["--port", &self.port.to_string()].map(OsString::from));
         argv.push("--pacman-conf".into());
         argv.push(self.conf.clone().into());
         if self.verbose {

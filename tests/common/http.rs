@@ -194,7 +194,13 @@ impl RawConn {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "response deadline"));
         }
         let mut chunk = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        // A signal to the test process (a child exiting) is no answer: read again.
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }

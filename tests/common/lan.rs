@@ -4,6 +4,8 @@
 //!
 //! Addresses are `10.231.SUBNET.I/24` inside these namespaces only; each host has `lo` up and
 //! a `224.0.0.0/4` route on its veth (so it can join a multicast group) and no default route.
+//! A host of another [`Stack`] has IPv6 addresses of the test's choosing instead or as well
+//! (`fe80::I`, `fd31:0:0:SUBNET::I`), usable at once.
 //! Namespaces are named `psl-PID-TAG-HOST`. A host may get a hosts file of its own
 //! (`/etc/netns/NS/hosts`, which `ip netns exec` mounts over `/etc/hosts`), and a test may
 //! send datagrams with forged source addresses from inside a namespace ([`RawUdp`]).
@@ -67,6 +69,21 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Result<T
     })
 }
 
+/// The addresses a host gets on its veth `eth0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// `10.231.SUBNET.I/24` (and the kernel's own link-local IPv6 address).
+    V4,
+    /// `10.231.SUBNET.I/24` and no IPv6 at all.
+    V4Only,
+    /// IPv6 only: `fe80::I/64` and no other.
+    LinkLocal,
+    /// IPv6 only: `fe80::I/64` and `fd31:0:0:SUBNET::I/64` (see [`Netns::ula`]).
+    Ula,
+    /// `10.231.SUBNET.I/24`, `fe80::I/64` and `fd31:0:0:SUBNET::I/64`.
+    Dual,
+}
+
 /// The namespaces of one test: a switch with a bridge, and hosts plugged into it. All are
 /// deleted on drop (which also removes their veths and the bridge).
 pub struct Netns {
@@ -122,21 +139,57 @@ impl Netns {
         format!("10.231.{}.{i}", self.subnet)
     }
 
-    /// A host namespace `host` with address `.i`, plugged into the switch; its name.
+    /// A host namespace `host` with address `.i`, plugged into the switch; its name. IPv6 is
+    /// left as the kernel makes it: a link-local address, tentative for a second or so.
     pub fn add_host(&self, host: &str, i: u8) -> String {
+        self.add_host_with(host, i, Stack::V4)
+    }
+
+    /// A host namespace `host`, number `i`, plugged into the switch with the addresses of
+    /// `stack`; its name.
+    pub fn add_host_with(&self, host: &str, i: u8, stack: Stack) -> String {
         let ns = self.add(host);
         let sw = self.switch();
         let port = format!("v-{host}");
-        let cidr = format!("{}/24", self.addr(i));
         ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
         ip_ok(&[
             "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &sw,
         ]);
         ip_ok(&["-n", &sw, "link", "set", &port, "master", "br0", "up"]);
-        ip_ok(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
+        if stack != Stack::V4 {
+            // Addresses of our choosing, usable at once (no duplicate address detection).
+            ip_ok(&["-n", &ns, "link", "set", "eth0", "addrgenmode", "none"]);
+        }
+        let v4 = matches!(stack, Stack::V4 | Stack::V4Only | Stack::Dual);
+        if v4 {
+            let cidr = format!("{}/24", self.addr(i));
+            ip_ok(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
+        }
         ip_ok(&["-n", &ns, "link", "set", "eth0", "up"]);
-        ip_ok(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        if v4 {
+            ip_ok(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        }
+        let mut v6 = Vec::new();
+        if !matches!(stack, Stack::V4 | Stack::V4Only) {
+            v6.push(format!("{}/64", self.link_local(i)));
+        }
+        if matches!(stack, Stack::Ula | Stack::Dual) {
+            v6.push(format!("{}/64", self.ula(i)));
+        }
+        for cidr in v6 {
+            ip_ok(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0", "nodad"]);
+        }
         ns
+    }
+
+    /// The link-local address of host number `i` (hosts of an IPv6 [`Stack`]).
+    pub fn link_local(&self, i: u8) -> String {
+        format!("fe80::{i:x}")
+    }
+
+    /// The unique-local address of host number `i`: `fd31:0:0:SUBNET::I`.
+    pub fn ula(&self, i: u8) -> String {
+        format!("fd31:0:0:{:x}::{i:x}", self.subnet)
     }
 
     /// Give the namespace `ns` (one of ours) a hosts file of its own with `text`: programs

@@ -1,5 +1,6 @@
-//! The discovery loop: announce ourselves, answer queries (rate-limited), and apply what
-//! others announce to the [`PeerTable`]; a goodbye on stop.
+//! The discovery loop: announce ourselves, answer queries (when and where
+//! [`super::suppress`] says), and apply what others announce to the [`PeerTable`]; a goodbye
+//! on stop.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -12,16 +13,23 @@ use rustix::io::Errno;
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 
+use super::address::peer_address;
 use super::socket::Discovery;
+use super::suppress::{Answering, Due, Jitter, Schedule, Sent};
 use super::wire::{Announce, Kind, decode, decode_datagram, encode, encode_signed};
-use super::{MulticastConfig, clamp_interval};
+use super::{Families, Family, MulticastConfig, clamp_interval};
 use crate::auth::{Lan, unix_now};
-use crate::limits::{ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, QUERY_ANSWER_MIN_GAP};
+use crate::limits::{
+    ANNOUNCE_RECV_BUFFER, DISCOVERY_RECV_ERROR_PAUSE, STARTUP_QUERY_RETRIES,
+    STARTUP_QUERY_RETRY_PAUSE,
+};
 use crate::peers::table::{PeerAddr, PeerTable, Seen};
 use crate::sys::host::{self, Subnet};
+use crate::sys::ifaces::{self, Inet6};
 use crate::sys::log::escape;
 
-/// Counters of the discovery loop, for the status page and tests.
+/// Counters of the discovery loop, for the status page, benchmarks and tests. Datagrams are
+/// counted one per family and interface they go out on.
 #[derive(Debug, Default)]
 pub struct DiscoveryStats {
     /// Datagrams received, including malformed and own ones.
@@ -30,10 +38,25 @@ pub struct DiscoveryStats {
     pub malformed: AtomicU64,
     /// Our own datagrams, looped back.
     pub own: AtomicU64,
-    /// Announcements sent (to every configured interface).
+    /// Datagrams sent, of every kind.
     pub sent: AtomicU64,
-    /// Announcements that could not be sent.
+    /// Announcements that could not be sent (on some family or interface).
     pub send_errors: AtomicU64,
+    /// Others' datagrams received, by kind.
+    pub received_hello: AtomicU64,
+    pub received_query: AtomicU64,
+    pub received_bye: AtomicU64,
+    /// Datagrams sent, by kind (hellos include answers).
+    pub sent_hello: AtomicU64,
+    pub sent_query: AtomicU64,
+    pub sent_bye: AtomicU64,
+    /// Hello datagrams sent in answer to queries (also counted in `sent_hello`).
+    pub sent_answer: AtomicU64,
+    /// Our start-up queries left out, per family: another host's query was heard first.
+    pub suppressed_query: AtomicU64,
+    /// Queries that got no answer of their own: answered by one already due, or their
+    /// querier was answered already.
+    pub suppressed_answer: AtomicU64,
 }
 
 /// A copy of [`DiscoveryStats`] at one moment.
@@ -44,6 +67,15 @@ pub struct StatsSnapshot {
     pub own: u64,
     pub sent: u64,
     pub send_errors: u64,
+    pub received_hello: u64,
+    pub received_query: u64,
+    pub received_bye: u64,
+    pub sent_hello: u64,
+    pub sent_query: u64,
+    pub sent_bye: u64,
+    pub sent_answer: u64,
+    pub suppressed_query: u64,
+    pub suppressed_answer: u64,
 }
 
 impl DiscoveryStats {
@@ -55,48 +87,83 @@ impl DiscoveryStats {
             own: get(&self.own),
             sent: get(&self.sent),
             send_errors: get(&self.send_errors),
+            received_hello: get(&self.received_hello),
+            received_query: get(&self.received_query),
+            received_bye: get(&self.received_bye),
+            sent_hello: get(&self.sent_hello),
+            sent_query: get(&self.sent_query),
+            sent_bye: get(&self.sent_bye),
+            sent_answer: get(&self.sent_answer),
+            suppressed_query: get(&self.suppressed_query),
+            suppressed_answer: get(&self.suppressed_answer),
         }
     }
 }
 
+impl StatsSnapshot {
+    /// Every counter by the name the status page, JSON and metrics show it under.
+    pub fn by_kind(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("received", self.received),
+            ("malformed", self.malformed),
+            ("own", self.own),
+            ("sent", self.sent),
+            ("send_errors", self.send_errors),
+            ("received_hello", self.received_hello),
+            ("received_query", self.received_query),
+            ("received_bye", self.received_bye),
+            ("sent_hello", self.sent_hello),
+            ("sent_query", self.sent_query),
+            ("sent_bye", self.sent_bye),
+            ("sent_answer", self.sent_answer),
+            ("suppressed_query", self.suppressed_query),
+            ("suppressed_answer", self.suppressed_answer),
+        ]
+    }
+}
+
 fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+    add(c, 1);
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// What a decoded announcement from someone else did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Heard {
     Hello(PeerAddr, Seen),
-    Query,
+    /// A query also says who asks: the querier is taken as a hello would be (a host whose
+    /// own query was suppressed by this one learns of the querier from it alone).
+    Query(PeerAddr, Seen),
     Bye(PeerAddr, bool),
 }
 
-/// Apply `a`, received from `src`, to the table. Pure but for the table. `subnets`: those this
-/// host is on; a hello from elsewhere (but loopback) is refused unless a filter names it, or
-/// it is `authenticated` (its seal verified under the shared secret).
+/// Apply `a`, received from `src`, to the table. Pure but for the table. `subnets` and
+/// `links`: this host's IPv4 subnets and IPv6 addresses; a hello from elsewhere (but
+/// loopback) is refused unless a filter names it (see [`peer_address`]), or it is
+/// `authenticated` (its seal verified under the shared secret).
 fn apply(
     a: &Announce,
     src: SocketAddr,
     subnets: &[Subnet],
+    links: &[Inet6],
     authenticated: bool,
     table: &mut PeerTable,
     now: Instant,
 ) -> Heard {
-    let addr = PeerAddr {
-        host: src.ip().to_string(),
-        port: a.http_port,
-    };
-    let on_subnet = authenticated
-        || match src.ip().to_canonical() {
-            IpAddr::V4(ip) => ip.is_loopback() || subnets.iter().any(|s| s.contains(ip)),
-            IpAddr::V6(ip) => ip.is_loopback(),
-        };
+    let (addr, near) = peer_address(src, &a.addrs, a.http_port, subnets, links);
+    let on_subnet = authenticated || near;
     match a.kind {
         Kind::Hello => {
             let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
             Heard::Hello(addr, seen)
         }
-        Kind::Query => Heard::Query,
+        Kind::Query => {
+            let seen = table.seen(addr.clone(), a.instance, &a.archs, on_subnet, now);
+            Heard::Query(addr, seen)
+        }
         Kind::Bye => {
             let forgot = table.gone(&addr, a.instance);
             Heard::Bye(addr, forgot)
@@ -104,57 +171,80 @@ fn apply(
     }
 }
 
-/// Sends announcements (signed, with a shared secret: each with a fresh timestamp and nonce),
-/// counts them, and logs a failure once until sending works again.
+/// Sends announcements (signed, with a shared secret: each with a fresh timestamp and nonce,
+/// and the address it leaves from), counts them, and logs a failure once until sending works
+/// again.
 struct Sender<'a> {
     disc: &'a Discovery,
     stats: &'a DiscoveryStats,
-    me: &'a Announce,
     lan: Option<&'a Lan>,
     failing: bool,
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, kind: Kind) {
-        let what = kind.as_str();
-        let a = Announce {
-            kind,
-            ..self.me.clone()
+    /// Send `a` on each of `families`; the families it could not be sent on.
+    async fn send(&mut self, a: &Announce, families: Families) -> Families {
+        let kind = a.kind;
+        let plain = match self.lan {
+            None => encode(a),
+            Some(_) => Vec::new(),
         };
-        let sent = match self.lan {
-            None => self.disc.send_bytes(&encode(&a)).await,
-            Some(lan) => {
-                let keys = lan.keys();
-                let datagram = |src: Option<std::net::Ipv4Addr>| {
-                    let src = src.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-                    encode_signed(&a, unix_now(), lan.next_nonce(), src, keys.signing())
-                };
-                self.disc.send_each(true, datagram).await
+        let mut failed = Families::NONE;
+        let mut result = Ok(());
+        let mut sent = 0;
+        for f in families.iter() {
+            let (n, r) = match self.lan {
+                None => self.disc.send_bytes(&plain, Families::one(f)).await,
+                Some(lan) => {
+                    let keys = lan.keys();
+                    let datagram = |src: Option<IpAddr>| {
+                        let src = src.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                        encode_signed(a, unix_now(), lan.next_nonce(), src, keys.signing())
+                    };
+                    self.disc.send_each(Families::one(f), true, datagram).await
+                }
+            };
+            sent += n;
+            if let Err(e) = r {
+                failed = failed.union(Families::one(f));
+                result = Err(e);
             }
+        }
+        add(&self.stats.sent, sent);
+        let by_kind = match kind {
+            Kind::Hello => &self.stats.sent_hello,
+            Kind::Query => &self.stats.sent_query,
+            Kind::Bye => &self.stats.sent_bye,
         };
-        match sent {
+        add(by_kind, sent);
+        self.report(kind, result);
+        failed
+    }
+
+    fn report(&mut self, kind: Kind, result: io::Result<()>) {
+        let what = kind.as_str();
+        match result {
             Ok(()) => {
-                bump(&self.stats.sent);
                 if self.failing {
                     self.failing = false;
-                    crate::info!("discovery: sending to {} works again", self.disc.group);
+                    crate::info!("discovery: sending to {} works again", self.disc);
                 }
             }
             Err(e) => {
                 bump(&self.stats.send_errors);
                 let hint = if e.raw_os_error() == Some(Errno::NETUNREACH.raw_os_error()) {
                     " — is there a route for 224.0.0.0/4 (or a default route)?"
+                } else if e.raw_os_error() == Some(Errno::ADDRNOTAVAIL.raw_os_error()) {
+                    " — no usable source address yet (IPv6 duplicate address detection?); \
+                     the start-up query is sent again"
                 } else {
                     ""
                 };
                 if self.failing {
-                    crate::verbose!("discovery: sending {what} to {}: {e}", self.disc.group);
+                    crate::verbose!("discovery: sending {what} to {}: {e}", self.disc);
                 } else {
                     self.failing = true;
-                    crate::error!(
-                        "discovery: sending {what} to {}: {e}{hint}",
-                        self.disc.group
-                    );
+                    crate::error!("discovery: sending {what} to {}: {e}{hint}", self.disc);
                 }
             }
         }
@@ -167,103 +257,61 @@ enum Event {
     Datagram(io::Result<(usize, SocketAddr)>),
 }
 
-/// When to say hello, as a function of time (pure): every `interval`, and in answer to a
-/// query, but never two answers closer than [`QUERY_ANSWER_MIN_GAP`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Schedule {
-    interval: Duration,
-    last_hello: Instant,
-    next_hello: Instant,
-    /// A query heard while answers were paused: answer then.
-    answer_due: Option<Instant>,
-}
-
-/// What a timer firing at some moment asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Due {
-    /// The periodic hello (and the time to forget silent peers).
-    Periodic,
-    /// The delayed answer to a query.
-    Answer,
-    Nothing,
-}
-
-impl Schedule {
-    /// Just after the first hello, sent at `now`.
-    fn started(interval: Duration, now: Instant) -> Schedule {
-        Schedule {
-            interval,
-            last_hello: now,
-            next_hello: now + interval,
-            answer_due: None,
-        }
-    }
-
-    /// The next moment something is due.
-    fn deadline(&self) -> Instant {
-        self.answer_due
-            .map_or(self.next_hello, |t| t.min(self.next_hello))
-    }
-
-    /// The timer fired at `now`.
-    fn due(&self, now: Instant) -> Due {
-        if now >= self.next_hello {
-            Due::Periodic
-        } else if self.answer_due.is_some_and(|t| now >= t) {
-            Due::Answer
-        } else {
-            Due::Nothing
-        }
-    }
-
-    /// A query was heard at `now`: true to answer at once, else the answer is scheduled.
-    fn on_query(&mut self, now: Instant) -> bool {
-        let earliest = self.last_hello + QUERY_ANSWER_MIN_GAP;
-        if now >= earliest {
-            return true;
-        }
-        self.answer_due.get_or_insert(earliest);
-        false
-    }
-
-    /// A hello went out at `now` (it answers every query heard before it).
-    fn sent_hello(&mut self, now: Instant, periodic: bool) {
-        self.last_hello = now;
-        self.answer_due = None;
-        if periodic {
-            self.next_hello = now + self.interval;
-        }
-    }
-}
-
 /// The "peer discovered" lines.
 static DISCOVERED_LINES: crate::sys::log::Throttle = crate::sys::log::Throttle::new();
 
 /// The running loop's state.
 struct Discoverer<'a> {
     disc: &'a Discovery,
-    me: &'a Announce,
+    me: Announce,
     table: &'a Mutex<PeerTable>,
     stats: &'a DiscoveryStats,
     sender: Sender<'a>,
     lan: Option<&'a Lan>,
     max_silence: Duration,
     schedule: Schedule,
-    /// The subnets this host is on, read again with every periodic hello.
+    jitter: Jitter,
+    /// The subnets this host is on and its IPv6 addresses, read again with every periodic
+    /// hello.
     subnets: Vec<Subnet>,
+    links: Vec<Inet6>,
+    /// Families the first hello could not be sent on: the query goes there too (it announces
+    /// us as well).
+    unsent_hello: Families,
+    /// Times the start-up query was sent again after failing.
+    query_retries: u32,
+}
+
+/// This host's addresses for hellos: the routable IPv6 ones on the discovery links.
+fn own_addrs(disc: &Discovery, links: &[Inet6]) -> Vec<IpAddr> {
+    ifaces::announced_addrs(links, disc.links())
+        .into_iter()
+        .map(IpAddr::V6)
+        .collect()
 }
 
 impl Discoverer<'_> {
-    async fn hello(&mut self, now: Instant, periodic: bool) {
-        self.sender.send(Kind::Hello).await;
-        self.schedule.sent_hello(now, periodic);
+    /// Our announcement of `kind`.
+    fn announce(&self, kind: Kind) -> Announce {
+        Announce {
+            kind,
+            ..self.me.clone()
+        }
+    }
+
+    async fn hello(&mut self, now: Instant, families: Families, what: Sent) {
+        let hello = self.announce(Kind::Hello);
+        self.sender.send(&hello, families).await;
+        self.schedule.sent_hello(now, families, what);
     }
 
     async fn on_timer(&mut self, now: Instant) {
         match self.schedule.due(now) {
-            Due::Periodic => {
-                self.hello(now, true).await;
+            Due::Periodic(families) => {
+                self.hello(now, families, Sent::Periodic).await;
                 self.subnets = host::connected_subnets();
+                self.links = ifaces::read();
+                self.me.addrs = own_addrs(self.disc, &self.links);
                 for addr in crate::lock(self.table).expire(now, self.max_silence) {
                     crate::info!(
                         "peer {addr} forgotten: no hello for {} s",
@@ -271,7 +319,25 @@ impl Discoverer<'_> {
                     );
                 }
             }
-            Due::Answer => self.hello(now, false).await,
+            Due::Query(families) => {
+                let query = self.announce(Kind::Query);
+                let families = families.union(std::mem::take(&mut self.unsent_hello));
+                let failed = self.sender.send(&query, families).await;
+                self.schedule.sent_query();
+                // A family with no usable source address yet (a link-local address still
+                // tentative at boot) gets the query again a little later.
+                if !failed.is_empty() && self.query_retries < STARTUP_QUERY_RETRIES {
+                    self.query_retries += 1;
+                    self.schedule
+                        .retry_query(now + STARTUP_QUERY_RETRY_PAUSE, failed);
+                }
+            }
+            Due::Answer(families) => {
+                let before = self.stats.sent.load(Ordering::Relaxed);
+                self.hello(now, families, Sent::Answer).await;
+                let sent = self.stats.sent.load(Ordering::Relaxed) - before;
+                add(&self.stats.sent_answer, sent);
+            }
             Due::Nothing => {}
         }
     }
@@ -307,18 +373,48 @@ impl Discoverer<'_> {
             bump(&self.stats.own);
             return;
         }
-        let sealed = self.lan.is_some();
+        bump(match a.kind {
+            Kind::Hello => &self.stats.received_hello,
+            Kind::Query => &self.stats.received_query,
+            Kind::Bye => &self.stats.received_bye,
+        });
+        let family = Family::of(&src);
         let heard = apply(
             &a,
             src,
             &self.subnets,
-            sealed,
+            &self.links,
+            self.lan.is_some(),
             &mut crate::lock(self.table),
             now,
         );
-        match heard {
+        let (addr, seen) = match heard {
+            Heard::Bye(addr, true) => {
+                self.schedule.on_bye(a.instance);
+                crate::info!("peer {addr} said goodbye");
+                return;
+            }
+            Heard::Bye(addr, false) => {
+                crate::verbose!("discovery: goodbye from unknown peer {addr}");
+                return;
+            }
+            Heard::Hello(addr, seen) => (addr, seen),
+            Heard::Query(addr, seen) => {
+                let jitter = self.jitter.answer();
+                let (answering, ours) = self.schedule.on_query(now, a.instance, family, jitter);
+                if answering != Answering::Scheduled {
+                    bump(&self.stats.suppressed_answer);
+                }
+                if ours {
+                    bump(&self.stats.suppressed_query);
+                }
+                (addr, seen)
+            }
+        };
+        match seen {
             // A flood of forged hellos must not become a flood of lines.
-            Heard::Hello(addr, Seen::New) => {
+            Seen::New | Seen::Moved => {
+                self.schedule.on_hello(now, a.instance, family);
                 if let Some(left_out) = DISCOVERED_LINES.admit(now) {
                     if left_out > 0 {
                         crate::info!(
@@ -326,34 +422,31 @@ impl Discoverer<'_> {
                             crate::limits::LOG_WINDOW.as_secs()
                         );
                     }
-                    crate::info!("peer {addr} discovered");
+                    if seen == Seen::Moved {
+                        crate::info!(
+                            "peer {addr} discovered (known at a link-local address before)"
+                        );
+                    } else {
+                        crate::info!("peer {addr} discovered");
+                    }
                 }
             }
-            Heard::Hello(_, Seen::Refreshed) => {}
-            Heard::Hello(addr, Seen::Filtered) => {
+            Seen::Refreshed => self.schedule.on_hello(now, a.instance, family),
+            Seen::Filtered => {
                 crate::verbose!("peer {addr} ignored: excluded by --multicast-filter")
             }
-            Heard::Hello(addr, Seen::OffSubnet) => {
+            Seen::OffSubnet => {
                 crate::verbose!("peer {addr} ignored: not on a subnet of this host")
             }
-            Heard::Hello(addr, Seen::TableFull) => {
+            Seen::TableFull => {
                 crate::verbose!("peer {addr} ignored: peer table full")
-            }
-            Heard::Bye(addr, true) => crate::info!("peer {addr} said goodbye"),
-            Heard::Bye(addr, false) => {
-                crate::verbose!("discovery: goodbye from unknown peer {addr}")
-            }
-            Heard::Query => {
-                if self.schedule.on_query(now) {
-                    self.hello(now, false).await;
-                }
             }
         }
     }
 }
 
-/// Announce `me` (its kind is ignored) and keep `table` up to date with what others
-/// announce, until `stop` is closed (or sent to); then say goodbye and return.
+/// Announce `me` (its kind and addresses are ignored) and keep `table` up to date with what
+/// others announce, until `stop` is closed (or sent to); then say goodbye and return.
 ///
 /// Every wait is bounded by the next hello, which is due every `cfg.interval` (clamped to
 /// the valid range); discovered peers silent for `MISSED_HELLOS_BEFORE_EXPIRY` intervals are
@@ -367,10 +460,13 @@ pub async fn run(
     lan: Option<Arc<Lan>>,
     stop: Receiver<()>,
 ) {
-    let hello = encode(&Announce {
+    let links = ifaces::read();
+    let me = Announce {
         kind: Kind::Hello,
-        ..me.clone()
-    });
+        addrs: own_addrs(&disc, &links),
+        ..me
+    };
+    let hello = encode(&me);
     if let Err(e) = decode(&hello) {
         crate::error!(
             "discovery disabled: peers would reject our announcement ({e}): {}",
@@ -378,26 +474,39 @@ pub async fn run(
         );
         return;
     }
+    let families = disc.families();
     let lan = lan.as_deref();
     let mut sender = Sender {
         disc: &disc,
         stats: &stats,
-        me: &me,
         lan,
         failing: false,
     };
-    sender.send(Kind::Query).await;
-    sender.send(Kind::Hello).await;
+    // Everyone learns of us at once; our query waits a moment, in case another one makes it
+    // unnecessary.
+    let unsent_hello = sender.send(&me, families).await;
+    let seed = me.instance ^ super::wire::new_instance_id();
+    let mut jitter = Jitter::seeded(seed);
+    let query_delay = jitter.query();
     let mut d = Discoverer {
         disc: &disc,
-        me: &me,
+        me,
         table: &table,
         stats: &stats,
         sender,
         lan,
         max_silence: cfg.max_silence(),
-        schedule: Schedule::started(clamp_interval(cfg.interval), Instant::now()),
+        schedule: Schedule::started(
+            clamp_interval(cfg.interval),
+            families,
+            Instant::now(),
+            query_delay,
+        ),
+        jitter,
         subnets: host::connected_subnets(),
+        links,
+        unsent_hello,
+        query_retries: 0,
     };
     let mut buf = [0u8; ANNOUNCE_RECV_BUFFER];
     let mut timer = Timer::never();
@@ -417,12 +526,13 @@ pub async fn run(
             (&mut timer).await;
             Event::Timer
         })
-        .or(async { Event::Datagram(d.disc.socket.recv_from(&mut buf).await) })
+        .or(async { Event::Datagram(d.disc.recv(&mut buf).await) })
         .await;
         let now = Instant::now();
         match event {
             Event::Stop => {
-                d.sender.send(Kind::Bye).await;
+                let bye = d.announce(Kind::Bye);
+                d.sender.send(&bye, families).await;
                 return;
             }
             Event::Timer => {
@@ -431,7 +541,7 @@ pub async fn run(
                 d.on_timer(now).await;
             }
             Event::Datagram(Err(e)) => {
-                crate::error!("discovery: receiving on {}: {e}", d.disc.group);
+                crate::error!("discovery: receiving on {}: {e}", d.disc);
                 Timer::after(DISCOVERY_RECV_ERROR_PAUSE).await;
             }
             Event::Datagram(Ok((n, src))) => {
@@ -455,33 +565,6 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn schedule_answers_queries_at_most_once_a_gap() {
-        let t0 = Instant::now();
-        let interval = Duration::from_secs(60);
-        let mut s = Schedule::started(interval, t0);
-        assert_eq!(s.deadline(), t0 + interval);
-        assert_eq!(s.due(t0), Due::Nothing);
-        // A query right after the first hello waits for the gap; a second one changes nothing.
-        let q = t0 + Duration::from_millis(100);
-        assert!(!s.on_query(q));
-        assert!(!s.on_query(q + Duration::from_millis(1)));
-        assert_eq!(s.deadline(), t0 + QUERY_ANSWER_MIN_GAP);
-        assert_eq!(s.due(t0 + QUERY_ANSWER_MIN_GAP), Due::Answer);
-        s.sent_hello(t0 + QUERY_ANSWER_MIN_GAP, false);
-        assert_eq!(
-            s.deadline(),
-            t0 + interval,
-            "the answer does not move the period"
-        );
-        // Long after the last hello, a query is answered at once.
-        let late = t0 + Duration::from_secs(10);
-        assert!(s.on_query(late));
-        assert_eq!(s.due(t0 + interval), Due::Periodic);
-        s.sent_hello(t0 + interval, true);
-        assert_eq!(s.deadline(), t0 + interval * 2);
-    }
-
-    #[test]
     fn applies_announcements_to_the_table() {
         let t0 = Instant::now();
         let mut f = Filters::default();
@@ -499,46 +582,101 @@ mod tests {
         let mut a = hello(7, 15678, &["any"]);
         // A forged source off this host's subnets is not taken.
         assert_eq!(
-            apply(&a, src("198.51.100.7"), &lan, false, &mut table, t0),
+            apply(&a, src("198.51.100.7"), &lan, &[], false, &mut table, t0),
             Heard::Hello(peer("198.51.100.7", 15678), Seen::OffSubnet)
         );
         // Unless its seal verified: then the address is as good as its key.
         let mut sealed = PeerTable::default();
         assert_eq!(
-            apply(&a, src("198.51.100.7"), &lan, true, &mut sealed, t0),
+            apply(&a, src("198.51.100.7"), &lan, &[], true, &mut sealed, t0),
             Heard::Hello(peer("198.51.100.7", 15678), Seen::New)
         );
-        let heard = apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0);
+        let heard = apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.2", 15678), Seen::New));
-        let heard = apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0);
+        let heard = apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0);
         assert_eq!(
             heard,
             Heard::Hello(peer("10.0.0.2", 15678), Seen::Refreshed)
         );
-        let heard = apply(&a, src("10.0.0.9"), &lan, false, &mut table, t0);
+        let heard = apply(&a, src("10.0.0.9"), &lan, &[], false, &mut table, t0);
         assert_eq!(heard, Heard::Hello(peer("10.0.0.9", 15678), Seen::Filtered));
+        // A query says who asks: the querier is a peer too.
         a.kind = Kind::Query;
+        a.instance = 3;
         assert_eq!(
-            apply(&a, src("10.0.0.3"), &lan, false, &mut table, t0),
-            Heard::Query
+            apply(&a, src("10.0.0.3"), &lan, &[], false, &mut table, t0),
+            Heard::Query(peer("10.0.0.3", 15678), Seen::New)
         );
-        assert_eq!(table.len(), 1, "a query does not add a peer");
+        assert_eq!(table.len(), 2, "the querier is added");
+        assert!(table.gone(&peer("10.0.0.3", 15678), 3));
+        a.instance = 7;
         // A goodbye names host (the source) + port + instance; a forged one with another
         // instance or from another host does nothing.
         a.kind = Kind::Bye;
         a.instance = 8;
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), false)
         );
         a.instance = 7;
         assert_eq!(
-            apply(&a, src("10.0.0.5"), &lan, false, &mut table, t0),
+            apply(&a, src("10.0.0.5"), &lan, &[], false, &mut table, t0),
             Heard::Bye(peer("10.0.0.5", 15678), false)
         );
         assert_eq!(
-            apply(&a, src("10.0.0.2"), &lan, false, &mut table, t0),
+            apply(&a, src("10.0.0.2"), &lan, &[], false, &mut table, t0),
             Heard::Bye(peer("10.0.0.2", 15678), true)
+        );
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn one_pacserve_heard_on_both_families_is_one_peer() {
+        use crate::sys::ifaces::parse_if_inet6;
+        use std::net::SocketAddrV6;
+        let t0 = Instant::now();
+        let mut table = PeerTable::default();
+        let lan = [Subnet {
+            network: std::net::Ipv4Addr::new(10, 0, 0, 0),
+            mask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+        }];
+        let links = parse_if_inet6("fe800000000000000000000000000001 02 40 20 80 eth0\n");
+        let ll = SocketAddr::V6(SocketAddrV6::new("fe80::2".parse().unwrap(), 15679, 0, 2));
+        let v4 = SocketAddr::new("10.0.0.2".parse().unwrap(), 15679);
+        let peer = |host: &str| PeerAddr {
+            host: host.into(),
+            port: 15678,
+        };
+        let a = hello(7, 15678, &["any"]);
+        // Heard first on IPv6, from its link-local address only: known with the zone.
+        assert_eq!(
+            apply(&a, ll, &lan, &links, false, &mut table, t0),
+            Heard::Hello(peer("fe80::2%eth0"), Seen::New)
+        );
+        // Then on IPv4: the same instance moves to the address that needs no zone...
+        assert_eq!(
+            apply(&a, v4, &lan, &links, false, &mut table, t0),
+            Heard::Hello(peer("10.0.0.2"), Seen::Moved)
+        );
+        // ...and stays there: the next IPv6 hello only refreshes it.
+        assert_eq!(
+            apply(&a, ll, &lan, &links, false, &mut table, t0),
+            Heard::Hello(peer("fe80::2%eth0"), Seen::Refreshed)
+        );
+        assert_eq!(table.len(), 1);
+        assert!(table.get(&peer("10.0.0.2")).is_some());
+        // Its goodbye on IPv4 forgets it; the one on IPv6 then finds nothing.
+        let bye = Announce {
+            kind: Kind::Bye,
+            ..a.clone()
+        };
+        assert_eq!(
+            apply(&bye, v4, &lan, &links, false, &mut table, t0),
+            Heard::Bye(peer("10.0.0.2"), true)
+        );
+        assert_eq!(
+            apply(&bye, ll, &lan, &links, false, &mut table, t0),
+            Heard::Bye(peer("fe80::2%eth0"), false)
         );
         assert!(table.is_empty());
     }
@@ -621,8 +759,11 @@ mod tests {
 
             // Garbage from a third socket is counted and dropped.
             let c = open(&cfg).expect("a third socket");
-            c.send_bytes(b"pacserve 9 hello\n").await.unwrap();
-            c.send_bytes(&[0xff; 700]).await.unwrap();
+            c.send_bytes(b"pacserve 9 hello\n", Families::BOTH)
+                .await
+                .1
+                .unwrap();
+            c.send_bytes(&[0xff; 700], Families::BOTH).await.1.unwrap();
             assert!(eventually(limit, || b.stats.snapshot().malformed >= 2).await);
             assert_eq!(crate::lock(&b.table).len(), 1);
 
@@ -682,32 +823,36 @@ mod tests {
                 &hello(0xf, 8006, &["any"]),
                 unix_now(),
                 7,
-                std::net::Ipv4Addr::LOCALHOST,
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
                 key_a.keys().signing(),
             );
-            plain.send_bytes(&sealed).await.unwrap();
+            plain.send_bytes(&sealed, Families::BOTH).await.1.unwrap();
             assert!(eventually(limit, || knows(&a, 8006)).await);
-            plain.send_bytes(&sealed).await.unwrap();
+            plain.send_bytes(&sealed, Families::BOTH).await.1.unwrap();
             assert!(eventually(limit, || refused(&key_a, "replay") >= 1).await);
             // Signed for another sender address: refused as such.
             let elsewhere = encode_signed(
                 &hello(0x10, 8007, &["any"]),
                 unix_now(),
                 8,
-                std::net::Ipv4Addr::new(10, 9, 9, 9),
+                IpAddr::from([10, 9, 9, 9]),
                 key_a.keys().signing(),
             );
-            plain.send_bytes(&elsewhere).await.unwrap();
+            plain
+                .send_bytes(&elsewhere, Families::BOTH)
+                .await
+                .1
+                .unwrap();
             assert!(eventually(limit, || refused(&key_a, "address") >= 1).await);
             // Two minutes and a second old: outside the window.
             let stale = encode_signed(
                 &hello(0x11, 8008, &["any"]),
                 unix_now() - crate::limits::AUTH_WINDOW.as_secs() - 1,
                 9,
-                std::net::Ipv4Addr::LOCALHOST,
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
                 key_a.keys().signing(),
             );
-            plain.send_bytes(&stale).await.unwrap();
+            plain.send_bytes(&stale, Families::BOTH).await.1.unwrap();
             assert!(eventually(limit, || refused(&key_a, "window") >= 1).await);
             assert!(!knows(&a, 8007) && !knows(&a, 8008));
             assert!(key_a.counters().taken().0 >= 2, "a took b's datagrams");

@@ -3,14 +3,16 @@
 //! in the module docs of [`super`]).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::DatagramRefusal;
 use crate::auth::key::{Key, Keys};
 use crate::auth::mac::{Mac, hmac_sha256, same_mac};
 use crate::auth::{parse_mac, parse_nonce, parse_ts};
-use crate::limits::{ANNOUNCE_RECV_BUFFER, MAX_ANNOUNCE_ARCHS, MAX_ANNOUNCE_BYTES, MAX_ARCH_NAME};
+use crate::limits::{
+    ANNOUNCE_RECV_BUFFER, MAX_ANNOUNCE_ADDRS, MAX_ANNOUNCE_ARCHS, MAX_ANNOUNCE_BYTES, MAX_ARCH_NAME,
+};
 use crate::names::{sha256_hex, valid_arch};
 
 const MAGIC: &str = "pacserve";
@@ -22,8 +24,10 @@ const LONGEST_ANNOUNCE: usize = "pacserve 1 hello id=0123456789abcdef port=65535
     - 1
     + "\n".len();
 /// What a seal adds at most.
-const LONGEST_SEAL: usize =
-    " ts=18446744073709551615 nonce=0123456789abcdef src=255.255.255.255 mac=".len() + 64;
+const LONGEST_SEAL: usize = " ts=18446744073709551615 nonce=0123456789abcdef \
+     src=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff mac="
+    .len()
+    + 64;
 const _: () = assert!(LONGEST_ANNOUNCE + LONGEST_SEAL <= MAX_ANNOUNCE_BYTES);
 const _: () = assert!(ANNOUNCE_RECV_BUFFER > MAX_ANNOUNCE_BYTES);
 
@@ -58,6 +62,9 @@ pub struct Announce {
     pub http_port: u16,
     /// Architectures the sender serves (informational).
     pub archs: Vec<String>,
+    /// Addresses the sender may also be reached at (`addrs=`, optional): its unique-local and
+    /// global IPv6 addresses, for receivers that heard it from a link-local one.
+    pub addrs: Vec<IpAddr>,
 }
 
 /// Why a datagram is not a valid announcement.
@@ -87,6 +94,8 @@ pub enum DecodeError {
     BadValue(&'static str),
     /// More than `MAX_ANNOUNCE_ARCHS` architectures.
     TooManyArchs,
+    /// More than `MAX_ANNOUNCE_ADDRS` addresses.
+    TooManyAddrs,
     /// `mac` is not the last field (what follows it would not be covered).
     MacNotLast,
 }
@@ -110,6 +119,7 @@ impl fmt::Display for DecodeError {
             DecodeError::TooManyArchs => {
                 write!(f, "more than {MAX_ANNOUNCE_ARCHS} architectures")
             }
+            DecodeError::TooManyAddrs => write!(f, "more than {MAX_ANNOUNCE_ADDRS} addresses"),
             DecodeError::MacNotLast => f.write_str("field mac is not the last"),
         }
     }
@@ -126,7 +136,7 @@ pub struct Seal {
     /// Differs for every datagram of a sender: with `ts`, what the replay cache remembers.
     pub nonce: u64,
     /// The sender's address the datagram was signed for; it must be the one it comes from.
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub mac: Mac,
 }
 
@@ -144,7 +154,7 @@ impl Datagram {
     /// one of `keys` for that very address (MACs compared in constant time).
     pub fn verify(&self, bytes: &[u8], keys: &Keys, from: IpAddr) -> Result<(), DatagramRefusal> {
         let seal = self.seal.ok_or(DatagramRefusal::Unsigned)?;
-        if IpAddr::V4(seal.src) != from.to_canonical() {
+        if seal.src != from.to_canonical() {
             return Err(DatagramRefusal::Address);
         }
         let signed = &bytes[..self.signed_len.min(bytes.len())];
@@ -163,19 +173,32 @@ fn seal_mac(key: &Key, signed: &[u8]) -> Mac {
     hmac_sha256(key.bytes(), &[signed])
 }
 
-/// The line of `a` without its newline.
+/// The line of `a` without its newline. The addresses are optional: those that would leave
+/// no room for a seal within `MAX_ANNOUNCE_BYTES` are left out (the receiver then has the
+/// datagram's source).
 fn line_of(a: &Announce) -> String {
-    format!(
+    let mut s = format!(
         "{MAGIC} {VERSION} {} id={:016x} port={} arch={}",
         a.kind.as_str(),
         a.instance,
         a.http_port,
         a.archs.join(",")
-    )
+    );
+    let mut sep = " addrs=";
+    for addr in &a.addrs {
+        let item = format!("{sep}{addr}");
+        if s.len() + item.len() + LONGEST_SEAL + "\n".len() > MAX_ANNOUNCE_BYTES {
+            break;
+        }
+        s.push_str(&item);
+        sep = ",";
+    }
+    s
 }
 
 /// The datagram for `a`. It decodes back to `a` when `a` is valid: `http_port` not 0, archs
-/// as described in the module docs (the announcement of `run` is checked before use).
+/// and addrs as described in the module docs (the announcement of `run` is checked before
+/// use), and its addrs fit (see `line_of`).
 pub fn encode(a: &Announce) -> Vec<u8> {
     let mut s = line_of(a);
     s.push('\n');
@@ -190,12 +213,19 @@ pub fn encode_sealed(a: &Announce, seal: &Seal) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn sealed_prefix(a: &Announce, ts: u64, nonce: u64, src: Ipv4Addr) -> String {
+fn sealed_prefix(a: &Announce, ts: u64, nonce: u64, src: IpAddr) -> String {
     format!("{} ts={ts} nonce={nonce:016x} src={src}", line_of(a))
 }
 
 /// The datagram for `a`, sent from `src` at `ts` with `nonce`, sealed with `key`.
-pub fn encode_signed(a: &Announce, ts: u64, nonce: u64, src: Ipv4Addr, key: &Key) -> Vec<u8> {
+pub fn encode_signed(
+    a: &Announce,
+    ts: u64,
+    nonce: u64,
+    src: impl Into<IpAddr>,
+    key: &Key,
+) -> Vec<u8> {
+    let src = src.into();
     let prefix = sealed_prefix(a, ts, nonce, src);
     let mac = seal_mac(key, prefix.as_bytes());
     encode_sealed(
@@ -243,7 +273,7 @@ pub fn decode_datagram(datagram: &[u8]) -> Result<Datagram, DecodeError> {
         _ => return Err(DecodeError::UnknownKind),
     };
 
-    let (mut id, mut port, mut archs) = (None, None, None);
+    let (mut id, mut port, mut archs, mut addrs) = (None, None, None, None);
     let (mut ts, mut nonce, mut src, mut mac) = (None, None, None, None);
     // Where the space before the field being read is in `line`: the MAC covers what is
     // before ` mac=`.
@@ -269,6 +299,7 @@ pub fn decode_datagram(datagram: &[u8]) -> Result<Datagram, DecodeError> {
             "id" => once(&mut id, "id", || parse_id(value))?,
             "port" => once(&mut port, "port", || parse_port(value))?,
             "arch" => once(&mut archs, "arch", || parse_archs(value))?,
+            "addrs" => once(&mut addrs, "addrs", || parse_addrs(value))?,
             "ts" => once(&mut ts, "ts", || parse_ts(value).ok_or(bad("ts")))?,
             "nonce" => once(&mut nonce, "nonce", || {
                 parse_nonce(value).ok_or(bad("nonce"))
@@ -288,6 +319,7 @@ pub fn decode_datagram(datagram: &[u8]) -> Result<Datagram, DecodeError> {
         instance: id.ok_or(DecodeError::Missing("id"))?,
         http_port: port.ok_or(DecodeError::Missing("port"))?,
         archs: archs.ok_or(DecodeError::Missing("arch"))?,
+        addrs: addrs.unwrap_or_default(),
     };
     let seal = match (ts, nonce, src, mac) {
         (None, None, None, None) => None,
@@ -309,11 +341,13 @@ pub fn decode_datagram(datagram: &[u8]) -> Result<Datagram, DecodeError> {
     })
 }
 
-/// The sender's address as the seal names it: dotted IPv4, one spelling only.
-fn parse_src(v: &str) -> Result<Ipv4Addr, DecodeError> {
-    v.parse::<Ipv4Addr>()
+/// The sender's address as the seal names it: dotted IPv4 or IPv6 as Rust writes it (the
+/// link-local address an IPv6 hello leaves from, without a zone), one spelling only; never
+/// an IPv4-mapped one (a receiver compares it with the source in its canonical form).
+fn parse_src(v: &str) -> Result<IpAddr, DecodeError> {
+    v.parse::<IpAddr>()
         .ok()
-        .filter(|ip| ip.to_string() == v)
+        .filter(|ip| ip.to_string() == v && ip.to_canonical() == *ip)
         .ok_or(DecodeError::BadValue("src"))
 }
 
@@ -364,6 +398,29 @@ fn parse_archs(v: &str) -> Result<Vec<String>, DecodeError> {
     Ok(archs)
 }
 
+/// `addrs=`: 1 to `MAX_ANNOUNCE_ADDRS` IP literals, comma-separated, no repeats, each one a
+/// peer can be reached at: not unspecified, loopback, multicast, IPv6 link-local (that needs a
+/// zone) or IPv4-mapped (written with a dot, so it would not re-encode to its own spelling).
+fn parse_addrs(v: &str) -> Result<Vec<IpAddr>, DecodeError> {
+    let bad = DecodeError::BadValue("addrs");
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for text in v.split(',') {
+        if addrs.len() == MAX_ANNOUNCE_ADDRS {
+            return Err(DecodeError::TooManyAddrs);
+        }
+        let ip: IpAddr = text.parse().map_err(|_| bad)?;
+        let usable = match ip {
+            IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_loopback() || v4.is_multicast()),
+            IpAddr::V6(v6) => crate::sys::ifaces::is_routable_v6(v6),
+        };
+        if !usable || addrs.contains(&ip) {
+            return Err(bad);
+        }
+        addrs.push(ip);
+    }
+    Ok(addrs)
+}
+
 /// A fresh instance id. Not a secret: it only has to differ between starts and hosts.
 /// std's `RandomState` is seeded from the OS's randomness; pid and time make it differ even
 /// where that seed were weak.
@@ -387,6 +444,7 @@ pub(super) mod tests {
             instance,
             http_port: port,
             archs: archs.iter().map(|s| s.to_string()).collect(),
+            addrs: vec![],
         }
     }
 
@@ -402,6 +460,7 @@ pub(super) mod tests {
             instance: 1,
             http_port: 1,
             archs: vec![],
+            addrs: vec![],
         };
         assert_eq!(
             encode(&q),
@@ -436,6 +495,7 @@ pub(super) mod tests {
                     instance: u64::MAX,
                     http_port: 65535,
                     archs: any(),
+                    addrs: vec![],
                 },
             ),
             (
@@ -445,6 +505,7 @@ pub(super) mod tests {
                     instance: 0,
                     http_port: 1,
                     archs: any(),
+                    addrs: vec![],
                 },
             ),
             // Any order.
@@ -617,7 +678,7 @@ pub(super) mod tests {
     #[test]
     fn signed_datagrams_verify_only_from_their_sender_under_a_known_key() {
         let a = hello(0xaa, 15678, &["x86_64", "any"]);
-        let src = Ipv4Addr::new(10, 0, 0, 2);
+        let src = IpAddr::from([10, 0, 0, 2]);
         let bytes = encode_signed(&a, TS, 0x1234, src, &key(1));
         let text = String::from_utf8(bytes.clone()).unwrap();
         let prefix = "pacserve 1 hello id=00000000000000aa port=15678 arch=x86_64,any \
@@ -665,7 +726,7 @@ pub(super) mod tests {
             Err(Unsigned)
         );
         // A forged src field for the sender's own address does not help another key.
-        let forged = encode_signed(&a, TS, 1, Ipv4Addr::new(10, 0, 0, 3), &key(4));
+        let forged = encode_signed(&a, TS, 1, IpAddr::from([10, 0, 0, 3]), &key(4));
         let fd = decode_datagram(&forged).unwrap();
         assert_eq!(
             fd.verify(&forged, &ring(&[1]), from("10.0.0.3")),
@@ -676,7 +737,7 @@ pub(super) mod tests {
     #[test]
     fn no_changed_byte_of_a_signed_datagram_verifies() {
         let a = hello(0xaa, 15678, &["x86_64", "any"]);
-        let src = Ipv4Addr::new(10, 0, 0, 2);
+        let src = IpAddr::from([10, 0, 0, 2]);
         let keys = Keys::new(vec![key(1)]).unwrap();
         let mut bytes = encode_signed(&a, TS, 7, src, &key(1));
         bytes.splice(bytes.len() - 1.., b" x-later=1\n".iter().copied());
@@ -687,8 +748,7 @@ pub(super) mod tests {
             for flip in [0x01u8, 0x20, 0x02] {
                 let mut changed = bytes.clone();
                 changed[i] ^= flip;
-                let verdict =
-                    decode_datagram(&changed).map(|d| d.verify(&changed, &keys, IpAddr::V4(src)));
+                let verdict = decode_datagram(&changed).map(|d| d.verify(&changed, &keys, src));
                 assert!(
                     !matches!(verdict, Ok(Ok(()))),
                     "byte {i} ^ {flip:#x} still verifies: {}",
@@ -734,7 +794,11 @@ pub(super) mod tests {
             ),
             (ok.replace("10.0.0.2", "10.0.0.02"), BadValue("src")),
             (ok.replace("10.0.0.2", "10.0.0"), BadValue("src")),
-            (ok.replace("10.0.0.2", "::1"), BadValue("src")),
+            // IPv6 as Rust writes it only: no mapped IPv4, no capitals, no zone.
+            (ok.replace("10.0.0.2", "::ffff:10.0.0.2"), BadValue("src")),
+            (ok.replace("10.0.0.2", "FE80::1"), BadValue("src")),
+            (ok.replace("10.0.0.2", "fe80:0::1"), BadValue("src")),
+            (ok.replace("10.0.0.2", "fe80::1%eth0"), BadValue("src")),
             (ok.replace("10.0.0.2", "10.0.0.256"), BadValue("src")),
             (ok.replace(&mac, &mac.to_uppercase()), BadValue("mac")),
             (ok.replace(&mac, &mac[..62]), BadValue("mac")),
@@ -763,12 +827,14 @@ pub(super) mod tests {
                 instance: 42,
                 http_port: 15678,
                 archs: longest,
+                addrs: vec![],
             },
             Announce {
                 kind: Kind::Query,
                 instance: new_instance_id(),
                 http_port: 8080,
                 archs: vec!["aarch64".into()],
+                addrs: vec!["fd00::2".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             },
         ];
         for a in &cases {
@@ -778,15 +844,96 @@ pub(super) mod tests {
         }
         assert_eq!(encode(&cases[2]).len(), LONGEST_ANNOUNCE);
         for a in &cases {
-            let src = Ipv4Addr::new(255, 255, 255, 255);
+            let src = IpAddr::from([0xffff_u16; 8]);
             let bytes = encode_signed(a, u64::MAX, u64::MAX, src, &key(1));
             assert!(bytes.len() <= MAX_ANNOUNCE_BYTES, "{}", bytes.len());
             let d = decode_datagram(&bytes).expect("the longest signed datagrams decode");
             assert_eq!(&d.announce, a);
             assert_eq!(encode_sealed(a, &d.seal.unwrap()), bytes);
         }
-        let longest = encode_signed(&cases[2], u64::MAX, 0, Ipv4Addr::BROADCAST, &key(1));
+        let longest = encode_signed(
+            &cases[2],
+            u64::MAX,
+            0,
+            IpAddr::from([0xffff_u16; 8]),
+            &key(1),
+        );
         assert_eq!(longest.len(), LONGEST_ANNOUNCE + LONGEST_SEAL);
         assert_ne!(new_instance_id(), new_instance_id());
+    }
+
+    #[test]
+    fn addresses_are_optional_and_strict() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut a = hello(0xaa, 80, &["any"]);
+        a.addrs = vec![ip("fd00::2"), ip("2001:db8::7")];
+        assert_eq!(
+            encode(&a),
+            b"pacserve 1 hello id=00000000000000aa port=80 arch=any addrs=fd00::2,2001:db8::7\n"
+        );
+        assert_eq!(decode(&encode(&a)), Ok(a.clone()));
+        // Optional, in any place; written at most once.
+        let line = b"pacserve 1 bye addrs=10.0.0.2 id=00000000000000aa port=80 arch=any\n";
+        let got = decode(line).unwrap();
+        assert_eq!((got.kind, got.addrs), (Kind::Bye, vec![ip("10.0.0.2")]));
+        use DecodeError::*;
+        const H: &str = "pacserve 1 hello id=00000000000000aa port=80 arch=any";
+        let cases: &[(&str, DecodeError)] = &[
+            ("addrs=", BadValue("addrs")),
+            ("addrs=,", BadValue("addrs")),
+            ("addrs=fd00::2,", BadValue("addrs")),
+            ("addrs=fd00::2,fd00::2", BadValue("addrs")),
+            ("addrs=fd00::2 addrs=fd00::3", Duplicate("addrs")),
+            ("addrs=[fd00::2]", BadValue("addrs")),
+            ("addrs=fe80::1", BadValue("addrs")),
+            ("addrs=fe80::1%eth0", BadValue("addrs")),
+            ("addrs=::1", BadValue("addrs")),
+            ("addrs=::", BadValue("addrs")),
+            ("addrs=ff02::15:78", BadValue("addrs")),
+            ("addrs=::ffff:10.0.0.1", BadValue("addrs")),
+            ("addrs=::ffff:a:b", BadValue("addrs")),
+            ("addrs=127.0.0.1", BadValue("addrs")),
+            ("addrs=0.0.0.0", BadValue("addrs")),
+            ("addrs=239.255.15.78", BadValue("addrs")),
+            ("addrs=010.0.0.1", BadValue("addrs")),
+            ("addrs=host.lan", BadValue("addrs")),
+            (
+                "addrs=fd00::1,fd00::2,fd00::3,fd00::4,fd00::5",
+                TooManyAddrs,
+            ),
+        ];
+        for (tail, want) in cases {
+            let line = format!("{H} {tail}\n");
+            assert_eq!(decode(line.as_bytes()), Err(*want), "{line:?}");
+        }
+        // A hello with every architecture and every address it may have still fits, with
+        // room for a seal naming an IPv6 sender.
+        let mut full = hello(
+            1,
+            1,
+            &(0..MAX_ANNOUNCE_ARCHS)
+                .map(|i| format!("{i:0>width$}", width = MAX_ARCH_NAME))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        full.addrs = (1..=MAX_ANNOUNCE_ADDRS)
+            .map(|i| ip(&format!("2001:db8:1234:5678:9abc:def0:1234:{i:x}")))
+            .collect();
+        let bytes = encode(&full);
+        assert!(
+            bytes.len() + LONGEST_SEAL <= MAX_ANNOUNCE_BYTES,
+            "{}",
+            bytes.len()
+        );
+        assert_eq!(decode(&bytes).as_ref(), Ok(&full));
+        let src = ip("fe80::1234:5678:9abc:def0");
+        let signed = encode_signed(&full, u64::MAX, u64::MAX, src, &key(1));
+        assert!(signed.len() <= MAX_ANNOUNCE_BYTES, "{}", signed.len());
+        let d = decode_datagram(&signed).expect("the longest signed hello decodes");
+        assert_eq!((&d.announce, d.seal.map(|s| s.src)), (&full, Some(src)));
+        let keys = crate::auth::key::Keys::new(vec![key(1)]).unwrap();
+        assert_eq!(d.verify(&signed, &keys, src), Ok(()));
     }
 }
