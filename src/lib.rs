@@ -5,13 +5,16 @@
 //! (the table, lookups, multicast discovery); [`http`] is the hand-written HTTP/1.1 server
 //! and client; [`config`] reads the command line and pacman.conf; [`sys`] is the process's
 //! surroundings (log, systemd, facts about this host, the executor). [`auth`] is the shared
-//! secret of a LAN that lets no stranger in. [`limits`] holds every limit. Each module's first doc line says what it owns and whether it does I/O.
+//! secret of a LAN that lets no stranger in. [`hub`] is the always-on collector of the
+//! LAN's packages (`--hub`). [`limits`] holds every limit. Each module's first doc line
+//! says what it owns and whether it does I/O.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod limits;
 pub mod names;
 pub mod pacsrv;

@@ -401,6 +401,59 @@ pub const MAX_HASHING: usize = 2;
 /// told from the next question on.
 pub const HASH_PEER_WAIT_MAX: u64 = 8 * 1024 * 1024;
 
+/// Default `--hub-interval`: how often the hub polls its peers' listings. An unchanged
+/// listing costs a 304; a file a peer asked for brings the next poll forward.
+pub const HUB_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Most pulls at once (`--hub-pulls`): one or two keep a board's disk busy.
+pub const HUB_MAX_PULLS: usize = 8;
+
+/// Most versions of one package the hub may be told to keep (`--hub-keep`).
+pub const HUB_MAX_KEEP: usize = 100;
+
+/// A partial pull this old (by its last write) is removed at start instead of resumed:
+/// the version it was is likely gone from the LAN.
+pub const HUB_STALE_PARTIAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Time to connect to a peer for a listing or a pull: peers are on the LAN.
+pub const HUB_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time one read or write of a listing or a pull may make no progress before the peer is
+/// given up for this round (what came stays for a resume).
+pub const HUB_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest peer listing read: `NAME SIZE` lines of about 60 bytes; 32 MiB is half a million
+/// files.
+pub const HUB_MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Bytes read from a peer and written at a time by a pull.
+pub const HUB_PULL_CHUNK: usize = 256 * 1024;
+
+/// Files peers asked for and the hub lacked, remembered to be pulled once a peer holds
+/// them, and for how long: the asking host fetches the file from a mirror within minutes.
+pub const HUB_MAX_MISSED: usize = 256;
+pub const HUB_MISSED_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// After a miss, the next poll comes this much later (the asking host is downloading the
+/// file from a mirror meanwhile), not a whole interval; and again so while files missed
+/// are still to be pulled (at most [`HUB_MISSED_TTL`]).
+pub const HUB_MISS_DELAY: Duration = Duration::from_secs(3);
+
+/// A peer that served a wrong copy of a file is not asked for that file again for this long.
+pub const HUB_WRONG_COPY_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Most (peer, file) pairs remembered as wrong copies.
+pub const HUB_MAX_AVOIDED: usize = 1024;
+
+/// Files evicted for room, remembered so they are not pulled again at once (only a miss
+/// brings one back).
+pub const HUB_MAX_FORGOTTEN: usize = 4096;
+
+/// Recent pulls and evictions kept for the status page.
+pub const HUB_RECENT: usize = 20;
+
+/// Peers whose failed pulls are counted for the status page.
+pub const HUB_MAX_FAILING_PEERS: usize = 64;
 /// How far a signed datagram's or request's timestamp may be from this host's clock, either
 /// way, and still be taken: enough for clocks that NTP keeps within a second and for a
 /// datagram that queued a while; short enough that a capture is soon worthless. A message

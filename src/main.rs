@@ -22,6 +22,8 @@ use pacserve::config::pacman_conf::{self, ConfError, PacmanConf};
 use pacserve::http::listen;
 use pacserve::http::server::{Options, serve};
 use pacserve::http::url::points_at_self;
+use pacserve::hub::Hub;
+use pacserve::hub::options::{HubArgs, announced_archs};
 use pacserve::limits::{NAME_RESOLVE_TIMEOUT, RELOAD_TIMEOUT};
 use pacserve::peers::discovery::{
     self, Announce, Discovery, DiscoveryStats, Kind, MulticastConfig, OpenError,
@@ -37,6 +39,7 @@ enum StartError {
     Config(ConfError),
     Listen { addr: SocketAddr, source: io::Error },
     Multicast(OpenError),
+    Hub(pacserve::error::IoError),
     Secret(KeyError),
 }
 
@@ -46,6 +49,7 @@ impl fmt::Display for StartError {
             StartError::Config(e) => e.fmt(f),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Multicast(e) => write!(f, "multicast: {e}"),
+            StartError::Hub(e) => write!(f, "hub: {e}"),
             StartError::Secret(e) => e.fmt(f),
         }
     }
@@ -57,6 +61,7 @@ impl std::error::Error for StartError {
             StartError::Config(e) => Some(e),
             StartError::Listen { source, .. } => Some(source),
             StartError::Multicast(e) => Some(e),
+            StartError::Hub(e) => Some(e),
             StartError::Secret(e) => Some(e),
         }
     }
@@ -104,6 +109,12 @@ fn run(args: Args) -> Result<(), StartError> {
     let lan = Lan::load(&args.secret_files)
         .map_err(StartError::Secret)?
         .map(Arc::new);
+    let hub = match &args.hub {
+        Some(h) => Some(Arc::new(
+            Hub::open((**h).clone(), lan.clone()).map_err(StartError::Hub)?,
+        )),
+        None => None,
+    };
     let (listener, bound) = listen::listen(args.address, args.port)
         .map_err(|(addr, source)| StartError::Listen { addr, source })?;
     let listener = Async::new(listener).map_err(|source| StartError::Listen {
@@ -119,7 +130,9 @@ fn run(args: Args) -> Result<(), StartError> {
     }
     let discovery = match &args.multicast {
         None => None,
-        Some(m) => Some(open_discovery(m, port, &conf).map_err(StartError::Multicast)?),
+        Some(m) => Some(
+            open_discovery(m, port, &conf, args.hub.as_deref()).map_err(StartError::Multicast)?,
+        ),
     };
     let discovery_stats = Arc::new(DiscoveryStats::default());
     let mut service = Service::new(
@@ -131,12 +144,23 @@ fn run(args: Args) -> Result<(), StartError> {
     if let Some((disc, _, _)) = &discovery {
         service = service.with_multicast(disc.to_string(), discovery_stats.clone());
     }
+    if let Some(h) = &hub {
+        info!("hub: collecting into {}", h.dir().display());
+        service = service.with_hub(h.clone());
+    }
     service.read_databases();
     let service = Arc::new(service);
 
     rt::block_on(rt::thread_count(), async {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let upkeep = rt::spawn(service.clone().upkeep());
+        if let Some(h) = hub {
+            let (table, verify) = (table.clone(), service.verifier().clone());
+            // Pulls under way stop with the process; their temporaries are resumed next start.
+            let _ = std::thread::Builder::new()
+                .name("hub".into())
+                .spawn(move || h.run(table, verify));
+        }
         let server = rt::spawn(serve(
             listener,
             service.clone(),
@@ -266,6 +290,7 @@ fn open_discovery(
     m: &MulticastArgs,
     port: u16,
     conf: &PacmanConf,
+    hub: Option<&HubArgs>,
 ) -> Result<(Discovery, MulticastConfig, Announce), OpenError> {
     let defaults = MulticastConfig::default();
     // Groups given: those families only; none: both defaults.
@@ -296,8 +321,8 @@ fn open_discovery(
         kind: Kind::Hello,
         instance: discovery::new_instance_id(),
         http_port: port,
-        // pacman.conf's architectures already passed the one name rule.
-        archs: conf.architectures.clone(),
+        // pacman.conf's architectures already passed the one name rule; a hub's too.
+        archs: announced_archs(&conf.architectures, hub),
         // Filled in by the discovery loop.
         addrs: Vec::new(),
     };

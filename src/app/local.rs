@@ -100,7 +100,9 @@ pub enum Lookup {
     Shortage,
 }
 
-fn open_one(path: &Path) -> Result<CachedFile, Skip> {
+/// `path`, if it is a complete package file: a non-empty regular file, opened without
+/// following a symlink or blocking on a FIFO. Blocking.
+pub(crate) fn open_one(path: &Path) -> Result<CachedFile, Skip> {
     // O_NOFOLLOW: a symlink in the cache is not followed out of it. O_NONBLOCK: a FIFO of
     // that name must not hang the open; we refuse it below anyway.
     let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32;
@@ -240,6 +242,9 @@ pub struct Listing {
     stamp: Vec<Option<SystemTime>>,
     pub body: Arc<Vec<u8>>,
     pub count: u64,
+    /// The listing's validator (a hash of the body, quoted): an unchanged listing costs a
+    /// peer's next poll a 304.
+    pub etag: String,
 }
 
 impl Listing {
@@ -260,11 +265,16 @@ impl Listing {
             text.push_str(&size.to_string());
             text.push('\n');
         }
+        // FNV-1a: a change of any byte changes the tag (not a defence: only a validator).
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         Listing {
             dirs,
             stamp,
             body: Arc::new(text.into_bytes()),
             count: packages.len() as u64,
+            etag: format!("\"{hash:016x}\""),
         }
     }
 }
@@ -315,11 +325,20 @@ impl Local {
         }
     }
 
-    /// `/info`: the packages this host holds, rescanned only when a cache dir changed.
-    pub async fn info(&self, cache_dirs: &[PathBuf]) -> Answer {
+    /// `/info`: the packages this host holds, rescanned only when a cache dir changed; a
+    /// 304 when the asker's `If-None-Match` names the current listing.
+    pub async fn info(&self, cache_dirs: &[PathBuf], req: &Request) -> Answer {
         let listing = self.listing(cache_dirs).await;
+        if req
+            .if_none_match
+            .as_deref()
+            .is_some_and(|tags| names_tag(tags, &listing.etag))
+        {
+            return Answer::new(304, Outcome::Status).header("ETag", listing.etag.clone());
+        }
         Answer::new(200, Outcome::Status)
             .header("Content-Type", "text/plain; charset=utf-8")
+            .header("ETag", listing.etag.clone())
             .with_body(Body::Shared(listing.body.clone()))
     }
 
@@ -375,6 +394,15 @@ impl Local {
     pub fn forget_open_files(&self) {
         self.open_files.clear();
     }
+}
+
+/// Whether an `If-None-Match` value (`*`, or tags separated by commas, weak or strong)
+/// names `etag` (RFC 9110 §13.1.2: the weak comparison).
+fn names_tag(tags: &str, etag: &str) -> bool {
+    tags.split(',').any(|t| {
+        let t = t.trim();
+        t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+    })
 }
 
 /// A cache hit: 200, 206, 304 or 416 as the conditional and range headers ask.
@@ -581,6 +609,7 @@ mod tests {
             range: None,
             if_range: None,
             if_modified_since: Some(format_http_date(since)),
+            if_none_match: None,
             has_body: false,
             has_host: true,
             http11: true,
@@ -592,6 +621,22 @@ mod tests {
         assert_eq!(serve_at(open(), &req(mtime - 1), now).response.status, 200);
         // A date after `now`: ignored, the file is sent.
         assert_eq!(serve_at(open(), &req(now + 3600), now).response.status, 200);
+    }
+
+    #[test]
+    fn if_none_match_names_the_tag() {
+        let tag = "\"00ff\"";
+        for (header, want) in [
+            ("\"00ff\"", true),
+            ("W/\"00ff\"", true),
+            (" \"a\" , \"00ff\"", true),
+            ("*", true),
+            ("\"00fe\"", false),
+            ("00ff", false),
+            ("", false),
+        ] {
+            assert_eq!(names_tag(header, tag), want, "{header:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! of contents. A package: this host's cache ([`local`]), then a LAN peer
 //! ([`crate::peers::lookup`]), then the first mirror that has it ([`mirrors`]); a database:
 //! straight to a mirror; a page: the status view ([`status`]). [`urls`] is the URL space,
-//! [`outcome`] how a request ended, [`stats`] the counters. I/O through those modules.
+//! [`outcome`] how a request ended, [`stats`] the counters. With `--hub`, the hub's files
+//! ([`crate::hub`]) come first, for any repository and architecture. I/O through those
+//! modules.
 
 pub mod auth_view;
 pub mod local;
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::app::local::{Local, Lookup};
+use crate::app::local::{CachedFile, Local, Lookup};
 use crate::app::mirrors::{Found, Mirrors, RepoTable};
 use crate::app::outcome::{Answer, Outcome};
 use crate::app::stats::Stats;
@@ -28,6 +30,7 @@ use crate::auth::access::Route;
 use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::{Body, Method, Request, Response};
 use crate::http::url::Url;
+use crate::hub::Hub;
 use crate::limits::{SWEEP_FILES_PER_ROUND, UPKEEP_INTERVAL};
 use crate::peers::discovery::DiscoveryStats;
 use crate::peers::lookup::{PeerLookup, Query};
@@ -55,6 +58,7 @@ pub struct Service {
     /// `group:port` when multicast discovery is on, for the status page.
     multicast: Option<String>,
     discovery_stats: Option<Arc<DiscoveryStats>>,
+    hub: Option<Arc<Hub>>,
     /// Who may ask what (the shared secret, `--allow`).
     guard: Guard,
 }
@@ -70,8 +74,27 @@ impl Service {
             stats: Stats::default(),
             multicast: None,
             discovery_stats: None,
+            hub: None,
             guard: Guard::new(None, Vec::new()),
         }
+    }
+
+    /// Serve the hub's files too (`--hub`).
+    pub fn with_hub(mut self, hub: Arc<Hub>) -> Service {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// What copies are checked against; the hub checks its pulls against it too.
+    pub fn verifier(&self) -> &Arc<verify::Verifier> {
+        &self.verify
+    }
+
+    /// The directories this host serves from: the cache dirs, then the hub's.
+    fn served_dirs(&self, config: &Config) -> Vec<PathBuf> {
+        let mut dirs = config.cache_dirs.clone();
+        dirs.extend(self.hub.as_ref().map(|h| h.dir().to_path_buf()));
+        dirs
     }
 
     /// Answer only whom `guard` lets in.
@@ -118,9 +141,10 @@ impl Service {
             let repos: Vec<String> = config.repos.repo_names().map(str::to_string).collect();
             let (verify, db_path) = (self.verify.clone(), config.db_path.clone());
             smol::unblock(move || verify.refresh(&db_path, &repos)).await;
-            let listing = self.local.listing(&config.cache_dirs).await;
+            let dirs = self.served_dirs(&config);
+            let listing = self.local.listing(&dirs).await;
             self.verify
-                .sweep(&config.cache_dirs, &listing.body, SWEEP_FILES_PER_ROUND)
+                .sweep(&dirs, &listing.body, SWEEP_FILES_PER_ROUND)
                 .await;
         }
     }
@@ -144,6 +168,7 @@ impl Service {
             return None;
         }
         let for_peers = urls::page(&req.target) == Some(Page::Info)
+            || urls::listed_file(&req.target).is_some()
             || route(&req.target).is_ok_and(|r| r.endpoint == Endpoint::Peer);
         let route = if for_peers {
             Route::ForPeers
@@ -170,13 +195,26 @@ impl Service {
             return Answer::new(405, Outcome::Bad).header("Allow", "GET, HEAD");
         }
         match urls::page(&req.target) {
-            Some(Page::Info) => return self.local.info(&self.config().cache_dirs).await,
+            Some(Page::Info) => {
+                let dirs = self.served_dirs(&self.config());
+                return self.local.info(&dirs, req).await;
+            }
             // Browsers ask for it with every view of the status page; not a lookup.
             Some(Page::Favicon) => return Answer::new(404, Outcome::Status),
             Some(page) => return self.status_page(page).await,
             None => {}
         }
-        let file_req = match route(&req.target) {
+        // `/info/NAME`: a pacserve (a hub) pulls one file of this host's listing, of any
+        // repository; answered as on /peer/, checked against the database that knows it.
+        let listed = urls::listed_file(&req.target).map(|file| FileRequest {
+            endpoint: Endpoint::Peer,
+            repo: self.verify.repo_of(&file).unwrap_or_default(),
+            arch: String::new(),
+            file,
+            kind: FileKind::Package,
+        });
+        let is_listed = listed.is_some();
+        let file_req = match listed.map_or_else(|| route(&req.target), Ok) {
             Ok(r) => r,
             Err(e) => {
                 crate::verbose!(
@@ -187,7 +225,15 @@ impl Service {
                 return Answer::new(404, Outcome::Bad);
             }
         };
+        if file_req.kind == FileKind::Package {
+            if let Some(a) = self.hub_answer(&file_req, req, !is_listed).await {
+                return a;
+            }
+        }
         let config = self.config();
+        if is_listed {
+            return self.peer_query(&config, &file_req, req).await;
+        }
         if !config.repos.has_repo(&file_req.repo) {
             crate::verbose!("{}: repository not in pacman.conf", file_req.repo);
             return Answer::new(404, Outcome::Miss);
@@ -250,14 +296,25 @@ impl Service {
         if let Verdict::Bad(_) = self.verify.check(&f.repo, &f.file, &cached, false).await {
             return Answer::new(404, Outcome::Miss);
         }
+        self.peer_answer(config, cached, &f.file, req).await
+    }
+
+    /// `cached` for another pacserve, with `X-Pacserve-Sig` (whether the `.sig` is here
+    /// too) and, when known, `X-Pacserve-Sha256`.
+    async fn peer_answer(
+        &self,
+        config: &Config,
+        cached: CachedFile,
+        file: &str,
+        req: &Request,
+    ) -> Answer {
         let sha = self.verify.hash_for_peer(&cached).await;
-        let has_sig = !f.file.ends_with(".sig")
-            && matches!(
-                self.local
-                    .open(&config.cache_dirs, &format!("{}.sig", f.file))
-                    .await,
+        let sig = format!("{file}.sig");
+        let has_sig = !file.ends_with(".sig")
+            && (matches!(
+                self.local.open(&config.cache_dirs, &sig).await,
                 Lookup::Hit(_)
-            );
+            ) || matches!(self.open_hub(&sig).await, Some(Lookup::Hit(_))));
         let answer =
             local::serve(cached, req).header("X-Pacserve-Sig", if has_sig { "yes" } else { "no" });
         match sha {
@@ -266,20 +323,54 @@ impl Service {
         }
     }
 
+    /// `file` from the hub, off the executor; None without a hub.
+    async fn open_hub(&self, file: &str) -> Option<Lookup> {
+        let hub = self.hub.clone()?;
+        let file = file.to_string();
+        Some(smol::unblock(move || hub.serve(&file)).await)
+    }
+
+    /// A file the hub holds, answered like a cache hit whatever its repository and
+    /// architecture: to a pacserve (a peer route, or any route asked by one) with what it
+    /// needs to judge the copy. When a peer asks for one it lacks (`note_miss`), the hub
+    /// pulls it as soon as some peer holds it.
+    async fn hub_answer(&self, f: &FileRequest, req: &Request, note_miss: bool) -> Option<Answer> {
+        let for_peer = f.endpoint == Endpoint::Peer || req.from_pacserve;
+        let cached = match self.open_hub(&f.file).await? {
+            Lookup::Hit(cached) => cached,
+            Lookup::Shortage => return Some(overloaded()),
+            Lookup::Absent => {
+                if note_miss && f.endpoint == Endpoint::Peer {
+                    if let Some(hub) = &self.hub {
+                        hub.missed(&f.file);
+                    }
+                }
+                return None;
+            }
+        };
+        let verdict = self
+            .verify
+            .check(&f.repo, &f.file, &cached, !for_peer)
+            .await;
+        if matches!(verdict, Verdict::Bad(_)) {
+            return None;
+        }
+        Some(match for_peer {
+            true => self.peer_answer(&self.config(), cached, &f.file, req).await,
+            false => local::serve(cached, req),
+        })
+    }
+
     /// Everything the status page, JSON and metrics show.
     async fn status_view(&self) -> StatusView {
-        let packages = self.local.package_count(&self.config().cache_dirs).await;
+        let dirs = self.served_dirs(&self.config());
+        let packages = self.local.package_count(&dirs).await;
         let now = Instant::now();
         let peers = crate::lock(self.peers.table()).all();
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         StatusView {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            cache_dirs: self
-                .config()
-                .cache_dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect(),
+            cache_dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
             packages,
             multicast: self.multicast.clone(),
             peers: peers
@@ -318,6 +409,7 @@ impl Service {
                 .as_ref()
                 .map_or(Vec::new(), |d| d.snapshot().by_kind()),
             verification: self.verification_view(),
+            hub: self.hub.as_ref().map(|h| h.view()),
             auth: self.auth_view(),
         }
     }

@@ -134,6 +134,7 @@ mod tests {
             range: None,
             if_range: None,
             if_modified_since: None,
+            if_none_match: None,
             has_body: false,
             has_host: true,
             http11: true,

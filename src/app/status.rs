@@ -37,6 +37,8 @@ pub struct StatusView {
     /// when discovery is on.
     pub multicast_datagrams: Vec<(&'static str, u64)>,
     pub verification: VerificationView,
+    /// The hub's part, with `--hub`.
+    pub hub: Option<crate::hub::status::HubView>,
     pub auth: AuthView,
 }
 
@@ -193,6 +195,9 @@ pub fn html(v: &StatusView) -> String {
         );
     }
     h.push_str("</table>\n");
+    if let Some(hub) = &v.hub {
+        crate::hub::status::html(&mut h, hub, v.now_unix);
+    }
     auth_view::html(&mut h, &v.auth);
     verification_html(&mut h, v);
     h.push_str("<h2>Recent lookups</h2>\n<table id=\"recent\"><tr><th>when</th><th>request</th><th>status</th><th>outcome</th><th>bytes</th></tr>\n");
@@ -361,6 +366,9 @@ pub fn json(v: &StatusView) -> String {
     );
     copies_json(&mut j, &ver.bad_local);
     j.push_str("]},");
+    if let Some(hub) = &v.hub {
+        crate::hub::status::json(&mut j, hub);
+    }
     auth_view::json(&mut j, &v.auth);
     j.push_str(",\"recent\":[");
     for (i, r) in v.recent.iter().enumerate() {
@@ -471,6 +479,9 @@ pub fn metrics(v: &StatusView) -> String {
         let repo = repo.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(m, "pacserve_verified_packages{{repo=\"{repo}\"}} {n}");
     }
+    if let Some(hub) = &v.hub {
+        crate::hub::status::metrics(&mut m, hub);
+    }
     m.push_str(
         "# HELP pacserve_peer_up Whether a peer answers lookups (1) or is failing (0).\n\
          # TYPE pacserve_peer_up gauge\n",
@@ -549,6 +560,7 @@ mod tests {
                 bad_local: vec![],
                 bad_local_total: 0,
             },
+            hub: None,
             auth: AuthView::default(),
         }
     }

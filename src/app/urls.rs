@@ -71,6 +71,15 @@ pub fn page(target: &str) -> Option<Page> {
     }
 }
 
+/// The file of `/info/NAME`: one file of this host's listing, as a peer's route gives it
+/// (this host's files only, with what a pacserve needs to judge the copy), whatever its
+/// repository; a hub pulls it so. None for any other target.
+pub fn listed_file(target: &str) -> Option<String> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let name = decode_segment(path.strip_prefix(INFO_PATH)?.strip_prefix('/')?).ok()?;
+    (valid_file(&name) && classify(&name) == Some(FileKind::Package)).then_some(name)
+}
+
 /// Where pacman is sent for a file a peer holds: the peer's `/lan/` route, which answers
 /// from its cache (and sends a missing `.sig`, or a file it no longer holds, to its own
 /// mirrors, never to another peer). A link-local peer's zone is written `%25eth0`, which
@@ -462,6 +471,25 @@ mod tests {
         assert_eq!(page("/favicon.ico"), Some(Page::Favicon));
         assert_eq!(page("/info/"), None);
         assert_eq!(page("/request/core/x86_64/a.pkg.tar.zst"), None);
+        // One file of the listing, by name; nothing else under /info/.
+        for (target, want) in [
+            (
+                "/info/vim-2%3A9.0-1-x86_64.pkg.tar.zst",
+                Some("vim-2:9.0-1-x86_64.pkg.tar.zst"),
+            ),
+            (
+                "/info/a-1-1-any.pkg.tar.zst.sig?x",
+                Some("a-1-1-any.pkg.tar.zst.sig"),
+            ),
+            ("/info/", None),
+            ("/info/core.db", None),
+            ("/info/a-1-1-any.pkg.tar.zst.part", None),
+            ("/info/..%2Fa-1-1-any.pkg.tar.zst", None),
+            ("/info/x/a-1-1-any.pkg.tar.zst", None),
+            ("/infox/a-1-1-any.pkg.tar.zst", None),
+        ] {
+            assert_eq!(listed_file(target).as_deref(), want, "{target}");
+        }
 
         let f = route("/cache/core/x86_64/vim-2%3A9.0-1-x86_64.pkg.tar.zst").unwrap();
         let peer = crate::peers::table::parse_peer_addr("[fd00::2]:15678").unwrap();

@@ -30,6 +30,8 @@ pub struct Args {
     /// Per-peer limit for one lookup (connect + answer).
     pub peer_timeout: Duration,
     pub multicast: Option<MulticastArgs>,
+    /// `--hub DIR` and its options.
+    pub hub: Option<Box<crate::hub::options::HubArgs>>,
     /// `--secret-file`, in order given: the first key signs, every key verifies.
     pub secret_files: Vec<PathBuf>,
     /// `--allow` ranges: the clients answered besides loopback (and authenticated peers).
@@ -135,6 +137,7 @@ pub fn parse_args(mut raw: Vec<OsString>) -> Result<Command, UsageError> {
             .map_err(|e| option_error("--peer-timeout", e))?
             .unwrap_or(crate::limits::PEER_TIMEOUT_DEFAULT),
         multicast: multicast_options(&mut p)?,
+        hub: crate::hub::options::parse(&mut p)?.map(Box::new),
         verbosity: verbosity_options(&mut p)?,
         secret_files: secret_file_options(&mut p)?,
         allow: allow_options(&mut p)?,
@@ -316,7 +319,7 @@ fn reject_rest(p: pico_args::Arguments, context: &str) -> Result<(), UsageError>
 /// Seconds as a decimal (`1`, `0.5`), between 10 ms and one day.
 /// Seconds as a decimal (`1`, `0.5`, `0.025`: at most three decimals), between
 /// [`MIN_OPTION_TIME`] and [`MAX_OPTION_TIME`]. Parsed by hand, in whole milliseconds.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     let not_a_number = || format!("'{s}' is not a number of seconds (e.g. 1 or 0.5)");
     let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
@@ -340,7 +343,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn option_error(name: &str, e: pico_args::Error) -> UsageError {
+pub(crate) fn option_error(name: &str, e: pico_args::Error) -> UsageError {
     UsageError(match e {
         pico_args::Error::OptionWithoutAValue(_) => format!("option '{name}' needs a value"),
         // What pico-args calls a failed parse of a UTF-8 value: `cause` is our parser's
@@ -381,6 +384,9 @@ Options:
   --multicast-interval SECS   re-announce period (default 60)
   --multicast-filter i:RE|x:RE
                               include/exclude discovered peers (repeatable)
+  --hub DIR                   collect the LAN's packages into DIR and serve them (see HUB
+                              in --more-help for --hub-interval, -arch, -pulls, -rate,
+                              -keep, -max-size, -min-free)
   --secret-file FILE          the LAN's shared key: only hosts holding it are peers
                               (repeatable for a key change: the first signs)
   --allow CIDR                also answer these clients (repeatable); see --more-help
@@ -558,6 +564,15 @@ VERIFIED COPIES
   is never served. Cached files are hashed once, in the background and on first request.
   An any package may come from a peer of another architecture when its SHA-256 matches.
   Without a database, names alone decide, as before.
+
+HUB
+  --hub DIR: collect the peers' packages into DIR (its own, never CacheDir) and serve them
+  like the cache, for any repository and architecture; polled every --hub-interval SECS
+  (60). First the files peers asked for, then the newest of --hub-arch ARCH (repeatable;
+  default all), with their .sig; --hub-pulls N (2) at once, at most --hub-rate BYTES/s,
+  resumed, checked (size, SHA-256, sync db), synced. --hub-keep N versions (2); over
+  --hub-max-size SIZE (e.g. 200G) older versions go first, then the least recently served;
+  --hub-min-free PERCENT (5) stays free. See the README's hub section.
 
 SIGNALS
   SIGTERM, SIGINT: stop accepting, let responses in flight finish (30 s at most), say

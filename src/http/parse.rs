@@ -112,6 +112,8 @@ pub struct RequestHead<'a> {
     pub range: Option<&'a str>,
     pub if_range: Option<&'a str>,
     pub if_modified_since: Option<&'a str>,
+    /// The entity tags of `If-None-Match` (a listing's validator), as sent.
+    pub if_none_match: Option<&'a str>,
     /// `Connection` contains the `close` token.
     pub connection_close: bool,
     /// `Connection` contains the `keep-alive` token.
@@ -149,6 +151,10 @@ pub struct ResponseHead<'a> {
     pub pacserve_sig: Option<&'a str>,
     /// `X-Pacserve-Sha256` of a peer's answer: the SHA-256 of its copy, when it knows it.
     pub pacserve_sha256: Option<&'a str>,
+    /// `ETag`: the validator of a peer's listing.
+    pub etag: Option<&'a str>,
+    /// `Content-Range` of a 206: which bytes of how many follow.
+    pub content_range: Option<&'a str>,
 }
 
 /// Parse a request head from the start of `buf`.
@@ -208,6 +214,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead<'_>>, ParseError> 
         range: None,
         if_range: None,
         if_modified_since: None,
+        if_none_match: None,
         connection_close: false,
         connection_keep_alive: false,
         content_length: None,
@@ -232,6 +239,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead<'_>>, ParseError> 
             once(&mut head.if_range, value)
         } else if is("if-modified-since") {
             once(&mut head.if_modified_since, value)
+        } else if is("if-none-match") {
+            once(&mut head.if_none_match, value)
         } else if is("connection") {
             connection(
                 value,
@@ -287,6 +296,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<ResponseHead<'_>>, ParseError
         connection_close: false,
         pacserve_sig: None,
         pacserve_sha256: None,
+        etag: None,
+        content_range: None,
     };
     let mut transfer_encoding = false;
     let fields = fields(buf, next, |name, value| {
@@ -312,6 +323,10 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed<ResponseHead<'_>>, ParseError
             once(&mut head.pacserve_sig, value)
         } else if is("x-pacserve-sha256") {
             once(&mut head.pacserve_sha256, value)
+        } else if is("etag") {
+            once(&mut head.etag, value)
+        } else if is("content-range") {
+            once(&mut head.content_range, value)
         } else {
             Ok(())
         }
@@ -883,6 +898,7 @@ mod tests {
             range:bytes=0-99\r\n\
             If-Range: \"etag\"\r\n\
             if-modified-since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+            If-None-Match: \"a1\", W/\"b2\"\r\n\
             X-Unknown: \x80\xff obs-text is fine in fields we skip\r\n\
             X-Empty:\r\n\
             X-Tab:\tv\ta\tl\t\r\n\
@@ -892,6 +908,7 @@ mod tests {
         assert_eq!(h.range, Some("bytes=0-99"));
         assert_eq!(h.if_range, Some("\"etag\""));
         assert_eq!(h.if_modified_since, Some("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert_eq!(h.if_none_match, Some("\"a1\", W/\"b2\""));
         // Empty Host is allowed by RFC 9112 §3.2 and kept as such.
         assert_eq!(req(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host, Some(""));
         assert_eq!(req(b"GET / HTTP/1.1\r\nHost: \t \r\n\r\n").host, Some(""));
@@ -1384,12 +1401,19 @@ mod tests {
                 connection_close: false,
                 pacserve_sig: None,
                 pacserve_sha256: None,
+                etag: None,
+                content_range: None,
             }
         );
         let h = resp(b"HTTP/1.1 200 OK\r\nX-Pacserve-Sig: yes\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(h.pacserve_sig, Some("yes"));
         let h = resp(b"HTTP/1.1 200 OK\r\nX-Pacserve-Sha256: ab12\r\n\r\n");
         assert_eq!(h.pacserve_sha256, Some("ab12"));
+        let h = resp(b"HTTP/1.1 206 OK\r\nETag: \"7f\"\r\nContent-Range: bytes 5-9/10\r\n\r\n");
+        assert_eq!(
+            (h.etag, h.content_range),
+            (Some("\"7f\""), Some("bytes 5-9/10"))
+        );
         let h = resp(
             b"HTTP/1.0 301 Moved Permanently\nLocation: https://mirror/x\nConnection: close\n\n",
         );

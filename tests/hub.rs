@@ -1,0 +1,1014 @@
+//! The hub (`--hub DIR`) on a LAN of network namespaces: it collects what its peers already
+//! downloaded and serves it when they are gone, with the real pacman as the client.
+//!
+//! Hosts: a laptop L and a desktop D (each a pacserve with the pacman of the test), the hub
+//! H, a mirror M, and where a test needs a peer that misbehaves, a test HTTP server F
+//! playing a pacserve ([`FakePeer`]: it drips, lies about sizes or checksums, and logs every
+//! request head). Peers are given by `--pacserver`. What the hub holds is read from its
+//! directory and its `/status.json`; what a peer was asked, from its log.
+//!
+//! - L's pacman downloads P from the mirror; H pulls P and its `.sig` from L; L dies; D's
+//!   pacman gets P from H and the mirror never served P to D (both pacmans).
+//! - A file a peer asked the hub for and it lacked is pulled as soon as a peer holds it.
+//! - A hub whose pacman.conf says aarch64 collects, with `--hub-arch x86_64`, L's x86_64
+//!   packages (not its armv7h one) and D's pacman gets one from it.
+//! - Retention: `--hub-keep 2` of 1.0-1, 1.0-2 and 2:0.9-1 keeps the two newest by pacman's
+//!   version order; a byte budget evicts older versions first, then the least recently
+//!   served.
+//! - A pull interrupted by the hub's death resumes with a Range after a restart, the
+//!   temporary never served meanwhile, and the stored file byte-identical.
+//! - A copy of another size or SHA-256 (the peer's own word, or the hub's sync database) is
+//!   never stored, and that peer is not asked for that file again.
+//! - On a LAN with a shared secret the hub signs its requests; a hub without the key gets
+//!   nothing.
+//! - A full filesystem (a small tmpfs as DIR) stops pulls, leaves nothing partial, and says
+//!   why on the status page.
+//!
+//! Tests with a pacman client run with both pacmans; those without run once (they start
+//! no pacman: the hub and its peers alone).
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use common::lan::{NETNS_PREFIX, Netns, in_netns};
+use common::*;
+
+/// pacserve's HTTP port on every host (each host has its own network stack).
+const PORT: u16 = 15678;
+const MIRROR_PORT: u16 = 8080;
+/// The fake peer's port.
+const FAKE_PORT: u16 = 15679;
+/// Host numbers: the last byte of each address.
+const L: u8 = 11;
+const D: u8 = 12;
+const H: u8 = 13;
+const F: u8 = 14;
+const M: u8 = 100;
+/// Payload of the test packages.
+const PAYLOAD: usize = 64 * 1024;
+/// How often the hub polls in these tests.
+const INTERVAL: &str = "0.3";
+/// How long the hub may take to pull what a peer offers (a few rounds, a few files).
+const PULL_LIMIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// The LAN
+
+/// The switch, mirror M with repo `core`, and the packages. The mirror and the directory drop
+/// before the namespaces.
+struct Lan {
+    repo: Repo,
+    net: Netns,
+}
+
+struct LanHost {
+    ns: String,
+    ip: String,
+    host: Host,
+}
+
+impl Lan {
+    fn new(tag: &str, subnet: u8, pkgs: &[(&str, usize)]) -> Lan {
+        let tag = match Pacman::current() {
+            Pacman::Debian6 => format!("{tag}6"),
+            Pacman::Arch7 => format!("{tag}7"),
+        };
+        let net = Netns::new(&tag, subnet);
+        let ns = net.add_host("m", M);
+        let addr: SocketAddr = format!("{}:{MIRROR_PORT}", net.addr(M)).parse().unwrap();
+        let repo = Repo::served_by(&format!("{NETNS_PREFIX}{tag}"), pkgs, |root| {
+            Mirror::start_in(&ns, addr, root)
+        });
+        Lan { repo, net }
+    }
+
+    fn host(&self, name: &str, i: u8) -> LanHost {
+        LanHost {
+            ns: self.net.add_host(name, i),
+            ip: self.net.addr(i),
+            host: self.repo.host(name),
+        }
+    }
+
+    fn mirror(&self) -> &Mirror {
+        &self.repo.mirror
+    }
+}
+
+impl LanHost {
+    fn authority(&self) -> String {
+        format!("{}:{PORT}", self.ip)
+    }
+
+    /// pacserve on all addresses of this host, port 15678, with `extra`.
+    fn start(&self, extra: &[&str]) -> Pacserve {
+        self.launch(extra).start()
+    }
+
+    fn launch(&self, extra: &[&str]) -> Launch {
+        self.host
+            .pacserve()
+            .in_netns(&self.ns)
+            .address("0.0.0.0")
+            .port(PORT)
+            .args(extra)
+    }
+
+    /// A pacman inside this host whose server is this host's pacserve.
+    fn client(&self) -> PacmanClient {
+        PacmanClient::new(
+            "core",
+            &[format!("http://127.0.0.1:{PORT}/request/$repo/$arch")],
+        )
+        .in_netns(&self.ns)
+    }
+
+    /// The hub's directory on this host (made by pacserve).
+    fn hub_dir(&self) -> PathBuf {
+        self.host.dir.join("hub")
+    }
+
+    /// pacserve as a hub into [`Self::hub_dir`], polling every [`INTERVAL`], with `extra`.
+    fn hub(&self, extra: &[&str]) -> Pacserve {
+        self.hub_launch(extra).start()
+    }
+
+    fn hub_launch(&self, extra: &[&str]) -> Launch {
+        self.hub_every(INTERVAL, extra)
+    }
+
+    /// pacserve as a hub polling every `interval` seconds.
+    fn hub_every(&self, interval: &str, extra: &[&str]) -> Launch {
+        let dir = self.hub_dir();
+        let dir = dir.to_str().unwrap();
+        self.launch(&["--hub", dir, "--hub-interval", interval])
+            .args(extra)
+    }
+}
+
+/// The complete files in a hub's directory, sorted (its `.partial` aside).
+fn held(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The pulls under way in a hub's directory.
+fn partials(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = fs::read_dir(dir.join(".partial"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| {
+                    let len = e.metadata().map_or(0, |m| m.len());
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The `hub` object of `/status.json`.
+fn hub_status(h: &Pacserve) -> Json {
+    h.status_json().field("hub").clone()
+}
+
+/// The `hub` object of `/status.json` once `cond` holds of it (bounded): what the directory
+/// shows is recorded just after.
+fn wait_hub_status(h: &Pacserve, cond: impl Fn(&Json) -> bool) -> Json {
+    let mut last = None;
+    let ok = wait_until(LOG_WAIT, || {
+        let st = hub_status(h);
+        let ok = cond(&st);
+        last = Some(st);
+        ok
+    });
+    let last = last.unwrap();
+    assert!(ok, "the hub's status: {last:?}\n{}", h.log());
+    last
+}
+
+/// `(file, why)` of the hub's recent evictions, newest first.
+fn evictions(st: &Json) -> Vec<(String, String)> {
+    st.field("evicted")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e.text("file").to_string(), e.text("why").to_string()))
+        .collect()
+}
+
+/// Wait (bounded) until the hub's directory holds exactly `want`.
+fn wait_held<S: AsRef<str> + std::fmt::Debug>(h: &Pacserve, dir: &Path, want: &[S]) {
+    let want: Vec<&str> = want.iter().map(|s| s.as_ref()).collect();
+    let ok = wait_until(PULL_LIMIT, || held(dir) == want);
+    assert!(
+        ok,
+        "the hub holds {:?}, not {want:?}\n{}",
+        held(dir),
+        h.log()
+    );
+}
+
+/// A file named like a package, `NAME-VERSION-ARCH.pkg.tar.zst`, of `len` bytes seeded by
+/// its name: the hub judges a copy by its size and SHA-256, not by what is inside.
+fn named(name: &str, version: &str, arch: &str, len: usize) -> (String, Vec<u8>) {
+    let file = format!("{name}-{version}-{arch}.pkg.tar.zst");
+    let bytes = pseudo_random(&file, len);
+    (file, bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A peer that misbehaves
+
+/// One file the fake peer offers: what its listing says, what it sends, and how.
+#[derive(Clone)]
+struct Offered {
+    file: String,
+    /// The size in its `/info`.
+    listed: u64,
+    /// The bytes it sends.
+    body: Vec<u8>,
+    /// `X-Pacserve-Sha256` it sends.
+    sha256: String,
+    /// Bytes per write and the pause after each: a slow link.
+    drip: Option<(usize, Duration)>,
+    /// A whole answer (not a resumed one) stops after this many bytes until the flag is
+    /// set: a pull caught in the middle.
+    hold: Option<(usize, Arc<AtomicBool>)>,
+}
+
+impl Offered {
+    fn honest(file: &str, body: Vec<u8>) -> Offered {
+        Offered {
+            file: file.to_string(),
+            listed: body.len() as u64,
+            sha256: sha256_hex(&body),
+            body,
+            drip: None,
+            hold: None,
+        }
+    }
+
+    /// Dripped, and held after `after` bytes of a whole answer until the flag is set.
+    fn held_after(mut self, after: usize, release: &Arc<AtomicBool>) -> Offered {
+        self.drip = Some((16 * 1024, Duration::from_millis(5)));
+        self.hold = Some((after, release.clone()));
+        self
+    }
+}
+
+/// A request head the fake peer read: its request line and its Range, if any.
+#[derive(Clone, Debug)]
+struct Asked {
+    line: String,
+    range: Option<String>,
+}
+
+/// A test HTTP server inside a namespace playing a pacserve: `/info` lists what it offers,
+/// `/info/NAME` sends it (honouring `Range: bytes=N-`). Stopped on drop.
+struct FakePeer {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Asked>>>,
+    stop: Arc<AtomicBool>,
+    wake: TcpListener,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakePeer {
+    fn start(ns: &str, ip: &str, offers: Vec<Offered>) -> FakePeer {
+        let addr: SocketAddr = format!("{ip}:{FAKE_PORT}").parse().unwrap();
+        let listener = in_netns(ns, || TcpListener::bind(addr))
+            .and_then(|r| r)
+            .unwrap_or_else(|e| panic!("bind the fake peer in {ns}: {e}"));
+        let wake = listener.try_clone().unwrap();
+        let (offers, log, stop) = (
+            Arc::new(Mutex::new(offers)),
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let thread = {
+            let (offers, log, stop) = (offers.clone(), log.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut conns: Vec<JoinHandle<()>> = Vec::new();
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    conns.retain(|c| !c.is_finished());
+                    if conns.len() >= 32 {
+                        continue;
+                    }
+                    let (offers, log, stop) = (offers.clone(), log.clone(), stop.clone());
+                    conns.push(thread::spawn(move || {
+                        let _ = fake_conn(conn, &offers, &log, &stop);
+                    }));
+                }
+                for c in conns {
+                    let _ = c.join();
+                }
+            })
+        };
+        FakePeer {
+            addr,
+            log,
+            stop,
+            wake,
+            thread: Some(thread),
+        }
+    }
+
+    fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn asked(&self) -> Vec<Asked> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Requests for `/info/FILE`.
+    fn pulls_of(&self, file: &str) -> Vec<Asked> {
+        let line = format!("GET /info/{file} HTTP/1.1");
+        self.asked()
+            .into_iter()
+            .filter(|a| a.line == line)
+            .collect()
+    }
+
+    /// Polls of `/info`.
+    fn polls(&self) -> usize {
+        self.asked()
+            .iter()
+            .filter(|a| a.line == "GET /info HTTP/1.1")
+            .count()
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocked accept (from any namespace).
+        let _ = rustix::net::shutdown(&self.wake, rustix::net::Shutdown::Read);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+fn fake_conn(
+    mut s: TcpStream,
+    offers: &Mutex<Vec<Offered>>,
+    log: &Mutex<Vec<Asked>>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while find_head_end(&head).is_none() && head.len() < 16 * 1024 {
+        let n = s.read(&mut b)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_string();
+    let range = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Range: "))
+        .map(str::to_string);
+    log.lock().unwrap().push(Asked {
+        line: line.clone(),
+        range: range.clone(),
+    });
+    let path = line.split(' ').nth(1).unwrap_or_default();
+    let offers = offers.lock().unwrap().clone();
+    if path == "/info" {
+        let body: String = offers
+            .iter()
+            .map(|o| format!("{} {}\n", o.file, o.listed))
+            .collect();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())?;
+        return s.write_all(body.as_bytes());
+    }
+    let Some(o) = path
+        .strip_prefix("/info/")
+        .and_then(|f| offers.iter().find(|o| o.file == f))
+    else {
+        return s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    };
+    let from: usize = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+        .min(o.body.len());
+    let len = o.body.len();
+    let head = match range {
+        Some(_) => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{len}\r\n",
+            len - 1
+        ),
+        None => "HTTP/1.1 200 OK\r\n".to_string(),
+    };
+    let head = format!(
+        "{head}Content-Length: {}\r\nX-Pacserve-Sha256: {}\r\nX-Pacserve-Sig: no\r\n\
+         Connection: close\r\n\r\n",
+        len - from,
+        o.sha256
+    );
+    s.write_all(head.as_bytes())?;
+    let (chunk, pause) = o.drip.unwrap_or((o.body.len().max(1), Duration::ZERO));
+    let hold = o.hold.as_ref().filter(|_| from == 0);
+    let mut sent = from;
+    for piece in o.body[from..].chunks(chunk) {
+        if let Some((after, release)) = hold {
+            if sent >= *after {
+                // Bounded: a test that never releases fails on its own deadline first.
+                wait_until(Duration::from_secs(60), || {
+                    release.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst)
+                });
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        s.write_all(piece)?;
+        sent += piece.len();
+        thread::sleep(pause);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small filesystem
+
+/// A tmpfs of `bytes` mounted at a directory of its own; unmounted (lazily, so a process
+/// still inside cannot keep it) on drop.
+struct SmallFs {
+    at: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(at: PathBuf, bytes: u64) -> SmallFs {
+        fs::create_dir_all(&at).unwrap();
+        let fs = SmallFs { at };
+        let ran = run_bounded(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                .arg(&fs.at),
+            Duration::from_secs(10),
+        );
+        assert!(ran.success(), "mount a tmpfs: {}", ran.text());
+        fs
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = run_bounded(
+            Command::new("umount").arg("-l").arg(&self.at),
+            Duration::from_secs(10),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+both_pacmans! {
+/// L's pacman downloads P from the mirror; the hub pulls P and its `.sig` from L; L is
+/// killed; D's pacman gets P from the hub, and the mirror never served P to D.
+fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
+    let lan = Lan::new("keep", 41, &[("hubp", PAYLOAD)]);
+    let p = lan.repo.pkg("hubp");
+    let (l, d, h) = (lan.host("l", L), lan.host("d", D), lan.host("h", H));
+    // L's pacman and pacserve share the cache, as on a laptop.
+    let l_client = l.client();
+    let l_conf = write_server_conf(
+        &l.host.dir,
+        &[l_client.cache_dir()],
+        &[("core", &[lan.repo.server()])],
+    );
+    let ps_l = Pacserve::builder(&l_conf)
+        .name("laptop")
+        .in_netns(&l.ns)
+        .address("0.0.0.0")
+        .port(PORT)
+        .start();
+    let ps_h = h.hub(&["--pacserver", &l.authority()]);
+    let dump = || logs(&[&ps_l, &ps_h], lan.mirror());
+    l_client.sync().assert_ok("-Sy on L", &dump());
+    l_client.fetch(p, dump);
+    lan.mirror().assert_served(&p.mirror_path(), 1);
+    // A pacman that checks signatures leaves the .sig beside the package.
+    let sig = format!("{}.sig", p.file);
+    let sig_bytes = pseudo_random("a signature", 566);
+    fs::write(l_client.cache_dir().join(&sig), &sig_bytes).unwrap();
+
+    wait_held(&ps_h, &h.hub_dir(), &[p.file.as_str(), sig.as_str()]);
+    assert_same_bytes(&fs::read(h.hub_dir().join(&p.file)).unwrap(), &p.bytes, "P on H");
+    assert_same_bytes(&fs::read(h.hub_dir().join(&sig)).unwrap(), &sig_bytes, ".sig on H");
+    let st = wait_hub_status(&ps_h, |st| st.num("files") == 2);
+    assert_eq!(st.num("bytes"), p.size() + 566);
+    // One pull brought both: the .sig came along with its package.
+    let pulls: Vec<(String, u64)> = st
+        .field("pulled")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r.text("file").to_string(), r.num("bytes")))
+        .collect();
+    assert_eq!(pulls, [(p.file.clone(), p.size() + 566)], "{st:?}");
+    assert_eq!(st.num("pulled_files"), 2, "{st:?}");
+    let m = ps_h.metrics();
+    assert_eq!(m.value("pacserve_hub_files", &[]), Some(2.0), "{}", ps_h.log());
+    assert!(ps_h.get("/").text().contains("<h2>Hub</h2>"));
+
+    ps_l.kill();
+    let ps_d = d.start(&["--pacserver", &l.authority(), "--pacserver", &h.authority()]);
+    let d_client = d.client();
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    d_client.sync().assert_ok("-Sy on D", &dump());
+    d_client.fetch(p, dump);
+    let lookup = ps_d.expect_lookup("GET", &p.request_path(), 307);
+    assert_eq!(lookup.outcome, "peer", "{}", dump());
+    let served = ps_h
+        .wait_request(|r| r.from.ip().to_string() == d.ip && r.path == p.lan_path())
+        .unwrap_or_else(|| panic!("H did not serve P to D\n{}", dump()));
+    assert_eq!((served.status, served.bytes), (200, p.size()));
+    let to_d = lan
+        .mirror()
+        .count(|r| r.path == p.mirror_path() && r.from.to_string() == d.ip);
+    assert_eq!(to_d, 0, "the mirror served P to D\n{}", dump());
+    lan.mirror().assert_served(&p.mirror_path(), 1);
+}
+}
+
+both_pacmans! {
+/// A file a peer asked the hub for and the hub lacked is pulled as soon as a peer holds it,
+/// not an interval later: D's pacserve asks the hub for P (a miss), D's pacman gets P from
+/// the mirror, and the hub, polling only hourly, pulls P from D within seconds.
+fn a_file_asked_for_and_missed_is_pulled_as_soon_as_a_peer_holds_it() {
+    let lan = Lan::new("miss", 48, &[("hubm", PAYLOAD)]);
+    let p = lan.repo.pkg("hubm");
+    let (d, h) = (lan.host("d", D), lan.host("h", H));
+    let client = d.client();
+    let d_conf = write_server_conf(
+        &d.host.dir,
+        &[client.cache_dir()],
+        &[("core", &[lan.repo.server()])],
+    );
+    let ps_d = Pacserve::builder(&d_conf)
+        .name("desktop")
+        .in_netns(&d.ns)
+        .address("0.0.0.0")
+        .port(PORT)
+        .args(&["--pacserver", &h.authority()])
+        .start();
+    let ps_h = h
+        .hub_every("3600", &["--pacserver", &d.authority()])
+        .start();
+    // The hub's first round, at start, found D empty.
+    assert!(ps_d.wait_request(|r| r.path == "/info").is_some(), "{}", ps_d.log());
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(p, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &p.request_path(), 307).outcome,
+        "mirror"
+    );
+    ps_h.wait_request(|r| r.path == p.peer_path() && r.status == 404)
+        .unwrap_or_else(|| panic!("D did not ask the hub\n{}", dump()));
+    wait_held(&ps_h, &h.hub_dir(), &[&p.file]);
+    assert_same_bytes(&fs::read(h.hub_dir().join(&p.file)).unwrap(), &p.bytes, "P on H");
+}
+}
+
+both_pacmans! {
+/// A hub whose pacman.conf says aarch64 and that collects x86_64 (`--hub-arch`) holds L's
+/// x86_64 package but not its armv7h one, and D's pacman (x86_64) gets it from the hub.
+fn a_hub_of_another_architecture_collects_and_serves_the_ones_it_is_told() {
+    let lan = Lan::new("arch", 42, &[("hubx", PAYLOAD)]);
+    let x = lan.repo.pkg("hubx");
+    let (l, d, h) = (lan.host("l", L), lan.host("d", D), lan.host("h", H));
+    write_server_conf_for(
+        &h.host.dir,
+        "aarch64",
+        &[&h.host.cache],
+        &[("core", &[lan.repo.server()])],
+    );
+    l.host.hold(x);
+    let (arm, arm_bytes) = named("armonly", "1.0-1", "armv7h", 5000);
+    l.host.put(&arm, &arm_bytes);
+    let ps_l = l.start(&[]);
+    let ps_h = h.hub(&["--hub-arch", "x86_64", "--pacserver", &l.authority()]);
+    wait_held(&ps_h, &h.hub_dir(), &[x.file.as_str()]);
+    // Three more polls of L: the armv7h package is still not pulled.
+    let polls = |ps: &Pacserve| ps.requests().iter().filter(|r| r.path == "/info").count();
+    let before = polls(&ps_l);
+    assert!(
+        wait_until(PULL_LIMIT, || polls(&ps_l) >= before + 3),
+        "{}",
+        ps_l.log()
+    );
+    assert_eq!(held(&h.hub_dir()), [x.file.as_str()]);
+    assert_eq!(
+        hub_status(&ps_h).field("archs").as_array().map(|a| a.len()),
+        Some(1)
+    );
+
+    ps_l.kill();
+    let ps_d = d.start(&["--pacserver", &h.authority()]);
+    let client = d.client();
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(x, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &x.request_path(), 307).outcome,
+        "peer",
+        "{}",
+        dump()
+    );
+    ps_h.wait_request(|r| r.path == x.lan_path() && r.status == 200)
+        .unwrap_or_else(|| panic!("H did not serve X\n{}", dump()));
+    lan.mirror().assert_served(&x.mirror_path(), 0);
+}
+}
+
+/// `--hub-keep 2`: of 1.0-1, 1.0-2 and 2:0.9-1 the hub ends with the two newest by pacman's
+/// version order (the epoch wins), the oldest evicted when the newest arrives.
+#[test]
+fn retention_keeps_the_newest_versions() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("keepn", 43, &[]);
+        let (l, h) = (lan.host("l", L), lan.host("h", H));
+        let v: Vec<(String, Vec<u8>)> = ["1.0-1", "1.0-2", "2:0.9-1"]
+            .iter()
+            .map(|ver| named("multi", ver, "x86_64", 3000))
+            .collect();
+        l.host.put(&v[0].0, &v[0].1);
+        l.host.put(&v[1].0, &v[1].1);
+        let ps_l = l.start(&[]);
+        let ps_h = h.hub(&["--hub-keep", "2", "--pacserver", &l.authority()]);
+        wait_held(&ps_h, &h.hub_dir(), &[v[0].0.as_str(), v[1].0.as_str()]);
+        l.host.put(&v[2].0, &v[2].1);
+        // Sorted by name: 1.0-2 before 2:0.9-1.
+        wait_held(&ps_h, &h.hub_dir(), &[v[1].0.as_str(), v[2].0.as_str()]);
+        let st = wait_hub_status(&ps_h, |st| !evictions(st).is_empty());
+        assert_eq!(evictions(&st), [(v[0].0.clone(), "versions".to_string())]);
+        drop(ps_l);
+    });
+}
+
+/// `--hub-max-size`: over budget the older versions go first (even one served just now),
+/// then the least recently served.
+#[test]
+fn over_budget_older_versions_go_first_then_the_least_recently_served() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("budget", 44, &[]);
+        let (l, h) = (lan.host("l", L), lan.host("h", H));
+        let f = |name: &str, ver: &str| named(name, ver, "x86_64", 10_000);
+        let (a1, a2, b, c, d) = (
+            f("alpha", "1-1"),
+            f("alpha", "2-1"),
+            f("beta", "1-1"),
+            f("gamma", "1-1"),
+            f("delta", "1-1"),
+        );
+        for (file, bytes) in [&a1, &a2, &b] {
+            l.host.put(file, bytes);
+        }
+        let ps_l = l.start(&[]);
+        let ps_h = h.hub(&[
+            "--hub-keep",
+            "5",
+            "--hub-max-size",
+            "30000",
+            "--pacserver",
+            &l.authority(),
+        ]);
+        wait_held(&ps_h, &h.hub_dir(), &[&a1.0, &a2.0, &b.0]);
+        // Served now, after beta was pulled: alpha 1 (an older version) and alpha 2.
+        for file in [&a1.0, &a2.0] {
+            let r = ps_h.get(&format!("/lan/core/x86_64/{file}"));
+            assert_eq!(r.status, 200, "{}", ps_h.log());
+        }
+        l.host.put(&c.0, &c.1);
+        wait_held(&ps_h, &h.hub_dir(), &[&a2.0, &b.0, &c.0]);
+        l.host.put(&d.0, &d.1);
+        wait_held(&ps_h, &h.hub_dir(), &[&a2.0, &d.0, &c.0]);
+        let st = wait_hub_status(&ps_h, |st| evictions(st).len() >= 2);
+        // Newest first.
+        assert_eq!(
+            evictions(&st),
+            [
+                (b.0.clone(), "budget".to_string()),
+                (a1.0.clone(), "budget".to_string())
+            ]
+        );
+        assert!(st.num("bytes") <= 30_000);
+        drop(ps_l);
+    });
+}
+
+both_pacmans! {
+/// A pull caught in the middle: the temporary is never served (D's pacman goes to the
+/// mirror meanwhile), the hub is killed and restarted, the pull resumes with a Range, and
+/// the stored file is byte-identical.
+fn an_interrupted_pull_resumes_with_a_range_and_is_never_served_half() {
+    let lan = Lan::new("resume", 45, &[("hubbig", 2 * 1024 * 1024)]);
+    let big = lan.repo.pkg("hubbig");
+    let (d, h) = (lan.host("d", D), lan.host("h", H));
+    let f_ns = lan.net.add_host("f", F);
+    let release = Arc::new(AtomicBool::new(false));
+    let held_at = 512 * 1024;
+    let fake = FakePeer::start(
+        &f_ns,
+        &lan.net.addr(F),
+        vec![Offered::honest(&big.file, big.bytes.clone()).held_after(held_at, &release)],
+    );
+    let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+    let part = || partials(&h.hub_dir());
+    assert!(
+        wait_until(PULL_LIMIT, || part()
+            == [(big.file.clone(), held_at as u64)]),
+        "{:?}\n{}",
+        part(),
+        ps_h.log()
+    );
+    // Meanwhile: not listed, not offered to a peer, and D's pacman goes to the mirror.
+    assert!(!ps_h.get("/info").text().contains(&big.file));
+    let ps_d = d.start(&["--pacserver", &h.authority()]);
+    let client = d.client();
+    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(big, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &big.request_path(), 307).outcome,
+        "mirror"
+    );
+    ps_h.wait_request(|r| r.path == big.peer_path() && r.status == 404)
+        .unwrap_or_else(|| panic!("H was not asked, or answered\n{}", dump()));
+    let pulling = hub_status(&ps_h).field("pulling").clone();
+    assert_eq!(pulling.as_array().map(|p| p.len()), Some(1), "{pulling:?}");
+
+    // Killed in the middle; restarted, it asks for the rest only.
+    ps_h.kill();
+    drop(ps_h);
+    assert_eq!(part(), [(big.file.clone(), held_at as u64)]);
+    assert!(held(&h.hub_dir()).is_empty());
+    release.store(true, Ordering::SeqCst);
+    let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+    wait_held(&ps_h, &h.hub_dir(), &[&big.file]);
+    assert_same_bytes(
+        &fs::read(h.hub_dir().join(&big.file)).unwrap(),
+        &big.bytes,
+        "the resumed pull",
+    );
+    let ranges: Vec<Option<String>> = fake
+        .pulls_of(&big.file)
+        .into_iter()
+        .map(|a| a.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        [None, Some(format!("bytes={held_at}-"))],
+        "{}",
+        ps_h.log()
+    );
+    assert!(part().is_empty());
+}
+}
+
+/// Copies that are not the file: a peer that sends fewer bytes than it listed, one whose
+/// bytes are not the SHA-256 it names, and a real pacserve whose copy differs from the
+/// hub's sync database. None is stored, nothing partial stays, and no such peer is asked
+/// for that file again; an honest file from the same peer is stored.
+#[test]
+fn a_copy_that_does_not_match_is_never_stored() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("wrong", 46, &[("hubver", 20_000)]);
+        let ver = lan.repo.pkg("hubver");
+        let (l, h) = (lan.host("l", L), lan.host("h", H));
+        let f_ns = lan.net.add_host("f", F);
+        let (honest, honest_bytes) = named("honest", "1-1", "x86_64", 4000);
+        let (short, short_bytes) = named("short", "1-1", "x86_64", 4000);
+        let (forged, forged_bytes) = named("forged", "1-1", "x86_64", 4000);
+        let mut lie_size = Offered::honest(&short, short_bytes);
+        lie_size.listed = 5000;
+        let mut lie_sha = Offered::honest(&forged, forged_bytes);
+        lie_sha.sha256 = sha256_hex(b"another file");
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![Offered::honest(&honest, honest_bytes), lie_size, lie_sha],
+        );
+        let mut corrupted = ver.bytes.clone();
+        corrupted[10_000] ^= 0x5a;
+        l.host.put(&ver.file, &corrupted);
+        let ps_l = l.start(&[]);
+        h.host.learn(&lan.repo.db());
+        let ps_h = h.hub(&[
+            "--pacserver",
+            &fake.authority(),
+            "--pacserver",
+            &l.authority(),
+        ]);
+        wait_held(&ps_h, &h.hub_dir(), &[&honest]);
+        let before = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= before + 4));
+        assert_eq!(held(&h.hub_dir()), [honest.as_str()], "{}", ps_h.log());
+        assert!(partials(&h.hub_dir()).is_empty());
+        for file in [&short, &forged] {
+            assert_eq!(
+                fake.pulls_of(file).len(),
+                1,
+                "{file}: asked again\n{}",
+                ps_h.log()
+            );
+        }
+        let from_l = ps_l
+            .requests()
+            .iter()
+            .filter(|r| r.path == format!("/info/{}", ver.file))
+            .count();
+        assert_eq!(from_l, 1, "{}", ps_l.log());
+        let st = wait_hub_status(&ps_h, |st| st.num("wrong_copies") >= 3);
+        assert_eq!(st.num("wrong_copies"), 3, "{st:?}");
+        let failing: Vec<String> = st
+            .field("failures")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.text("peer").to_string())
+            .collect();
+        assert!(failing.contains(&fake.authority()) && failing.contains(&l.authority()));
+    });
+}
+
+/// A hub on a small filesystem: a pull that meets a full disk is dropped (nothing partial
+/// left), what was stored stays, pulls stop, and the status says why.
+#[test]
+fn a_full_filesystem_stops_pulls_and_leaves_nothing_partial() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("full", 47, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let small_fs = SmallFs::mount(h.hub_dir(), 2 * 1024 * 1024);
+        let (small, small_bytes) = named("aaasmall", "1-1", "x86_64", 100_000);
+        let (big, big_bytes) = named("bigfull", "1-1", "x86_64", 1536 * 1024);
+        let release = Arc::new(AtomicBool::new(false));
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![
+                Offered::honest(&small, small_bytes.clone()),
+                Offered::honest(&big, big_bytes).held_after(256 * 1024, &release),
+            ],
+        );
+        let ps_h = h.hub(&["--hub-min-free", "0", "--pacserver", &fake.authority()]);
+        assert!(
+            wait_until(PULL_LIMIT, || partials(&h.hub_dir())
+                == [(big.clone(), 256 * 1024)]
+                && held(&h.hub_dir()) == [small.as_str()]),
+            "{:?} {:?}\n{}",
+            held(&h.hub_dir()),
+            partials(&h.hub_dir()),
+            ps_h.log()
+        );
+        // Someone else fills the filesystem.
+        let mut filler = fs::File::create(small_fs.at.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut full = false;
+        for _ in 0..64 {
+            if filler
+                .write_all(&chunk)
+                .and_then(|_| filler.sync_all())
+                .is_err()
+            {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the tmpfs did not fill up");
+        release.store(true, Ordering::SeqCst);
+        let stopped = wait_for(PULL_LIMIT, || {
+            let st = hub_status(&ps_h);
+            st.get("stopped")?.as_str().map(str::to_string)
+        });
+        let stopped = stopped.unwrap_or_else(|| panic!("no reason given\n{}", ps_h.log()));
+        assert!(stopped.contains("space"), "{stopped}");
+        assert!(ps_h.wait_log("no space left", LOG_WAIT), "{}", ps_h.log());
+        assert!(wait_until(LOG_WAIT, || partials(&h.hub_dir()).is_empty()));
+        assert_eq!(
+            held(&h.hub_dir()),
+            ["aaasmall-1-1-x86_64.pkg.tar.zst", "filler"]
+        );
+        assert_same_bytes(
+            &fs::read(h.hub_dir().join(&small)).unwrap(),
+            &small_bytes,
+            "kept",
+        );
+        let page = ps_h.get("/").text();
+        assert!(page.contains("Pulls stopped"), "{page}");
+        // Later rounds do not start it again while the disk is full.
+        let before = fake.pulls_of(&big).len();
+        let polls = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= polls + 3));
+        assert_eq!(fake.pulls_of(&big).len(), before, "{}", ps_h.log());
+        assert!(
+            hub_status(&ps_h)
+                .get("stopped")
+                .and_then(|s| s.as_str())
+                .is_some()
+        );
+        drop(ps_h);
+        drop(small_fs);
+    });
+}
+
+/// On a LAN with a shared secret the hub signs its requests: with the key it pulls from L;
+/// a hub without it gets 403 from L and stores nothing.
+#[test]
+fn a_hub_on_an_authenticated_lan_signs_its_pulls() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("auth", 49, &[]);
+        let (l, h, stranger) = (lan.host("l", L), lan.host("h", H), lan.host("s", D));
+        let key = l.host.dir.join("lan.key");
+        let made = Pacserve::run_to_exit(&["gen-secret"]);
+        made.assert_ok("pacserve gen-secret", "");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .unwrap();
+            f.write_all(made.stdout.as_bytes()).unwrap();
+        }
+        let key = key.to_str().unwrap();
+        let (file, bytes) = named("signed", "1-1", "x86_64", 5000);
+        l.host.put(&file, &bytes);
+        let ps_l = l.start(&["--secret-file", key]);
+        let ps_s = stranger.hub(&["--pacserver", &l.authority()]);
+        let ps_h = h.hub(&["--secret-file", key, "--pacserver", &l.authority()]);
+        wait_held(&ps_h, &h.hub_dir(), &[&file]);
+        assert_same_bytes(
+            &fs::read(h.hub_dir().join(&file)).unwrap(),
+            &bytes,
+            "signed pull",
+        );
+        // The stranger's polls were refused; it holds nothing.
+        let refused = |ps: &Pacserve| {
+            ps.requests()
+                .iter()
+                .filter(|r| r.from.ip().to_string() == stranger.ip && r.status == 403)
+                .count()
+        };
+        assert!(
+            wait_until(PULL_LIMIT, || refused(&ps_l) >= 2),
+            "{}",
+            ps_l.log()
+        );
+        assert!(held(&stranger.hub_dir()).is_empty(), "{}", ps_s.log());
+    });
+}
