@@ -487,15 +487,16 @@ fn silent_connections_over_the_cap_are_closed_to_make_room() {
         .collect();
     // Idle connections give up their slots to newcomers, the oldest first: the first ones
     // opened are closed by the server (EOF), none is refused with a 503.
-    let closed = closed_or_answered(&held, 16, Duration::from_secs(20));
-    let closed_early = closed
-        .iter()
-        .take(32)
-        .filter(|a| a.as_deref() == Some(&[][..]))
-        .count();
+    let closed = closed_or_answered(&held, |a| a.is_some(), 16, Duration::from_secs(20));
+    // Oldest by the time each connection's task first waited: on a multi-threaded executor
+    // that is close to, not exactly, the order of accept.
+    let closed_at: Vec<usize> = (0..closed.len())
+        .filter(|&i| closed[i].as_deref() == Some(&[][..]))
+        .collect();
+    assert!(closed_at.len() >= 16, "only {closed_at:?} were closed");
     assert!(
-        closed_early >= 16,
-        "{closed_early} of the 32 oldest were closed"
+        closed_at.iter().all(|&i| i < 128),
+        "closed {closed_at:?}: not the oldest"
     );
     assert!(
         closed
@@ -523,12 +524,16 @@ fn busy_connections_over_the_cap_get_503() {
             c.stream().try_clone().expect("clone socket")
         })
         .collect();
-    let answers = closed_or_answered(&held, 8, Duration::from_secs(20));
-    let n = answers
-        .iter()
-        .filter(|a| a.as_deref().and_then(status_of) == Some(503))
-        .count();
-    assert!(n >= 8, "{n} of {total} connections were answered 503");
+    // Wait for the 503s themselves: on a loaded machine the first connections may reach
+    // their head deadline (and be closed) before the last ones are refused.
+    let is_503 = |a: &Option<Vec<u8>>| a.as_deref().and_then(status_of) == Some(503);
+    let answers = closed_or_answered(&held, is_503, 8, Duration::from_secs(20));
+    let n = answers.iter().filter(|a| is_503(a)).count();
+    let others = answers.iter().filter(|a| a.is_some()).count() - n;
+    assert!(
+        n >= 8,
+        "{n} of {total} connections were answered 503 ({others} other answers or closes)"
+    );
     drop(held);
     t.assert_alive_eventually("the connection flood");
     // Counted as busy.
@@ -536,15 +541,21 @@ fn busy_connections_over_the_cap_get_503() {
     assert!(busy >= 8, "requests.busy is {busy}");
 }
 
-/// Poll every socket (non-blocking, bounded) until at least `enough` have an answer or an
-/// end: `Some(bytes)` (empty for a close without a word), None while nothing came.
-fn closed_or_answered(held: &[TcpStream], enough: usize, limit: Duration) -> Vec<Option<Vec<u8>>> {
+/// Poll every socket (non-blocking, bounded) until at least `enough` answers are `wanted`:
+/// `Some(bytes)` for an answer or an end (empty for a close without a word), None while
+/// nothing came.
+fn closed_or_answered(
+    held: &[TcpStream],
+    wanted: impl Fn(&Option<Vec<u8>>) -> bool,
+    enough: usize,
+    limit: Duration,
+) -> Vec<Option<Vec<u8>>> {
     let mut answers: Vec<Option<Vec<u8>>> = vec![None; held.len()];
     for s in held {
         s.set_nonblocking(true).expect("nonblocking");
     }
     let deadline = Instant::now() + limit;
-    while answers.iter().filter(|a| a.is_some()).count() < enough && Instant::now() < deadline {
+    while answers.iter().filter(|a| wanted(a)).count() < enough && Instant::now() < deadline {
         for (s, a) in held.iter().zip(answers.iter_mut()) {
             if a.is_none() {
                 let mut buf = [0u8; 512];

@@ -126,6 +126,12 @@ impl<H: Handler> Conn<'_, H> {
     /// back while it waits.
     async fn idle(&mut self) -> Step<H> {
         self.buf.shrink();
+        // Bytes already waiting (a new connection's request, usually): not idle at all, so
+        // never a connection to close when the server needs room.
+        let mut first = [0u8; 1];
+        if matches!(self.stream.get_ref().peek(&mut first), Ok(n) if n > 0) {
+            return Ok(State::ReadHead);
+        }
         let idle = self.slot.idle();
         let readable = async { self.stream.readable().await.map(|()| true) };
         let stopping = async {
@@ -138,7 +144,12 @@ impl<H: Handler> Conn<'_, H> {
         };
         let stopping = stopping.or(evicted);
         let deadline = Instant::now() + self.t.idle;
-        match until(deadline, readable.or(stopping)).await {
+        let woke = until(deadline, readable.or(stopping)).await;
+        // Asked to close while bytes arrived: the slot is already counted free, so close.
+        if idle.closing.try_recv().is_ok() {
+            return Ok(State::Done);
+        }
+        match woke {
             Some(Ok(true)) => Ok(State::ReadHead),
             Some(Ok(false)) | None => Ok(State::Done),
             Some(Err(e)) => Err(e),

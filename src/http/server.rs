@@ -18,7 +18,9 @@ use crate::http::handler::{Completed, Handler, ShellAnswer};
 use crate::http::message::date_now;
 use crate::http::message::{Body, Response};
 use crate::http::slots::{Limits, Slots};
-use crate::limits::{ACCEPT_ERROR_PAUSE, BUSY_RETRY_AFTER, DRAIN_POLL, MAX_CONNECTIONS};
+use crate::limits::{
+    ACCEPT_ERROR_PAUSE, BUSY_RETRY_AFTER, DRAIN_POLL, MAX_CONNECTIONS, MAX_HEAD_BYTES,
+};
 use crate::sys::rt::until;
 
 /// How the server runs; `Options::default()` is what `limits.rs` says.
@@ -109,7 +111,9 @@ async fn drain(slots: &Slots, limit: Duration) {
     }
 }
 
-/// Over the cap: one non-blocking write of a 503 and close, no task and no waiting.
+/// Over the cap: one non-blocking write of a 503 and close, no task and no waiting. What the
+/// client already sent (its request, usually) is read first, without waiting: closing a
+/// socket with unread bytes resets it, and the reset can take the 503 with it.
 fn refuse_busy<H: Handler>(stream: &TcpStream, peer: SocketAddr, handler: &H) {
     let busy = ShellAnswer::Busy;
     let resp = Response::new(busy.status())
@@ -121,6 +125,15 @@ fn refuse_busy<H: Handler>(stream: &TcpStream, peer: SocketAddr, handler: &H) {
     }
     let mut s = stream;
     let _ = s.write(&bytes);
+    let mut sink = [0u8; 1024];
+    let mut left = MAX_HEAD_BYTES;
+    while left > 0 {
+        match io::Read::read(&mut s, &mut sink) {
+            Ok(n) if n > 0 => left = left.saturating_sub(n),
+            _ => break,
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
     handler.completed(&Completed {
         peer,
         request: None,
