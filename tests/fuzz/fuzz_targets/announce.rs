@@ -8,7 +8,7 @@
 //! MAC covers makes it fail.
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
 use pacserve::auth::DatagramRefusal;
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(d.announce, a);
     let (ours, theirs) = (keys("a"), keys("b"));
     if let Some(seal) = d.seal {
-        let _ = d.verify(data, &ours, IpAddr::V4(seal.src));
+        let _ = d.verify(data, &ours, seal.src);
         // One spelling of a seal, too.
         let sealed = encode_sealed(&a, &seal);
         assert!(sealed.len() <= data.len(), "re-sealed: {sealed:?}");
@@ -50,10 +50,20 @@ fuzz_target!(|data: &[u8]| {
         None => (
             n(0) << 40 | n(1) << 8 | n(2),
             n(3) << 56 | n(4) << 16 | n(5),
-            Ipv4Addr::new(10, data[6 % data.len()], 0, data[7 % data.len()]),
+            if data[8 % data.len()] % 2 == 0 {
+                IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    data[6 % data.len()],
+                    0,
+                    data[7 % data.len()],
+                ))
+            } else {
+                let tail = u16::from(data[6 % data.len()]) << 8 | u16::from(data[7 % data.len()]);
+                IpAddr::V6(Ipv6Addr::new(0xfd15, 0x78, 0, 0, 0, 0, 0, tail))
+            },
         ),
     };
-    let from = IpAddr::V4(src);
+    let from = src;
 
     // Signed again with our key: it verifies from its own address, with our key only.
     let signed = encode_signed(&a, ts, nonce, src, ours.signing());
@@ -63,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         s.verify(&signed, &theirs, from),
         Err(DatagramRefusal::BadMac)
     );
-    let elsewhere = if src == Ipv4Addr::new(10, 0, 0, 1) {
+    let elsewhere = if src == IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)) {
         Ipv4Addr::new(10, 0, 0, 2)
     } else {
         Ipv4Addr::new(10, 0, 0, 1)
@@ -82,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
     let i = at % covered;
     changed[i] = changed[i].wrapping_add(1 + data[data.len() / 2] % 255);
     if let Ok(c) = decode_datagram(&changed) {
-        let from = c.seal.map_or(from, |s| IpAddr::V4(s.src));
+        let from = c.seal.map_or(from, |s| s.src);
         assert!(
             c.verify(&changed, &ours, from).is_err(),
             "a changed byte {i} still verifies: {changed:?}"
