@@ -31,7 +31,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::lan::{self, NETNS_PREFIX, Netns, RawUdp};
+use common::lan::{self, NETNS_PREFIX, RawUdp};
+use common::mirror_lan::{Bare, LanHost, MirrorLan, per_pacman};
 use common::*;
 use pacserve::auth::key::{Key, parse_key};
 use pacserve::auth::request::header_value;
@@ -41,15 +42,12 @@ use pacserve::peers::discovery::{
 
 /// pacserve's HTTP port on every host.
 const PORT: u16 = 15678;
-const MIRROR_PORT: u16 = 8080;
 /// Host numbers: the last byte of each host's address.
 const A: u8 = 11;
 const B: u8 = 12;
 const C: u8 = 20;
 const D: u8 = 21;
 const E: u8 = 13;
-const M: u8 = 100;
-const PAYLOAD: usize = 4096;
 /// How long a running peer may take to be discovered, a datagram to be counted, a capture.
 const LIMIT: Duration = Duration::from_secs(10);
 /// The name of the authentication header.
@@ -61,65 +59,24 @@ const AUTH: &str = "X-Pacserve-Auth";
 /// The switch and mirror M serving repo `core`. Fields drop in order: the mirror and the
 /// directory first, then the namespaces.
 struct Lan {
-    repo: Repo,
-    net: Netns,
+    base: MirrorLan,
     keys: TempDir,
 }
 
-struct LanHost {
-    name: String,
-    ns: String,
-    ip: Ipv4Addr,
-    host: Host,
-}
-
-/// A host without a pacserve: its namespace and address.
-struct Bare {
-    ns: String,
-    ip: Ipv4Addr,
+impl std::ops::Deref for Lan {
+    type Target = MirrorLan;
+    fn deref(&self) -> &MirrorLan {
+        &self.base
+    }
 }
 
 impl Lan {
     fn new(tag: &str, subnet: u8, names: &[&str]) -> Lan {
-        // A test run with each pacman at once needs namespaces of its own.
-        let tag = match Pacman::current() {
-            Pacman::Debian6 => format!("{tag}6"),
-            Pacman::Arch7 => format!("{tag}7"),
-        };
-        let net = Netns::new(&tag, subnet);
-        let ns = net.add_host("m", M);
-        let addr: SocketAddr = format!("{}:{MIRROR_PORT}", net.addr(M))
-            .parse()
-            .expect("the mirror's address");
-        let pkgs: Vec<(&str, usize)> = names.iter().map(|n| (*n, PAYLOAD)).collect();
-        let repo = Repo::served_by(&format!("{NETNS_PREFIX}{tag}"), &pkgs, |root| {
-            Mirror::start_in(&ns, addr, root)
-        });
+        let tag = per_pacman(tag);
         let keys = TempDir::new(&format!("{NETNS_PREFIX}{tag}-keys"));
-        Lan { repo, net, keys }
-    }
-
-    fn pkg(&self, name: &str) -> &Pkg {
-        self.repo.pkg(name)
-    }
-
-    fn ip(&self, i: u8) -> Ipv4Addr {
-        self.net.addr(i).parse().expect("an IPv4 address")
-    }
-
-    fn host(&self, name: &str, i: u8) -> LanHost {
-        LanHost {
-            name: name.to_string(),
-            ns: self.net.add_host(name, i),
-            ip: self.ip(i),
-            host: self.repo.host(name),
-        }
-    }
-
-    fn bare(&self, name: &str, i: u8) -> Bare {
-        Bare {
-            ns: self.net.add_host(name, i),
-            ip: self.ip(i),
+        Lan {
+            base: MirrorLan::new(&tag, subnet, names),
+            keys,
         }
     }
 
@@ -128,10 +85,6 @@ impl Lan {
         let path = self.keys.join(name);
         write_key(&path, key);
         path
-    }
-
-    fn dump(&self, daemons: &[&Pacserve]) -> String {
-        logs(daemons, &self.repo.mirror)
     }
 }
 

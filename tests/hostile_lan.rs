@@ -35,7 +35,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::lan::{self, NETNS_PREFIX, Netns, RawUdp};
+use common::lan::{self, RawUdp};
+use common::mirror_lan::{Bare, LanHost, MirrorLan};
 use common::*;
 use pacserve::limits::{
     LOG_BURST, LOG_WINDOW, MAX_CONNECTIONS_PER_SOURCE, MAX_OUTGOING_CONNECTIONS, MAX_PEERS,
@@ -45,21 +46,16 @@ use pacserve::peers::discovery::{DEFAULT_GROUP, DEFAULT_PORT};
 
 /// pacserve's HTTP port on every host (each host has its own network stack).
 const PORT: u16 = 15678;
-/// The mirror's HTTP port inside M.
-const MIRROR_PORT: u16 = 8080;
 /// Host numbers: the last byte of each host's address.
 const A: u8 = 11;
 const B: u8 = 12;
 const N: u8 = 13;
 const ATTACKER: u8 = 20;
 const CLIENT: u8 = 30;
-const M: u8 = 100;
 /// Forged hellos come from `.FORGED_FIRST` and the `FORGED_ADDRS - 1` addresses after it:
 /// addresses of the LAN that no host has, so a connection to one hangs until it times out.
 const FORGED_FIRST: u8 = 150;
 const FORGED_ADDRS: u8 = 100;
-/// Payload of the test packages: a few KiB keeps every test quick.
-const PAYLOAD: usize = 4096;
 /// How long a running peer may take to be discovered (it announces itself at start).
 const DISCOVER_LIMIT: Duration = Duration::from_secs(10);
 /// Forged hellos sent in a row before a pause, so the victim's receive buffer never
@@ -70,82 +66,7 @@ const HELLO_PAUSE: Duration = Duration::from_millis(5);
 // ---------------------------------------------------------------------------------------------
 // The LAN
 
-/// The switch, mirror host M serving repo `core`, and the packages. Fields drop in order: the
-/// mirror and the directory first, then the namespaces.
-struct Lan {
-    repo: Repo,
-    net: Netns,
-}
-
-/// A host with a pacserve: its namespace, address, cache and pacman.conf.
-struct LanHost {
-    name: String,
-    ns: String,
-    ip: Ipv4Addr,
-    host: Host,
-}
-
-/// A host without a pacserve (an attacker, a client): its namespace and address.
-struct Bare {
-    ns: String,
-    ip: Ipv4Addr,
-}
-
-impl Lan {
-    /// Mirror M holding repo `core` with `names` (all in its database).
-    fn new(tag: &str, subnet: u8, names: &[&str]) -> Lan {
-        let net = Netns::new(tag, subnet);
-        let ns = net.add_host("m", M);
-        let addr: SocketAddr = format!("{}:{MIRROR_PORT}", net.addr(M))
-            .parse()
-            .expect("the mirror's address");
-        let pkgs: Vec<(&str, usize)> = names.iter().map(|n| (*n, PAYLOAD)).collect();
-        let repo = Repo::served_by(&format!("{NETNS_PREFIX}{tag}"), &pkgs, |root| {
-            Mirror::start_in(&ns, addr, root)
-        });
-        Lan { repo, net }
-    }
-
-    fn pkg(&self, name: &str) -> &Pkg {
-        self.repo.pkg(name)
-    }
-
-    fn mirror(&self) -> &Mirror {
-        &self.repo.mirror
-    }
-
-    fn ip(&self, i: u8) -> Ipv4Addr {
-        self.net.addr(i).parse().expect("an IPv4 address")
-    }
-
-    /// Host `name` with address `.i`: an empty cache and a pacman.conf listing the mirror.
-    fn host(&self, name: &str, i: u8) -> LanHost {
-        LanHost {
-            name: name.to_string(),
-            ns: self.net.add_host(name, i),
-            ip: self.ip(i),
-            host: self.repo.host(name),
-        }
-    }
-
-    /// A host without pacserve, with address `.i`.
-    fn bare(&self, name: &str, i: u8) -> Bare {
-        Bare {
-            ns: self.net.add_host(name, i),
-            ip: self.ip(i),
-        }
-    }
-
-    /// Requests of any method for the mirror path of `pkg`.
-    fn mirror_asked(&self, pkg: &Pkg) -> usize {
-        let path = pkg.mirror_path();
-        self.mirror().count(|r| r.path == path)
-    }
-
-    fn dump(&self, daemons: &[&Pacserve]) -> String {
-        logs(daemons, self.mirror())
-    }
-}
+type Lan = MirrorLan;
 
 impl LanHost {
     fn hold(&self, pkg: &Pkg) {

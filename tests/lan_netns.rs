@@ -27,23 +27,19 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::lan::{NETNS_PREFIX, Netns};
+use common::mirror_lan::{LanHost, MirrorLan, per_pacman};
 use common::*;
 
 /// pacserve's HTTP port on every host (each host has its own network stack).
 const PORT: u16 = 15678;
-/// The mirror's HTTP port inside M.
-const MIRROR_PORT: u16 = 8080;
 /// Host numbers: the last byte of each host's address.
 const A: u8 = 11;
 const B: u8 = 12;
 const C: u8 = 13;
 const D: u8 = 14;
-const M: u8 = 100;
 
 /// How long a running peer may take to be discovered (it announces itself at start).
 const DISCOVER_LIMIT: Duration = Duration::from_secs(10);
@@ -54,69 +50,16 @@ const FORGET_LIMIT: Duration = Duration::from_secs(15);
 const GOODBYE_LIMIT: Duration = Duration::from_secs(5);
 /// How long pacserve may take to exit after SIGTERM with no request in flight.
 const EXIT_LIMIT: Duration = Duration::from_secs(15);
-/// Payload of the test packages: a few KiB keeps every test quick.
-const PAYLOAD: usize = 4096;
 
 // ---------------------------------------------------------------------------------------------
 // The LAN
 
-/// The switch, mirror host M serving repo `core`, and the packages. Fields drop in order: the
-/// mirror and the directory first, then the namespaces.
-struct Lan {
-    repo: Repo,
-    net: Netns,
-}
-
-/// One host: its namespace, address, cache and pacman.conf.
-struct LanHost {
-    name: String,
-    ns: String,
-    ip: String,
-    host: Host,
-}
+type Lan = MirrorLan;
 
 impl Lan {
-    /// Mirror M holding repo `core` with `names` (all in its database).
-    fn new(tag: &str, subnet: u8, names: &[&str]) -> Lan {
-        // The same test runs with each pacman at once: its namespaces need their own names.
-        let tag = match Pacman::current() {
-            Pacman::Debian6 => format!("{tag}6"),
-            Pacman::Arch7 => format!("{tag}7"),
-        };
-        let net = Netns::new(&tag, subnet);
-        let ns = net.add_host("m", M);
-        let addr: SocketAddr = format!("{}:{MIRROR_PORT}", net.addr(M))
-            .parse()
-            .expect("the mirror's address");
-        let pkgs: Vec<(&str, usize)> = names.iter().map(|n| (*n, PAYLOAD)).collect();
-        let repo = Repo::served_by(&format!("{NETNS_PREFIX}{tag}"), &pkgs, |root| {
-            Mirror::start_in(&ns, addr, root)
-        });
-        Lan { repo, net }
-    }
-
-    fn pkg(&self, name: &str) -> &Pkg {
-        self.repo.pkg(name)
-    }
-
-    fn mirror(&self) -> &Mirror {
-        &self.repo.mirror
-    }
-
-    /// Host `name` with address `.i`: an empty cache and a pacman.conf listing the mirror.
-    fn host(&self, name: &str, i: u8) -> LanHost {
-        LanHost {
-            name: name.to_string(),
-            ns: self.net.add_host(name, i),
-            ip: self.net.addr(i),
-            host: self.repo.host(name),
-        }
-    }
-
-    /// Requests of any method for the mirror path of `pkg`.
-    fn mirror_asked(&self, pkg: &Pkg) -> usize {
-        let path = pkg.mirror_path();
-        self.mirror().count(|r| r.path == path)
+    /// The LAN of a test that runs with each pacman: namespaces of its own for each.
+    fn for_pacman(tag: &str, subnet: u8, names: &[&str]) -> Lan {
+        MirrorLan::new(&per_pacman(tag), subnet, names)
     }
 
     /// Wait (bounded) for the mirror to have answered `method path` with `status` to `from`.
@@ -124,11 +67,6 @@ impl Lan {
         self.mirror().wait_request(|r| {
             r.from.to_string() == from && r.method == method && r.path == path && r.status == status
         })
-    }
-
-    /// Everything a failure message needs.
-    fn dump(&self, daemons: &[&Pacserve]) -> String {
-        logs(daemons, self.mirror())
     }
 }
 
@@ -242,7 +180,7 @@ fn sync_from_mirror(
         "mirror",
     );
     assert!(
-        lan.wait_mirror(&host.ip, "GET", "/core/os/x86_64/core.db", 200),
+        lan.wait_mirror(&host.ip.to_string(), "GET", "/core/os/x86_64/core.db", 200),
         "the mirror did not serve core.db to {}\n{}",
         host.ip,
         lan.dump(&all)
@@ -265,7 +203,7 @@ both_pacmans! {
 /// started later, is found within seconds and serves Z; C, killed with SIGKILL, never stalls
 /// a download, is forgotten after three silent intervals, and is never asked again.
 fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
-    let lan = Lan::new("share", 1, &["lanx", "lany", "lanz", "lanw"]);
+    let lan = Lan::for_pacman("share", 1, &["lanx", "lany", "lanz", "lanw"]);
     let (x, y, z, w) = (
         lan.pkg("lanx"),
         lan.pkg("lany"),
@@ -288,8 +226,8 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     // X, held only by B, comes from B.
     client.fetch(x, || lan.dump(&[&ps_a, &ps_b, &ps_c]));
     expect_request(&ps_a, "127.0.0.1", "GET", &x.request_path(), 307, "peer");
-    expect_request(&ps_b, &a.ip, "HEAD", &x.peer_path(), 200, "local");
-    let served = expect_request(&ps_b, &a.ip, "GET", &x.lan_path(), 200, "local");
+    expect_request(&ps_b, &a.ip.to_string(), "HEAD", &x.peer_path(), 200, "local");
+    let served = expect_request(&ps_b, &a.ip.to_string(), "GET", &x.lan_path(), 200, "local");
     assert_eq!(served.bytes, x.size());
     assert_eq!(
         lan.mirror_asked(x),
@@ -311,7 +249,7 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     assert_discovers(&ps_a, &d, &lan, &[&ps_d]);
     client.fetch(z, || lan.dump(&[&ps_a, &ps_b, &ps_c, &ps_d]));
     expect_request(&ps_a, "127.0.0.1", "GET", &z.request_path(), 307, "peer");
-    expect_request(&ps_d, &a.ip, "GET", &z.lan_path(), 200, "local");
+    expect_request(&ps_d, &a.ip.to_string(), "GET", &z.lan_path(), 200, "local");
     assert_eq!(
         lan.mirror_asked(z),
         0,
@@ -331,7 +269,7 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     );
     expect_request(&ps_a, "127.0.0.1", "GET", &y.request_path(), 307, "mirror");
     assert!(
-        lan.wait_mirror(&a.ip, "GET", &y.mirror_path(), 200),
+        lan.wait_mirror(&a.ip.to_string(), "GET", &y.mirror_path(), 200),
         "the mirror did not serve Y to A\n{}",
         lan.dump(&[&ps_a])
     );
@@ -368,8 +306,8 @@ fn lan_shares_finds_late_hosts_and_forgets_dead_ones() {
     // ...and the next lookup, once the backoff is over, makes no attempt to reach it.
     thread::sleep(backoff_over.saturating_duration_since(Instant::now()));
     client.fetch(w, || lan.dump(&[&ps_a, &ps_b, &ps_d]));
-    expect_request(&ps_b, &a.ip, "HEAD", &w.peer_path(), 404, "miss");
-    expect_request(&ps_d, &a.ip, "HEAD", &w.peer_path(), 404, "miss");
+    expect_request(&ps_b, &a.ip.to_string(), "HEAD", &w.peer_path(), 404, "miss");
+    expect_request(&ps_d, &a.ip.to_string(), "HEAD", &w.peer_path(), 404, "miss");
     expect_request(&ps_a, "127.0.0.1", "GET", &w.request_path(), 307, "mirror");
     let log = ps_a.log();
     let after = &log[log.find(&forgotten).expect("seen above")..];
@@ -394,7 +332,7 @@ both_pacmans! {
 /// B stopped with SIGTERM says goodbye: A forgets it at once (with a 30 s interval, expiry
 /// could not explain it), B exits 0, and A's next lookup does not try B.
 fn lan_goodbye_forgets_a_stopped_host_at_once() {
-    let lan = Lan::new("bye", 2, &["lanx"]);
+    let lan = Lan::for_pacman("bye", 2, &["lanx"]);
     let x = lan.pkg("lanx");
     let (a, b) = (lan.host("a", A), lan.host("b", B));
     b.hold(x);
@@ -427,7 +365,7 @@ fn lan_goodbye_forgets_a_stopped_host_at_once() {
     client.fetch(x, || lan.dump(&[&ps_a, &ps_b]));
     expect_request(&ps_a, "127.0.0.1", "GET", &x.request_path(), 307, "mirror");
     assert!(
-        lan.wait_mirror(&a.ip, "GET", &x.mirror_path(), 200),
+        lan.wait_mirror(&a.ip.to_string(), "GET", &x.mirror_path(), 200),
         "the mirror did not serve X to A\n{}",
         lan.dump(&[&ps_a])
     );
@@ -444,11 +382,11 @@ both_pacmans! {
 /// `--multicast-filter x:^10\.231\.3\.13:` keeps C out of A's table: A hears and ignores C
 /// while it adds B, and a package only C holds comes from the mirror, C never asked.
 fn lan_filter_keeps_a_host_out() {
-    let lan = Lan::new("filter", 3, &["lanq"]);
+    let lan = Lan::for_pacman("filter", 3, &["lanq"]);
     let q = lan.pkg("lanq");
     let (a, b, c) = (lan.host("a", A), lan.host("b", B), lan.host("c", C));
     c.hold(q);
-    let filter = format!(r"x:^{}:", c.ip.replace('.', r"\."));
+    let filter = format!(r"x:^{}:", c.ip.to_string().replace('.', r"\."));
     let ps_a = a.start(1, &["--multicast-filter", &filter]);
     let ps_b = b.start(1, &[]);
     let ps_c = c.start(1, &[]);
@@ -469,16 +407,16 @@ fn lan_filter_keeps_a_host_out() {
     sync_from_mirror(&lan, &a, &client, &ps_a, &[&ps_b, &ps_c]);
     client.fetch(q, || lan.dump(&[&ps_a, &ps_b, &ps_c]));
     expect_request(&ps_a, "127.0.0.1", "GET", &q.request_path(), 307, "mirror");
-    expect_request(&ps_b, &a.ip, "HEAD", &q.peer_path(), 404, "miss");
+    expect_request(&ps_b, &a.ip.to_string(), "HEAD", &q.peer_path(), 404, "miss");
     assert!(
-        lan.wait_mirror(&a.ip, "GET", &q.mirror_path(), 200),
+        lan.wait_mirror(&a.ip.to_string(), "GET", &q.mirror_path(), 200),
         "the mirror did not serve Q to A\n{}",
         lan.dump(&[&ps_a])
     );
     let asked_c: Vec<LogLine> = ps_c
         .requests()
         .into_iter()
-        .filter(|l| l.path.starts_with("/peer/") || l.from.ip().to_string() == a.ip)
+        .filter(|l| l.path.starts_with("/peer/") || l.from.ip() == a.ip)
         .collect();
     assert!(asked_c.is_empty(), "A asked C: {asked_c:?}\n{}", ps_c.log());
     assert!(

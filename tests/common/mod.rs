@@ -17,6 +17,7 @@
 //! - [`json`], [`prometheus`]: strict parsers for `/status.json` and `/metrics`.
 //! - [`browser`]: headless chromium, and checks of what it shows.
 //! - [`lan`]: network namespaces, veth pairs, a bridge, and cleanup of leftovers.
+//! - [`mirror_lan`]: a LAN of namespaces with a mirror host serving `core`, and its hosts.
 //! - [`preflight`]: every outside tool checked once, before anything needs it.
 
 // Every test binary compiles the whole harness and uses a part of it.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod json;
 pub mod lan;
 pub mod mirror;
+pub mod mirror_lan;
 pub mod packages;
 pub mod pacman;
 pub mod preflight;
