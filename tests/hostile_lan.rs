@@ -33,7 +33,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::lan::{self, RawUdp};
 use common::mirror_lan::{Bare, LanHost, MirrorLan};
@@ -170,30 +170,6 @@ fn follow(ns: &str, url: &str, max: usize) -> (Vec<(String, u16)>, Response) {
 
 // ---------------------------------------------------------------------------------------------
 // Forged hellos
-
-/// splitmix64: instance ids, forged addresses and file names that differ from run to run.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Rng(nanos ^ u64::from(std::process::id()) << 32)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The attacker's raw socket: multicast hellos from any address, a fresh instance id each.
 struct Forger {

@@ -16,19 +16,39 @@ pub const VERSION: &str = "1.0-1";
 /// Longest one bsdtar or repo-add run may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(60);
 
+/// splitmix64: a small generator of pseudo-random numbers for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the clock and the pid: values that differ from run to run.
+    pub fn seeded() -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Rng(nanos ^ u64::from(std::process::id()) << 32)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// Deterministic pseudo-random bytes (splitmix64) seeded from `seed`.
 pub fn pseudo_random(seed: &str, len: usize) -> Vec<u8> {
     let mut h = DefaultHasher::new();
     seed.hash(&mut h);
-    let mut x = h.finish();
+    let mut rng = Rng(h.finish());
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
+        out.extend_from_slice(&rng.next().to_le_bytes());
     }
     out.truncate(len);
     out
