@@ -179,6 +179,7 @@ def main():
             time.sleep(0.2)
 
         hub_rates, pull_rates, curl_rates, curl_sync_rates, ticks = [], [], [], [], 0
+        pull_hwm = []
         out = os.path.join(tmp, "hub-side")
         os.makedirs(out)
         for run in range(a.runs):
@@ -213,6 +214,7 @@ def main():
                     dt = time.monotonic() - t0
                     pull_rates.append(size / (time.monotonic() - (first or t0)))
                     ticks += cpu_ticks(p.pid) - c0
+                    pull_hwm.append(vm(p.pid, "VmHWM"))
                     procs.stop(p)
                     if os.path.getsize(os.path.join(hdir, "hub", name)) != size:
                         raise RuntimeError("the hub stored another size")
@@ -260,11 +262,12 @@ def main():
         procs.stop(p)
 
         gib = a.runs * size / 2**30
-        mib = lambda r: f"{statistics.median(r) / 2**20:.0f}"
+        mib = lambda r: (f"{statistics.median(r) / 2**20:.0f} "
+                         f"({min(r) / 2**20:.0f}–{max(r) / 2**20:.0f})")
         hub_med, curl_med = statistics.median(hub_rates), statistics.median(curl_rates)
         lines = [
             f"Hub benchmark ({target} binary, {a.size_mib} MiB package over a veth pair, "
-            f"median of {a.runs}):",
+            f"median of {a.runs}, min–max in brackets):",
             "",
             "| figure | value |",
             "|---|---|",
@@ -279,6 +282,8 @@ def main():
             f"| hub CPU per GiB pulled, s | {ticks / CLK_TCK / gib:.2f} |",
             f"| hub VmRSS idle, {a.files:,} files held ({listed:,} lines in /info), KiB | {rss} |",
             f"| hub VmHWM, KiB | {hwm} |",
+            f"| hub VmHWM after one pull (three 256 KiB buffers in hand), KiB | "
+            f"{statistics.median(pull_hwm)} |",
         ]
         text = "\n".join(lines)
         print(text)

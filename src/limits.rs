@@ -429,6 +429,17 @@ pub const HUB_MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
 /// Bytes read from a peer and written at a time by a pull.
 pub const HUB_PULL_CHUNK: usize = 256 * 1024;
 
+/// Chunks of a pull in hand at once: read and written on one thread while the ones before
+/// are hashed on another (so at most this many chunks of memory per pull).
+pub const HUB_PULL_BUFFERS: usize = 3;
+
+/// Stack of a pull's hashing thread (SHA-256 needs a few hundred bytes of it).
+pub const HUB_HASH_STACK: usize = 64 * 1024;
+
+/// Every this many bytes written, a pull asks the kernel to start writing them to disk, so
+/// the sync before the rename finds little left to do.
+pub const HUB_WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+
 /// Files peers asked for and the hub lacked, remembered to be pulled once a peer holds
 /// them, and for how long: the asking host fetches the file from a mirror within minutes.
 pub const HUB_MAX_MISSED: usize = 256;

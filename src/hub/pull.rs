@@ -11,8 +11,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -21,7 +21,8 @@ use crate::auth::Lan;
 use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{Parsed, parse_response};
 use crate::limits::{
-    HUB_CONNECT_TIMEOUT, HUB_MAX_LISTING_BYTES, HUB_PULL_CHUNK, HUB_STALL_TIMEOUT, MAX_HEAD_BYTES,
+    HUB_CONNECT_TIMEOUT, HUB_HASH_STACK, HUB_MAX_LISTING_BYTES, HUB_PULL_BUFFERS, HUB_PULL_CHUNK,
+    HUB_STALL_TIMEOUT, HUB_WRITEBACK_STEP, MAX_HEAD_BYTES,
 };
 use crate::peers::lookup::Want;
 
@@ -326,7 +327,9 @@ fn local_error(e: io::Error) -> Failure {
 }
 
 /// The bytes of the partial copy before `start`, then `head` and the rest of the body from
-/// `stream`, written to `out` from `start` on, every byte hashed in order.
+/// `stream`, written to `out` from `start` on, every byte hashed in order. The socket is
+/// read and the file written on this thread while the chunks before are hashed on another,
+/// and the kernel is asked to write each [`HUB_WRITEBACK_STEP`] to disk as it is done.
 fn copy(
     job: &Job<'_>,
     limiter: &Limiter,
@@ -348,16 +351,59 @@ fn copy(
         hasher.update(&buf[..n]);
     }
     out.set_len(start).map_err(local_error)?;
-    let mut done = start;
     // What came with the head first, then the socket.
     let first = head.len().min((job.size - start) as usize);
-    if first > 0 {
-        out.write_all_at(&head[..first], done)
+    out.write_all_at(&head[..first], start)
+        .map_err(local_error)?;
+    hasher.update(&head[..first]);
+    let (full, hashing) = mpsc::sync_channel::<(Vec<u8>, usize)>(HUB_PULL_BUFFERS);
+    let (free, freed) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let hash = move || {
+            for (b, n) in hashing {
+                hasher.update(&b[..n]);
+                let _ = free.send(b);
+            }
+        };
+        let hashed = std::thread::Builder::new()
+            .stack_size(HUB_HASH_STACK)
+            .spawn_scoped(s, hash)
             .map_err(local_error)?;
-        hasher.update(&head[..first]);
-        done += first as u64;
-    }
+        let mut spare = (1..HUB_PULL_BUFFERS).map(|_| vec![0u8; HUB_PULL_CHUNK]);
+        let mut next = Some(buf);
+        let read = receive(
+            job,
+            limiter,
+            stream,
+            out,
+            start + first as u64,
+            || match next.take().or_else(|| spare.next()) {
+                Some(b) => Some(b),
+                None => freed.recv().ok(),
+            },
+            |b, n| full.send((b, n)).is_ok(),
+        );
+        drop(full);
+        let _ = hashed.join();
+        read
+    })
+}
+
+/// The rest of the body from `stream`, written to `out` from `done` on: each chunk is read
+/// into a buffer from `take` and handed to `give` once written.
+fn receive(
+    job: &Job<'_>,
+    limiter: &Limiter,
+    stream: &mut TcpStream,
+    out: &File,
+    mut done: u64,
+    mut take: impl FnMut() -> Option<Vec<u8>>,
+    mut give: impl FnMut(Vec<u8>, usize) -> bool,
+) -> Result<(), Failure> {
+    let lost = || Failure::Local(io::Error::other("the hashing thread stopped"));
+    let mut started = done;
     while done < job.size {
+        let mut buf = take().ok_or_else(lost)?;
         let want = buf.len().min((job.size - done) as usize);
         let n = match stream.read(&mut buf[..want]) {
             Ok(0) => {
@@ -367,13 +413,21 @@ fn copy(
                 )));
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(Failure::Peer(e.to_string())),
         };
         out.write_all_at(&buf[..n], done).map_err(local_error)?;
         done += n as u64;
         job.progress.store(done, Ordering::Relaxed);
-        hasher.update(&buf[..n]);
+        if !give(buf, n) {
+            return Err(lost());
+        }
+        if done - started >= HUB_WRITEBACK_STEP || done == job.size {
+            // Start writing the step out now (a hint: the sync after is what counts).
+            let len = std::num::NonZeroU64::new(done - started);
+            let _ = rustix::fs::fadvise(out, started, len, rustix::fs::Advice::DontNeed);
+            started = done;
+        }
         limiter.take(n);
     }
     Ok(())
@@ -475,6 +529,33 @@ mod tests {
                 .contains("\r\nRange: bytes=40000-\r\n")
         );
         assert_eq!(p.load(Ordering::Relaxed), 100_000);
+    }
+
+    #[test]
+    fn a_pull_of_many_chunks_is_hashed_and_written_in_order() {
+        // More chunks than buffers, past a writeback step, and a last chunk cut short.
+        let len = HUB_WRITEBACK_STEP as usize + HUB_PULL_CHUNK * HUB_PULL_BUFFERS + 12_345;
+        let mut data = vec![0u8; len];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let (t, p, limit) = (temp("chunks"), AtomicU64::new(0), Limiter::new(None));
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {{len}}\r\nX-Pacserve-Sha256: {}\r\n\r\n",
+            sha(&data)
+        );
+        let (port, _req) = server(&head, data.clone());
+        let got = pull(&job(port, len as u64, &t, &p), &limit).expect("pulled");
+        assert_eq!(crate::names::sha256_hex(&got), sha(&data));
+        assert!(
+            std::fs::read(&t.0).unwrap() == data,
+            "the stored bytes differ"
+        );
+        assert_eq!(p.load(Ordering::Relaxed), len as u64);
     }
 
     #[test]
