@@ -14,7 +14,9 @@ one run, alternating between servers:
      concurrent downloads;
   d. HEAD requests/second on cached packages with 100 keep-alive clients (wrk);
   e. what verified copies cost a lookup: cold and warm, with a 15,000-package sync database
-     on every host against none (.ci/bench_verify.py).
+     on every host against none (.ci/bench_verify.py);
+  f. cache-hit throughput quiet and with every CPU contended by a spinner, with context
+     switches per GB (`--only-contention`, .ci/bench_contention.py).
 
 Sub-commands used internally: `fetch` (a throughput client process) and `hung` (the
 listener that accepts and never answers). Standard library only, plus matplotlib for the
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import time
 
+import bench_contention
 import bench_verify
 
 MB = 1_000_000
@@ -1110,6 +1113,12 @@ def run_main(argv):
                     help="throughput client: splice bodies to /dev/null (default) or recv_into")
     ap.add_argument("--only-verify", action="store_true",
                     help="run section e (what verified copies cost a lookup) alone")
+    ap.add_argument("--only-contention", action="store_true",
+                    help="run section f (throughput, quiet and with the CPUs contended) alone")
+    ap.add_argument("--busy-cpus", type=int, default=0,
+                    help="section f: CPU spinners beside the servers (default: one per CPU)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="section f: LABEL=BINARY, another pacserve in the alternation")
     a = ap.parse_args(argv)
     tmp = a.tmp
     os.makedirs(a.out, exist_ok=True)
@@ -1124,6 +1133,8 @@ def run_main(argv):
     started = time.monotonic()
     if a.only_verify:
         return verify_only(a, procs, tmp, started)
+    if a.only_contention:
+        return bench_contention.main(sys.modules[__name__], a, procs, tmp)
     try:
         m = machine()
         log(f"machine: {m}")
