@@ -3,9 +3,10 @@
 //!
 //! Hosts: a laptop L and a desktop D (each a pacserve with the pacman of the test), the hub
 //! H, a mirror M, and where a test needs a peer that misbehaves, a test HTTP server F
-//! playing a pacserve ([`FakePeer`]: it drips, lies about sizes or checksums, and logs every
-//! request head). Peers are given by `--pacserver`. What the hub holds is read from its
-//! directory and its `/status.json`; what a peer was asked, from its log.
+//! playing a pacserve ([`FakePeer`]: it drips, lies about sizes or checksums, logs every
+//! request head, and counts the files it is sending at once). Peers are given by
+//! `--pacserver`. What the hub holds is read from its directory and its `/status.json`;
+//! what a peer was asked, from its log.
 //!
 //! - L's pacman downloads P from the mirror; H pulls P and its `.sig` from L; L dies; D's
 //!   pacman gets P from H and the mirror never served P to D (both pacmans).
@@ -23,6 +24,8 @@
 //!   nothing.
 //! - A full filesystem (a small tmpfs as DIR) stops pulls, leaves nothing partial, and says
 //!   why on the status page.
+//! - `--hub-pulls` 1, 2 and its default (2): a slow peer is never asked for more files at
+//!   once than that, and is asked for that many.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -34,7 +37,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -267,11 +270,17 @@ impl Offered {
         }
     }
 
-    /// Dripped, and held after `after` bytes of a whole answer until the flag is set.
-    fn held_after(mut self, after: usize, release: &Arc<AtomicBool>) -> Offered {
+    /// Sent 16 KiB at a time with a pause after each: a slow link.
+    fn dripped(mut self) -> Offered {
         self.drip = Some((16 * 1024, Duration::from_millis(5)));
-        self.hold = Some((after, release.clone()));
         self
+    }
+
+    /// Dripped, and held after `after` bytes of a whole answer until the flag is set.
+    fn held_after(self, after: usize, release: &Arc<AtomicBool>) -> Offered {
+        let mut o = self.dripped();
+        o.hold = Some((after, release.clone()));
+        o
     }
 }
 
@@ -282,11 +291,43 @@ struct Asked {
     range: Option<String>,
 }
 
+/// Answers to `GET /info/FILE` under way: read, and their last piece not yet sent. A pull
+/// counted here is under way at the hub too (it sent the request and cannot have all of
+/// the file), so this never counts more pulls at once than the hub has.
+#[derive(Default)]
+struct Sending {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One answer counted in [`Sending`] until dropped.
+struct Counted<'a>(&'a Sending);
+
+impl Sending {
+    fn start(&self) -> Counted<'_> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        Counted(self)
+    }
+
+    /// The most answers of files at once so far.
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A test HTTP server inside a namespace playing a pacserve: `/info` lists what it offers,
 /// `/info/NAME` sends it (honouring `Range: bytes=N-`). Stopped on drop.
 struct FakePeer {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Asked>>>,
+    sending: Arc<Sending>,
     stop: Arc<AtomicBool>,
     wake: TcpListener,
     thread: Option<JoinHandle<()>>,
@@ -304,8 +345,10 @@ impl FakePeer {
             Arc::new(Mutex::new(Vec::new())),
             Arc::new(AtomicBool::new(false)),
         );
+        let sending = Arc::new(Sending::default());
         let thread = {
             let (offers, log, stop) = (offers.clone(), log.clone(), stop.clone());
+            let sending = sending.clone();
             thread::spawn(move || {
                 let mut conns: Vec<JoinHandle<()>> = Vec::new();
                 for conn in listener.incoming() {
@@ -318,8 +361,9 @@ impl FakePeer {
                         continue;
                     }
                     let (offers, log, stop) = (offers.clone(), log.clone(), stop.clone());
+                    let sending = sending.clone();
                     conns.push(thread::spawn(move || {
-                        let _ = fake_conn(conn, &offers, &log, &stop);
+                        let _ = fake_conn(conn, &offers, &log, &sending, &stop);
                     }));
                 }
                 for c in conns {
@@ -330,6 +374,7 @@ impl FakePeer {
         FakePeer {
             addr,
             log,
+            sending,
             stop,
             wake,
             thread: Some(thread),
@@ -390,6 +435,7 @@ fn fake_conn(
     mut s: TcpStream,
     offers: &Mutex<Vec<Offered>>,
     log: &Mutex<Vec<Asked>>,
+    sending: &Sending,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -454,6 +500,7 @@ fn fake_conn(
         len - from,
         o.sha256
     );
+    let mut counted = Some(sending.start());
     s.write_all(head.as_bytes())?;
     let (chunk, pause) = o.drip.unwrap_or((o.body.len().max(1), Duration::ZERO));
     let hold = o.hold.as_ref().filter(|_| from == 0);
@@ -469,6 +516,10 @@ fn fake_conn(
         }
         if stop.load(Ordering::SeqCst) {
             break;
+        }
+        if sent + piece.len() == len {
+            // Before the last piece: once it is sent, the hub may be done with this pull.
+            drop(counted.take());
         }
         s.write_all(piece)?;
         sent += piece.len();
@@ -963,6 +1014,78 @@ fn a_full_filesystem_stops_pulls_and_leaves_nothing_partial() {
         drop(ps_h);
         drop(small_fs);
     });
+}
+
+/// Pulls under way in a hub's status.
+fn in_flight(st: &Json) -> usize {
+    st.field("pulling").as_array().map_or(0, |p| p.len())
+}
+
+/// Four files of 1 MiB dripped by a slow peer and held after 64 KiB until the hub has as
+/// many pulls under way as `pulls` says (given as `--hub-pulls` when Some): the peer sees
+/// exactly `want` files asked for at once (never more, and that many), and the status
+/// never shows more pulls under way; then all four are stored, byte-identical.
+fn pulls_at_once(tag: &str, subnet: u8, pulls: Option<&str>, want: usize) {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new(tag, subnet, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let release = Arc::new(AtomicBool::new(false));
+        let files: Vec<(String, Vec<u8>)> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| named(&format!("pulls{n}"), "1-1", "x86_64", 1024 * 1024))
+            .collect();
+        let offers = files
+            .iter()
+            .map(|(f, b)| Offered::honest(f, b.clone()).held_after(64 * 1024, &release))
+            .collect();
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let peer = fake.authority();
+        let mut args = vec!["--pacserver", peer.as_str()];
+        if let Some(n) = pulls {
+            args.extend(["--hub-pulls", n]);
+        }
+        let ps_h = h.hub(&args);
+        // As many as it may, all held: none can end before the release.
+        assert!(
+            wait_until(PULL_LIMIT, || fake.sending.most() >= want),
+            "the peer saw {} at once\n{}",
+            fake.sending.most(),
+            ps_h.log()
+        );
+        let mut most_shown = in_flight(&wait_hub_status(&ps_h, |st| in_flight(st) >= want));
+        release.store(true, Ordering::SeqCst);
+        let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+        let stored = wait_until(PULL_LIMIT, || {
+            most_shown = most_shown.max(in_flight(&hub_status(&ps_h)));
+            held(&h.hub_dir()) == names
+        });
+        assert!(stored, "{:?}\n{}", held(&h.hub_dir()), ps_h.log());
+        assert_eq!(fake.sending.most(), want, "files asked for at once");
+        assert_eq!(most_shown, want, "pulls under way at once on the status");
+        for (file, bytes) in &files {
+            assert_same_bytes(&fs::read(h.hub_dir().join(file)).unwrap(), bytes, file);
+            assert_eq!(fake.pulls_of(file).len(), 1, "{file}\n{}", ps_h.log());
+        }
+    });
+}
+
+/// `--hub-pulls 1`: one pull at a time.
+#[test]
+fn one_pull_at_a_time_with_hub_pulls_1() {
+    pulls_at_once("pulls1", 50, Some("1"), 1);
+}
+
+/// `--hub-pulls 2`: two pulls at once, never three.
+#[test]
+fn two_pulls_at_once_with_hub_pulls_2() {
+    pulls_at_once("pulls2", 51, Some("2"), 2);
+}
+
+/// Without `--hub-pulls`: two at once, never three.
+#[test]
+fn two_pulls_at_once_by_default() {
+    pulls_at_once("pullsd", 52, None, 2);
 }
 
 /// On a LAN with a shared secret the hub signs its requests: with the key it pulls from L;
