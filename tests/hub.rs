@@ -26,6 +26,8 @@
 //!   why on the status page.
 //! - `--hub-pulls` 1, 2 and its default (2): a slow peer is never asked for more files at
 //!   once than that, and is asked for that many.
+//! - `--hub-rate`: the bytes two pulls together wrote by any time after they began stay
+//!   under the rate times that time, plus a chunk and a response head per pull.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -40,7 +42,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::lan::{NETNS_PREFIX, Netns, in_netns};
 use common::*;
@@ -282,6 +284,12 @@ impl Offered {
         o.hold = Some((after, release.clone()));
         o
     }
+
+    /// Sent as fast as the link goes, but not a byte of its body before the flag is set.
+    fn held_until(mut self, release: &Arc<AtomicBool>) -> Offered {
+        self.hold = Some((0, release.clone()));
+        self
+    }
 }
 
 /// A request head the fake peer read: its request line and its Range, if any.
@@ -289,6 +297,8 @@ impl Offered {
 struct Asked {
     line: String,
     range: Option<String>,
+    /// When its head had been read: before any byte of the answer was sent.
+    at: Instant,
 }
 
 /// Answers to `GET /info/FILE` under way: read, and their last piece not yet sent. A pull
@@ -458,6 +468,7 @@ fn fake_conn(
     log.lock().unwrap().push(Asked {
         line: line.clone(),
         range: range.clone(),
+        at: Instant::now(),
     });
     let path = line.split(' ').nth(1).unwrap_or_default();
     let offers = offers.lock().unwrap().clone();
@@ -1086,6 +1097,82 @@ fn two_pulls_at_once_with_hub_pulls_2() {
 #[test]
 fn two_pulls_at_once_by_default() {
     pulls_at_once("pullsd", 52, None, 2);
+}
+
+/// `--hub-rate`: two files of 3 MiB that a peer sends as fast as the link goes, pulled at
+/// once (the peer holds both until both were asked for), are on the hub's disk no faster
+/// than the rate allows both together: at any time `t` after the first request, the bytes
+/// written (temporaries and stored files) are at most `rate * t`, plus what each pull may
+/// have read and not yet paid for (one chunk) and what came with each response's head
+/// (never counted by the limiter, at most a head's size). A slow machine only makes this
+/// slower. Both are then stored, byte-identical.
+#[test]
+fn all_pulls_together_keep_to_the_rate() {
+    Pacman::Debian6.run_test(|| {
+        use pacserve::limits::{HUB_PULL_CHUNK, MAX_HEAD_BYTES};
+        const RATE: u64 = 1024 * 1024;
+        let lan = Lan::new("rate", 53, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let release = Arc::new(AtomicBool::new(false));
+        let files: Vec<(String, Vec<u8>)> = ["a", "b"]
+            .iter()
+            .map(|n| named(&format!("rate{n}"), "1-1", "x86_64", 3 * 1024 * 1024))
+            .collect();
+        let offers = files
+            .iter()
+            .map(|(f, b)| Offered::honest(f, b.clone()).held_until(&release))
+            .collect();
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let ps_h = h.hub(&["--hub-rate", "1M", "--pacserver", &fake.authority()]);
+        let asked = || files.iter().all(|(f, _)| !fake.pulls_of(f).is_empty());
+        assert!(wait_until(PULL_LIMIT, asked), "{}", ps_h.log());
+        let start = files
+            .iter()
+            .flat_map(|(f, _)| fake.pulls_of(f))
+            .map(|a| a.at)
+            .min()
+            .unwrap();
+        release.store(true, Ordering::SeqCst);
+        let dir = h.hub_dir();
+        let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        // Stored files first, then temporaries: a file renamed in between is missed, never
+        // counted twice.
+        let on_disk = || {
+            let stored: u64 = files
+                .iter()
+                .filter_map(|(f, _)| fs::metadata(dir.join(f)).ok())
+                .map(|m| m.len())
+                .sum();
+            let partial: u64 = partials(&dir).iter().map(|(_, n)| n).sum();
+            (stored + partial, Instant::now())
+        };
+        // Two pulls at once by default: each may hold a chunk read and not yet paid for.
+        let slack = (2 * HUB_PULL_CHUNK + files.len() * MAX_HEAD_BYTES) as u64;
+        let mut samples: Vec<(u64, Duration)> = Vec::new();
+        let done = wait_until(PULL_LIMIT, || {
+            let (bytes, at) = on_disk();
+            samples.push((bytes, at - start));
+            bytes == total && held(&dir).len() == files.len()
+        });
+        assert!(done, "{:?}\n{}", samples.last(), ps_h.log());
+        let over: Vec<&(u64, Duration)> = samples
+            .iter()
+            .filter(|(bytes, t)| {
+                let allowed = RATE as u128 * t.as_nanos() / 1_000_000_000 + slack as u128;
+                *bytes as u128 > allowed
+            })
+            .collect();
+        assert!(
+            over.is_empty(),
+            "bytes on disk over {RATE} B/s * t + {slack} (bytes, t): {over:?}\n{}",
+            ps_h.log()
+        );
+        for (file, bytes) in &files {
+            assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
+        }
+        assert!(partials(&dir).is_empty());
+    });
 }
 
 /// On a LAN with a shared secret the hub signs its requests: with the key it pulls from L;
