@@ -28,6 +28,8 @@
 //!   once than that, and is asked for that many.
 //! - `--hub-rate`: the bytes two pulls together wrote by any time after they began stay
 //!   under the rate times that time, plus a chunk and a response head per pull.
+//! - `--hub-min-free` at its default, 5 %: pulls stop before the free space of a small tmpfs
+//!   would drop below it, leave nothing partial, and the status says why.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -1172,6 +1174,95 @@ fn all_pulls_together_keep_to_the_rate() {
             assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
         }
         assert!(partials(&dir).is_empty());
+    });
+}
+
+/// A filesystem's size and free bytes (for an unprivileged user), and its block size.
+fn fs_space(dir: &Path) -> (u64, u64, u64) {
+    let s = rustix::fs::statvfs(dir).unwrap();
+    (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize, s.f_frsize)
+}
+
+/// `--hub-min-free` at its default, 5 %, on a tmpfs of 4 MiB offered five files of 1 MiB by
+/// a slow peer: the hub starts a pull only while the free space covers it, the pulls under
+/// way and 5 % of the filesystem; so it stores three, never asks for the fourth and fifth,
+/// leaves nothing partial, the free space never drops below 5 % (but for the rounding of
+/// the two files under way to whole blocks), and the status says why it stopped.
+#[test]
+fn pulls_stop_at_the_default_min_free_and_say_so() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("minfree", 54, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let small_fs = SmallFs::mount(h.hub_dir(), 4 * 1024 * 1024);
+        let files: Vec<(String, Vec<u8>)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|n| named(&format!("free{n}"), "1-1", "x86_64", 1024 * 1024))
+            .collect();
+        let offers = files
+            .iter()
+            .map(|(f, b)| Offered::honest(f, b.clone()).dripped())
+            .collect();
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let dir = h.hub_dir();
+        let (total, free_at_start, block) = fs_space(&dir);
+        assert_eq!(total, 4 * 1024 * 1024);
+        assert_eq!(free_at_start, total, "the tmpfs is not empty");
+        // src/hub/mod.rs: a pull starts only if free >= need + reserve + what the pulls
+        // under way still have to write.
+        let reserve = total / 100 * 5;
+        let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+        let mut least_free = free_at_start;
+        let stopped = wait_for(PULL_LIMIT, || {
+            least_free = least_free.min(fs_space(&dir).1);
+            let st = hub_status(&ps_h);
+            let why = st.get("stopped")?.as_str()?.to_string();
+            (in_flight(&st) == 0).then_some((why, st))
+        });
+        let (why, st) = stopped.unwrap_or_else(|| panic!("pulls did not stop\n{}", ps_h.log()));
+        let (_, free, _) = fs_space(&dir);
+        least_free = least_free.min(free);
+        let names: Vec<&str> = files[..3].iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(held(&dir), names, "{why}\n{}", ps_h.log());
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        // Kept free: 5 %, less at most a block for each of the two pulls under way.
+        assert!(
+            least_free + 2 * block >= reserve,
+            "{least_free} bytes free at the least, {reserve} to keep\n{}",
+            ps_h.log()
+        );
+        // And stopped only when the next file did not fit above it.
+        let next = &files[3];
+        assert!(free < next.1.len() as u64 + reserve, "{free} free: {why}");
+        assert!(
+            why.contains(&next.0) && why.contains("5% of the filesystem kept free"),
+            "{why}"
+        );
+        assert_eq!(st.num("min_free_percent"), 5);
+        let page = ps_h.get("/").text();
+        assert!(
+            page.contains("<b>Pulls stopped:</b>")
+                && page.contains("5% of the filesystem kept free"),
+            "{page}"
+        );
+        // Later rounds do not start them either.
+        let polls = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= polls + 3));
+        for (file, _) in &files[3..] {
+            assert!(fake.pulls_of(file).is_empty(), "{file}\n{}", ps_h.log());
+        }
+        assert_eq!(held(&dir), names);
+        assert!(partials(&dir).is_empty());
+        let st = hub_status(&ps_h);
+        assert!(
+            st.get("stopped").and_then(|s| s.as_str()).is_some(),
+            "{st:?}"
+        );
+        for (file, bytes) in &files[..3] {
+            assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
+        }
+        drop(ps_h);
+        drop(small_fs);
     });
 }
 
