@@ -3,9 +3,10 @@
 //!
 //! Hosts: a laptop L and a desktop D (each a pacserve with the pacman of the test), the hub
 //! H, a mirror M, and where a test needs a peer that misbehaves, a test HTTP server F
-//! playing a pacserve ([`FakePeer`]: it drips, lies about sizes or checksums, and logs every
-//! request head). Peers are given by `--pacserver`. What the hub holds is read from its
-//! directory and its `/status.json`; what a peer was asked, from its log.
+//! playing a pacserve ([`FakePeer`]: it drips, lies about sizes or checksums, logs every
+//! request head, and counts the files it is sending at once). Peers are given by
+//! `--pacserver`. What the hub holds is read from its directory and its `/status.json`;
+//! what a peer was asked, from its log.
 //!
 //! - L's pacman downloads P from the mirror; H pulls P and its `.sig` from L; L dies; D's
 //!   pacman gets P from H and the mirror never served P to D (both pacmans).
@@ -23,6 +24,12 @@
 //!   nothing.
 //! - A full filesystem (a small tmpfs as DIR) stops pulls, leaves nothing partial, and says
 //!   why on the status page.
+//! - `--hub-pulls` 1, 2 and its default (2): a slow peer is never asked for more files at
+//!   once than that, and is asked for that many.
+//! - `--hub-rate`: the bytes two pulls together wrote by any time after they began stay
+//!   under the rate times that time, plus a chunk and a response head per pull.
+//! - `--hub-min-free` at its default, 5 %: pulls stop before the free space of a small tmpfs
+//!   would drop below it, leave nothing partial, and the status says why.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -34,10 +41,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::lan::{NETNS_PREFIX, Netns, in_netns};
 use common::*;
@@ -267,10 +274,22 @@ impl Offered {
         }
     }
 
-    /// Dripped, and held after `after` bytes of a whole answer until the flag is set.
-    fn held_after(mut self, after: usize, release: &Arc<AtomicBool>) -> Offered {
+    /// Sent 16 KiB at a time with a pause after each: a slow link.
+    fn dripped(mut self) -> Offered {
         self.drip = Some((16 * 1024, Duration::from_millis(5)));
-        self.hold = Some((after, release.clone()));
+        self
+    }
+
+    /// Dripped, and held after `after` bytes of a whole answer until the flag is set.
+    fn held_after(self, after: usize, release: &Arc<AtomicBool>) -> Offered {
+        let mut o = self.dripped();
+        o.hold = Some((after, release.clone()));
+        o
+    }
+
+    /// Sent as fast as the link goes, but not a byte of its body before the flag is set.
+    fn held_until(mut self, release: &Arc<AtomicBool>) -> Offered {
+        self.hold = Some((0, release.clone()));
         self
     }
 }
@@ -280,6 +299,39 @@ impl Offered {
 struct Asked {
     line: String,
     range: Option<String>,
+    /// When its head had been read: before any byte of the answer was sent.
+    at: Instant,
+}
+
+/// Answers to `GET /info/FILE` under way: read, and their last piece not yet sent. A pull
+/// counted here is under way at the hub too (it sent the request and cannot have all of
+/// the file), so this never counts more pulls at once than the hub has.
+#[derive(Default)]
+struct Sending {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One answer counted in [`Sending`] until dropped.
+struct Counted<'a>(&'a Sending);
+
+impl Sending {
+    fn start(&self) -> Counted<'_> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        Counted(self)
+    }
+
+    /// The most answers of files at once so far.
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A test HTTP server inside a namespace playing a pacserve: `/info` lists what it offers,
@@ -287,6 +339,7 @@ struct Asked {
 struct FakePeer {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Asked>>>,
+    sending: Arc<Sending>,
     stop: Arc<AtomicBool>,
     wake: TcpListener,
     thread: Option<JoinHandle<()>>,
@@ -304,8 +357,10 @@ impl FakePeer {
             Arc::new(Mutex::new(Vec::new())),
             Arc::new(AtomicBool::new(false)),
         );
+        let sending = Arc::new(Sending::default());
         let thread = {
             let (offers, log, stop) = (offers.clone(), log.clone(), stop.clone());
+            let sending = sending.clone();
             thread::spawn(move || {
                 let mut conns: Vec<JoinHandle<()>> = Vec::new();
                 for conn in listener.incoming() {
@@ -318,8 +373,9 @@ impl FakePeer {
                         continue;
                     }
                     let (offers, log, stop) = (offers.clone(), log.clone(), stop.clone());
+                    let sending = sending.clone();
                     conns.push(thread::spawn(move || {
-                        let _ = fake_conn(conn, &offers, &log, &stop);
+                        let _ = fake_conn(conn, &offers, &log, &sending, &stop);
                     }));
                 }
                 for c in conns {
@@ -330,6 +386,7 @@ impl FakePeer {
         FakePeer {
             addr,
             log,
+            sending,
             stop,
             wake,
             thread: Some(thread),
@@ -390,6 +447,7 @@ fn fake_conn(
     mut s: TcpStream,
     offers: &Mutex<Vec<Offered>>,
     log: &Mutex<Vec<Asked>>,
+    sending: &Sending,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -412,6 +470,7 @@ fn fake_conn(
     log.lock().unwrap().push(Asked {
         line: line.clone(),
         range: range.clone(),
+        at: Instant::now(),
     });
     let path = line.split(' ').nth(1).unwrap_or_default();
     let offers = offers.lock().unwrap().clone();
@@ -454,6 +513,7 @@ fn fake_conn(
         len - from,
         o.sha256
     );
+    let mut counted = Some(sending.start());
     s.write_all(head.as_bytes())?;
     let (chunk, pause) = o.drip.unwrap_or((o.body.len().max(1), Duration::ZERO));
     let hold = o.hold.as_ref().filter(|_| from == 0);
@@ -469,6 +529,10 @@ fn fake_conn(
         }
         if stop.load(Ordering::SeqCst) {
             break;
+        }
+        if sent + piece.len() == len {
+            // Before the last piece: once it is sent, the hub may be done with this pull.
+            drop(counted.take());
         }
         s.write_all(piece)?;
         sent += piece.len();
@@ -960,6 +1024,243 @@ fn a_full_filesystem_stops_pulls_and_leaves_nothing_partial() {
                 .and_then(|s| s.as_str())
                 .is_some()
         );
+        drop(ps_h);
+        drop(small_fs);
+    });
+}
+
+/// Pulls under way in a hub's status.
+fn in_flight(st: &Json) -> usize {
+    st.field("pulling").as_array().map_or(0, |p| p.len())
+}
+
+/// Four files of 1 MiB dripped by a slow peer and held after 64 KiB until the hub has as
+/// many pulls under way as `pulls` says (given as `--hub-pulls` when Some): the peer sees
+/// exactly `want` files asked for at once (never more, and that many), and the status
+/// never shows more pulls under way; then all four are stored, byte-identical.
+fn pulls_at_once(tag: &str, subnet: u8, pulls: Option<&str>, want: usize) {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new(tag, subnet, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let release = Arc::new(AtomicBool::new(false));
+        let files: Vec<(String, Vec<u8>)> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| named(&format!("pulls{n}"), "1-1", "x86_64", 1024 * 1024))
+            .collect();
+        let offers = files
+            .iter()
+            .map(|(f, b)| Offered::honest(f, b.clone()).held_after(64 * 1024, &release))
+            .collect();
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let peer = fake.authority();
+        let mut args = vec!["--pacserver", peer.as_str()];
+        if let Some(n) = pulls {
+            args.extend(["--hub-pulls", n]);
+        }
+        let ps_h = h.hub(&args);
+        // As many as it may, all held: none can end before the release.
+        assert!(
+            wait_until(PULL_LIMIT, || fake.sending.most() >= want),
+            "the peer saw {} at once\n{}",
+            fake.sending.most(),
+            ps_h.log()
+        );
+        let mut most_shown = in_flight(&wait_hub_status(&ps_h, |st| in_flight(st) >= want));
+        release.store(true, Ordering::SeqCst);
+        let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+        let stored = wait_until(PULL_LIMIT, || {
+            most_shown = most_shown.max(in_flight(&hub_status(&ps_h)));
+            held(&h.hub_dir()) == names
+        });
+        assert!(stored, "{:?}\n{}", held(&h.hub_dir()), ps_h.log());
+        assert_eq!(fake.sending.most(), want, "files asked for at once");
+        assert_eq!(most_shown, want, "pulls under way at once on the status");
+        for (file, bytes) in &files {
+            assert_same_bytes(&fs::read(h.hub_dir().join(file)).unwrap(), bytes, file);
+            assert_eq!(fake.pulls_of(file).len(), 1, "{file}\n{}", ps_h.log());
+        }
+    });
+}
+
+/// `--hub-pulls 1`: one pull at a time.
+#[test]
+fn one_pull_at_a_time_with_hub_pulls_1() {
+    pulls_at_once("pulls1", 50, Some("1"), 1);
+}
+
+/// `--hub-pulls 2`: two pulls at once, never three.
+#[test]
+fn two_pulls_at_once_with_hub_pulls_2() {
+    pulls_at_once("pulls2", 51, Some("2"), 2);
+}
+
+/// Without `--hub-pulls`: two at once, never three.
+#[test]
+fn two_pulls_at_once_by_default() {
+    pulls_at_once("pullsd", 52, None, 2);
+}
+
+/// `--hub-rate`: two files of 3 MiB that a peer sends as fast as the link goes, pulled at
+/// once (the peer holds both until both were asked for), are on the hub's disk no faster
+/// than the rate allows both together: at any time `t` after the first request, the bytes
+/// written (temporaries and stored files) are at most `rate * t`, plus what each pull may
+/// have read and not yet paid for (one chunk) and what came with each response's head
+/// (never counted by the limiter, at most a head's size). A slow machine only makes this
+/// slower. Both are then stored, byte-identical.
+#[test]
+fn all_pulls_together_keep_to_the_rate() {
+    Pacman::Debian6.run_test(|| {
+        use pacserve::limits::{HUB_PULL_CHUNK, MAX_HEAD_BYTES};
+        const RATE: u64 = 1024 * 1024;
+        let lan = Lan::new("rate", 53, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let release = Arc::new(AtomicBool::new(false));
+        let files: Vec<(String, Vec<u8>)> = ["a", "b"]
+            .iter()
+            .map(|n| named(&format!("rate{n}"), "1-1", "x86_64", 3 * 1024 * 1024))
+            .collect();
+        let offers = files
+            .iter()
+            .map(|(f, b)| Offered::honest(f, b.clone()).held_until(&release))
+            .collect();
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let ps_h = h.hub(&["--hub-rate", "1M", "--pacserver", &fake.authority()]);
+        let asked = || files.iter().all(|(f, _)| !fake.pulls_of(f).is_empty());
+        assert!(wait_until(PULL_LIMIT, asked), "{}", ps_h.log());
+        let start = files
+            .iter()
+            .flat_map(|(f, _)| fake.pulls_of(f))
+            .map(|a| a.at)
+            .min()
+            .unwrap();
+        release.store(true, Ordering::SeqCst);
+        let dir = h.hub_dir();
+        let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        // Stored files first, then temporaries: a file renamed in between is missed, never
+        // counted twice.
+        let on_disk = || {
+            let stored: u64 = files
+                .iter()
+                .filter_map(|(f, _)| fs::metadata(dir.join(f)).ok())
+                .map(|m| m.len())
+                .sum();
+            let partial: u64 = partials(&dir).iter().map(|(_, n)| n).sum();
+            (stored + partial, Instant::now())
+        };
+        // Two pulls at once by default: each may hold a chunk read and not yet paid for.
+        let slack = (2 * HUB_PULL_CHUNK + files.len() * MAX_HEAD_BYTES) as u64;
+        let mut samples: Vec<(u64, Duration)> = Vec::new();
+        let done = wait_until(PULL_LIMIT, || {
+            let (bytes, at) = on_disk();
+            samples.push((bytes, at - start));
+            bytes == total && held(&dir).len() == files.len()
+        });
+        assert!(done, "{:?}\n{}", samples.last(), ps_h.log());
+        let over: Vec<&(u64, Duration)> = samples
+            .iter()
+            .filter(|(bytes, t)| {
+                let allowed = RATE as u128 * t.as_nanos() / 1_000_000_000 + slack as u128;
+                *bytes as u128 > allowed
+            })
+            .collect();
+        assert!(
+            over.is_empty(),
+            "bytes on disk over {RATE} B/s * t + {slack} (bytes, t): {over:?}\n{}",
+            ps_h.log()
+        );
+        for (file, bytes) in &files {
+            assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
+        }
+        assert!(partials(&dir).is_empty());
+    });
+}
+
+/// A filesystem's size and free bytes (for an unprivileged user), and its block size.
+fn fs_space(dir: &Path) -> (u64, u64, u64) {
+    let s = rustix::fs::statvfs(dir).unwrap();
+    (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize, s.f_frsize)
+}
+
+/// `--hub-min-free` at its default, 5 %, on a tmpfs of 4 MiB offered five files of 1 MiB by
+/// a slow peer: the hub starts a pull only while the free space covers it, the pulls under
+/// way and 5 % of the filesystem; so it stores three, never asks for the fourth and fifth,
+/// leaves nothing partial, the free space never drops below 5 % (but for the rounding of
+/// the two files under way to whole blocks), and the status says why it stopped.
+#[test]
+fn pulls_stop_at_the_default_min_free_and_say_so() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("minfree", 54, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let small_fs = SmallFs::mount(h.hub_dir(), 4 * 1024 * 1024);
+        let files: Vec<(String, Vec<u8>)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|n| named(&format!("free{n}"), "1-1", "x86_64", 1024 * 1024))
+            .collect();
+        let offers = files
+            .iter()
+            .map(|(f, b)| Offered::honest(f, b.clone()).dripped())
+            .collect();
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let dir = h.hub_dir();
+        let (total, free_at_start, block) = fs_space(&dir);
+        assert_eq!(total, 4 * 1024 * 1024);
+        assert_eq!(free_at_start, total, "the tmpfs is not empty");
+        // src/hub/mod.rs: a pull starts only if free >= need + reserve + what the pulls
+        // under way still have to write.
+        let reserve = total / 100 * 5;
+        let ps_h = h.hub(&["--pacserver", &fake.authority()]);
+        let mut least_free = free_at_start;
+        let stopped = wait_for(PULL_LIMIT, || {
+            least_free = least_free.min(fs_space(&dir).1);
+            let st = hub_status(&ps_h);
+            let why = st.get("stopped")?.as_str()?.to_string();
+            (in_flight(&st) == 0).then_some((why, st))
+        });
+        let (why, st) = stopped.unwrap_or_else(|| panic!("pulls did not stop\n{}", ps_h.log()));
+        let (_, free, _) = fs_space(&dir);
+        least_free = least_free.min(free);
+        let names: Vec<&str> = files[..3].iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(held(&dir), names, "{why}\n{}", ps_h.log());
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        // Kept free: 5 %, less at most a block for each of the two pulls under way.
+        assert!(
+            least_free + 2 * block >= reserve,
+            "{least_free} bytes free at the least, {reserve} to keep\n{}",
+            ps_h.log()
+        );
+        // And stopped only when the next file did not fit above it.
+        let next = &files[3];
+        assert!(free < next.1.len() as u64 + reserve, "{free} free: {why}");
+        assert!(
+            why.contains(&next.0) && why.contains("5% of the filesystem kept free"),
+            "{why}"
+        );
+        assert_eq!(st.num("min_free_percent"), 5);
+        let page = ps_h.get("/").text();
+        assert!(
+            page.contains("<b>Pulls stopped:</b>")
+                && page.contains("5% of the filesystem kept free"),
+            "{page}"
+        );
+        // Later rounds do not start them either.
+        let polls = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= polls + 3));
+        for (file, _) in &files[3..] {
+            assert!(fake.pulls_of(file).is_empty(), "{file}\n{}", ps_h.log());
+        }
+        assert_eq!(held(&dir), names);
+        assert!(partials(&dir).is_empty());
+        let st = hub_status(&ps_h);
+        assert!(
+            st.get("stopped").and_then(|s| s.as_str()).is_some(),
+            "{st:?}"
+        );
+        for (file, bytes) in &files[..3] {
+            assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
+        }
         drop(ps_h);
         drop(small_fs);
     });

@@ -50,6 +50,9 @@ pub struct Hub {
     wake: (Mutex<bool>, Condvar),
 }
 
+/// A pull under way: file, peer, size, bytes so far.
+type Pulling = (String, String, u64, Arc<AtomicU64>);
+
 /// What the hub remembers between rounds (the directory aside).
 #[derive(Default)]
 struct State {
@@ -58,8 +61,7 @@ struct State {
     stopped: Option<String>,
     /// Files asked for on `/peer/` that the hub lacked, and when; oldest first.
     missed: Vec<(String, Instant)>,
-    /// Pulls under way: file, peer, size, bytes so far.
-    pulling: Vec<(String, String, u64, Arc<AtomicU64>)>,
+    pulling: Vec<Pulling>,
     pulled: Vec<PulledView>,
     evicted: Vec<EvictedView>,
     failures: Vec<FailuresView>,
@@ -487,36 +489,19 @@ impl Hub {
                 return;
             }
         }
-        if let Some((total, free)) = self.store.space() {
-            let reserve = total / 100 * u64::from(self.args.min_free);
-            let others: u64 = crate::lock(&self.state)
-                .pulling
-                .iter()
-                .map(|(_, _, size, done)| size.saturating_sub(done.load(Ordering::Relaxed)))
-                .sum();
-            if free < need + reserve + others {
-                self.stop(
-                    round,
-                    format!(
-                        "not enough free space in {} for {} ({} bytes free, {need} needed, \
-                         {}% of the filesystem kept free)",
-                        self.store.dir().display(),
-                        p.file,
-                        free,
-                        self.args.min_free
-                    ),
-                );
-                return;
-            }
-        }
-        let want = |f: &str| verify.repo_of(f).and_then(|r| verify.want(&r, f));
         let progress = Arc::new(AtomicU64::new(have));
-        crate::lock(&self.state).pulling.push((
-            p.file.clone(),
-            auth.clone(),
-            p.size,
-            progress.clone(),
-        ));
+        // The check and the pull's place among those under way in one step: two workers
+        // checking at once would each count on the free space the other is about to use.
+        let mut st = crate::lock(&self.state);
+        if let Some(why) = self.no_room(&st.pulling, &p.file, need) {
+            drop(st);
+            self.stop(round, why);
+            return;
+        }
+        st.pulling
+            .push((p.file.clone(), auth.clone(), p.size, progress.clone()));
+        drop(st);
+        let want = |f: &str| verify.repo_of(f).and_then(|r| verify.want(&r, f));
         let mut got = self.fetch(&peer, &p.file, p.size, want(&p.file), &progress);
         let mut files = vec![p.file.clone()];
         let mut bytes = p.size;
@@ -538,6 +523,27 @@ impl Hub {
         }
         crate::lock(&self.state).pulling.retain(|x| x.0 != p.file);
         self.record(round, &p, &auth, files, bytes, got);
+    }
+
+    /// Why `file`, `need` bytes to come, may not start now: the free space must cover it,
+    /// what the pulls under way still have to write, and `--hub-min-free` of the filesystem.
+    fn no_room(&self, pulling: &[Pulling], file: &str, need: u64) -> Option<String> {
+        // What the others still have to write first, the free space after: a byte written
+        // in between is counted twice, never not at all.
+        let mut others = 0;
+        for (_, _, size, done) in pulling {
+            others += size.saturating_sub(done.load(Ordering::Relaxed));
+        }
+        let (total, free) = self.store.space()?;
+        let reserve = total / 100 * u64::from(self.args.min_free);
+        (free < need + reserve + others).then(|| {
+            format!(
+                "not enough free space in {} for {file} ({free} bytes free, {need} needed, \
+                 {}% of the filesystem kept free)",
+                self.store.dir().display(),
+                self.args.min_free
+            )
+        })
     }
 
     /// Pull one file into its temporary, holding an outgoing connection.
