@@ -481,18 +481,24 @@ impl Hub {
         let auth = peer.authority();
         let have = self.store.partial_len(&p.file);
         let need = p.size.saturating_sub(have) + p.sig.unwrap_or(0);
-        if let Some(max) = self.args.max_size {
+        if self.args.max_size.is_some() {
             self.evict(round, need);
-            let held: u64 = held_bytes(&crate::lock(&round.held));
-            if held + need > max {
+        }
+        let progress = Arc::new(AtomicU64::new(have));
+        // The checks and the pull's place among those under way in one step: two workers
+        // checking at once would each count on the budget and the free space the other is
+        // about to use.
+        let held = crate::lock(&round.held);
+        let mut st = crate::lock(&self.state);
+        if let Some(max) = self.args.max_size {
+            let coming: u64 = st.pulling.iter().map(|x| x.2).sum();
+            if held_bytes(&held) + coming + need > max {
+                drop((st, held));
                 crate::verbose!("hub: {} does not fit in --hub-max-size now", p.file);
                 return;
             }
         }
-        let progress = Arc::new(AtomicU64::new(have));
-        // The check and the pull's place among those under way in one step: two workers
-        // checking at once would each count on the free space the other is about to use.
-        let mut st = crate::lock(&self.state);
+        drop(held);
         if let Some(why) = self.no_room(&st.pulling, &p.file, need) {
             drop(st);
             self.stop(round, why);
@@ -521,8 +527,8 @@ impl Hub {
                 got = Err(Failure::Local(e));
             }
         }
-        crate::lock(&self.state).pulling.retain(|x| x.0 != p.file);
         self.record(round, &p, &auth, files, bytes, got);
+        crate::lock(&self.state).pulling.retain(|x| x.0 != p.file);
     }
 
     /// Why `file`, `need` bytes to come, may not start now: the free space must cover it,
@@ -605,6 +611,8 @@ impl Hub {
                     );
                 }
                 let mut st = crate::lock(&self.state);
+                // Held now, no longer under way: counted once by the budget check.
+                st.pulling.retain(|x| x.0 != p.file);
                 st.files = held.len() as u64;
                 st.bytes = held_bytes(&held);
                 st.pulled_files += files.len() as u64;
