@@ -20,6 +20,11 @@ pub const MAX_LEADING_EMPTY_LINES: usize = 4;
 /// that needs it): pacman sends about 200 bytes, curl a little more.
 pub const HEAD_BUFFER_START: usize = 1024;
 
+/// A response head's buffer to begin with, for the hub's pulls (it grows to
+/// `MAX_HEAD_BYTES` only for a head that needs it); and the size of the reads that drain
+/// what a closing client still sends.
+pub const READ_BUFFER_START: usize = 4096;
+
 /// Most header fields in one head. curl sends 4–6; 64 is generous.
 pub const MAX_HEADERS: usize = 64;
 

@@ -22,8 +22,8 @@ use crate::http::message::{Body, Method, Request, Response};
 use crate::http::parse::{ParseError, Parsed, parse_request};
 use crate::http::slots::Slot;
 use crate::limits::{
-    DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, LINGER_BYTES, LINGER_TIME, SENDFILE_CHUNK,
-    WRITE_STALL_TIMEOUT,
+    DRAIN_TIMEOUT, HEAD_READ_TIMEOUT, IDLE_TIMEOUT, LINGER_BYTES, LINGER_TIME, READ_BUFFER_START,
+    SENDFILE_CHUNK, WRITE_STALL_TIMEOUT,
 };
 use crate::sys::rt::{until, within};
 
@@ -247,7 +247,7 @@ impl<H: Handler> Conn<'_, H> {
         let deadline = Instant::now() + LINGER_TIME;
         let mut left = LINGER_BYTES;
         // On the heap: an array here would sit in every connection's task all its life.
-        let mut sink = vec![0u8; 4096];
+        let mut sink = vec![0u8; READ_BUFFER_START];
         while left > 0 {
             let read = until(deadline, (&self.stream).read(&mut sink)).await;
             match read {

@@ -22,7 +22,7 @@ use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{Parsed, parse_response};
 use crate::limits::{
     HUB_CONNECT_TIMEOUT, HUB_HASH_STACK, HUB_MAX_LISTING_BYTES, HUB_PULL_BUFFERS, HUB_PULL_CHUNK,
-    HUB_STALL_TIMEOUT, HUB_WRITEBACK_STEP, MAX_HEAD_BYTES,
+    HUB_STALL_TIMEOUT, HUB_WRITEBACK_STEP, MAX_HEAD_BYTES, READ_BUFFER_START,
 };
 use crate::peers::lookup::Want;
 
@@ -145,7 +145,7 @@ fn get(
         ))
     );
     stream.write_all(request.as_bytes()).map_err(peer)?;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; READ_BUFFER_START];
     let mut filled = 0;
     loop {
         if filled == buf.len() {
