@@ -356,6 +356,7 @@ fn copy(
     out.write_all_at(&head[..first], start)
         .map_err(local_error)?;
     hasher.update(&head[..first]);
+    limiter.take(first);
     let (full, hashing) = mpsc::sync_channel::<(Vec<u8>, usize)>(HUB_PULL_BUFFERS);
     let (free, freed) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
