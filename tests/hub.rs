@@ -33,6 +33,8 @@
 //! - `--hub-max-size` counts the pulls under way: with room for two files and two held
 //!   under way, no third is asked for; later rounds evict the least recently used for the
 //!   next, and the directory never holds more than the budget, stored and partial.
+//! - A pull that would not fit in `--hub-max-size` (beside the pulls under way, or bigger
+//!   than the budget) evicts nothing.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -1425,6 +1427,85 @@ fn the_budget_counts_the_pulls_under_way() {
         for (file, bytes) in &files[2..] {
             assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
         }
+    });
+}
+
+/// A pull that cannot fit in `--hub-max-size` evicts nothing: room is made for a file only
+/// if it then fits, with the pulls under way. Budget 2.5 MiB, two pulls at once, a and b
+/// of 1 MiB (b held after 64 KiB), y of 2 MiB and z of 3 MiB (more than the budget). With
+/// a stored and b under way, y and z do not fit and a stays (evicting it would not make
+/// room for y while b comes). Once b is stored, a later round evicts a and b for y, the
+/// least recently used first; z, refused every round, never takes y, and is never asked
+/// for.
+#[test]
+fn a_pull_that_does_not_fit_evicts_nothing() {
+    Pacman::Debian6.run_test(|| {
+        const MIB: usize = 1024 * 1024;
+        const HELD_AT: usize = 64 * 1024;
+        let lan = Lan::new("nofit", 56, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let files: Vec<(String, Vec<u8>)> =
+            [("a", MIB), ("b", MIB), ("y", 2 * MIB), ("z", 3 * MIB)]
+                .iter()
+                .map(|(n, len)| named(&format!("nofit{n}"), "1-1", "x86_64", *len))
+                .collect();
+        let (a, b, y, z) = (&files[0].0, &files[1].0, &files[2].0, &files[3].0);
+        let release_b = Arc::new(AtomicBool::new(false));
+        let offers = vec![
+            Offered::honest(a, files[0].1.clone()),
+            Offered::honest(b, files[1].1.clone()).held_after(HELD_AT, &release_b),
+            Offered::honest(y, files[2].1.clone()),
+            Offered::honest(z, files[3].1.clone()),
+        ];
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let dir = h.hub_dir();
+        let budget = (5 * MIB / 2).to_string();
+        let ps_h = h.hub(&[
+            "--hub-max-size",
+            &budget,
+            "--hub-pulls",
+            "2",
+            "--pacserver",
+            &fake.authority(),
+        ]);
+        let refused = |f: &str| ps_h.lines_with(&format!("{f} does not fit in --hub-max-size"));
+
+        // a stored, b under way: neither y nor z fits, and a stays.
+        assert!(
+            wait_until(PULL_LIMIT, || refused(y) > 0 && refused(z) > 0),
+            "{}",
+            ps_h.log()
+        );
+        assert_eq!(held(&dir), [a.as_str()], "{}", ps_h.log());
+        assert_eq!(partials(&dir), [(b.clone(), HELD_AT as u64)]);
+        let st = hub_status(&ps_h);
+        assert!(evictions(&st).is_empty(), "{st:?}\n{}", ps_h.log());
+        assert_eq!(st.num("evicted_files"), 0, "{st:?}");
+
+        // b stored: a later round makes room for y.
+        release_b.store(true, Ordering::SeqCst);
+        wait_held(&ps_h, &dir, &[y]);
+        let st = wait_hub_status(&ps_h, |st| evictions(st).len() >= 2);
+        let budget_why = "budget".to_string();
+        assert_eq!(
+            evictions(&st),
+            [(b.clone(), budget_why.clone()), (a.clone(), budget_why)],
+            "{st:?}"
+        );
+        // z, refused round after round, never takes y.
+        let (polls, before) = (fake.polls(), refused(z));
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= polls + 3));
+        assert!(refused(z) > before, "{}", ps_h.log());
+        assert_eq!(held(&dir), [y.as_str()], "{}", ps_h.log());
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        let st = hub_status(&ps_h);
+        assert_eq!(st.num("evicted_files"), 2, "{st:?}");
+        assert!(fake.pulls_of(z).is_empty(), "{}", ps_h.log());
+        for (file, _) in &files[..3] {
+            assert_eq!(fake.pulls_of(file).len(), 1, "{file}\n{}", ps_h.log());
+        }
+        assert_same_bytes(&fs::read(dir.join(y)).unwrap(), &files[2].1, y);
     });
 }
 
