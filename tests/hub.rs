@@ -35,6 +35,7 @@
 //!   next, and the directory never holds more than the budget, stored and partial.
 //! - A pull that would not fit in `--hub-max-size` (beside the pulls under way, or bigger
 //!   than the budget) evicts nothing.
+//! - A listed size no file has (2^64 - 1) is never asked for, and the hub goes on.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -1506,6 +1507,44 @@ fn a_pull_that_does_not_fit_evicts_nothing() {
             assert_eq!(fake.pulls_of(file).len(), 1, "{file}\n{}", ps_h.log());
         }
         assert_same_bytes(&fs::read(dir.join(y)).unwrap(), &files[2].1, y);
+    });
+}
+
+/// A peer that lists a file of a size no file has (2^64 - 1 bytes): the hub never asks for
+/// it, and the sums of its budget and free-space checks cannot overflow (they would wrap
+/// past `--hub-max-size` and `--hub-min-free`, or stop the hub). It stores the peer's
+/// honest file and goes on polling.
+#[test]
+fn a_listed_size_no_file_has_is_never_asked_for() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("huge", 57, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let (ok, ok_bytes) = named("aok", "1-1", "x86_64", 4000);
+        let (huge, huge_bytes) = named("huge", "1-1", "x86_64", 4000);
+        let mut lie = Offered::honest(&huge, huge_bytes);
+        lie.listed = u64::MAX;
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![Offered::honest(&ok, ok_bytes.clone()), lie],
+        );
+        let dir = h.hub_dir();
+        let ps_h = h.hub(&["--hub-max-size", "1M", "--pacserver", &fake.authority()]);
+        wait_held(&ps_h, &dir, &[&ok]);
+        let polls = fake.polls();
+        assert!(
+            wait_until(PULL_LIMIT, || fake.polls() >= polls + 3),
+            "the hub stopped polling\n{}",
+            ps_h.log()
+        );
+        assert!(fake.pulls_of(&huge).is_empty(), "{}", ps_h.log());
+        assert_eq!(held(&dir), [ok.as_str()]);
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        let st = hub_status(&ps_h);
+        assert_eq!((st.num("files"), st.num("bytes")), (1, 4000), "{st:?}");
+        assert_eq!(in_flight(&st), 0, "{st:?}");
+        assert_same_bytes(&fs::read(dir.join(&ok)).unwrap(), &ok_bytes, &ok);
     });
 }
 
