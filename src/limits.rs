@@ -431,6 +431,11 @@ pub const HUB_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// files.
 pub const HUB_MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Largest file size a peer's listing may give (a larger entry is skipped): no package
+/// comes near 1 TiB, and the sums of such sizes in the budget and free-space checks cannot
+/// overflow.
+pub const HUB_MAX_FILE_BYTES: u64 = 1 << 40;
+
 /// Bytes read from a peer and written at a time by a pull.
 pub const HUB_PULL_CHUNK: usize = 256 * 1024;
 

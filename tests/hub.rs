@@ -30,6 +30,12 @@
 //!   under the rate times that time, plus a chunk and a response head per pull.
 //! - `--hub-min-free` at its default, 5 %: pulls stop before the free space of a small tmpfs
 //!   would drop below it, leave nothing partial, and the status says why.
+//! - `--hub-max-size` counts the pulls under way: with room for two files and two held
+//!   under way, no third is asked for; later rounds evict the least recently used for the
+//!   next, and the directory never holds more than the budget, stored and partial.
+//! - A pull that would not fit in `--hub-max-size` (beside the pulls under way, or bigger
+//!   than the budget) evicts nothing.
+//! - A listed size no file has (2^64 - 1) is never asked for, and the hub goes on.
 //!
 //! Tests with a pacman client run with both pacmans; those without run once (they start
 //! no pacman: the hub and its peers alone).
@@ -1263,6 +1269,282 @@ fn pulls_stop_at_the_default_min_free_and_say_so() {
         }
         drop(ps_h);
         drop(small_fs);
+    });
+}
+
+/// The complete files in a hub's directory with their sizes, sorted (its `.partial` aside).
+fn stored(dir: &Path) -> Vec<(String, u64)> {
+    held(dir)
+        .into_iter()
+        .filter_map(|f| {
+            let len = fs::metadata(dir.join(&f)).ok()?.len();
+            Some((f, len))
+        })
+        .collect()
+}
+
+/// The bytes in a hub's directory, stored and partial, never more than it held at one
+/// moment: a stored file counts if it is there both before and after the temporaries are
+/// read (one evicted meanwhile is left out, one renamed into place meanwhile counts once,
+/// as a temporary).
+fn bytes_in(dir: &Path) -> u64 {
+    let before = stored(dir);
+    let partial: u64 = partials(dir).iter().map(|(_, n)| n).sum();
+    let after = stored(dir);
+    let kept: u64 = before
+        .iter()
+        .filter(|f| after.contains(f))
+        .map(|(_, n)| n)
+        .sum();
+    kept + partial
+}
+
+/// `--hub-max-size` counts the pulls under way, not only the files held: with room for
+/// two of four files of 1 MiB (2.5 MiB) and two pulls at once, the peer holds the first
+/// two (a, b) after 64 KiB. Neither c nor d is asked for while both are under way; once a
+/// is stored and b still under way (held), the hub says c and d do not fit and still asks
+/// for neither. After b, later rounds make room for c and d by evicting a, then b, for the
+/// budget (least recently used first), each file asked for once, a and b not again. The
+/// bytes in the directory, stored and partial, never exceed the budget when sampled;
+/// nothing partial is left and c and d are byte-identical.
+#[test]
+fn the_budget_counts_the_pulls_under_way() {
+    Pacman::Debian6.run_test(|| {
+        const MIB: usize = 1024 * 1024;
+        const BUDGET: u64 = 5 * MIB as u64 / 2;
+        const HELD_AT: usize = 64 * 1024;
+        let lan = Lan::new("inflight", 55, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let files: Vec<(String, Vec<u8>)> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| named(&format!("budget{n}"), "1-1", "x86_64", MIB))
+            .collect();
+        let (a, b, c, d) = (&files[0].0, &files[1].0, &files[2].0, &files[3].0);
+        let (release_a, release_b) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let offers = vec![
+            Offered::honest(a, files[0].1.clone()).held_after(HELD_AT, &release_a),
+            Offered::honest(b, files[1].1.clone()).held_after(HELD_AT, &release_b),
+            Offered::honest(c, files[2].1.clone()).dripped(),
+            Offered::honest(d, files[3].1.clone()).dripped(),
+        ];
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let dir = h.hub_dir();
+        let budget = BUDGET.to_string();
+        let ps_h = h.hub(&[
+            "--hub-max-size",
+            &budget,
+            "--hub-pulls",
+            "2",
+            "--pacserver",
+            &fake.authority(),
+        ]);
+        // The most bytes in the directory seen, and what it held then.
+        let mut most = (0u64, Vec::new(), Vec::new());
+        let mut sample = || {
+            let n = bytes_in(&dir);
+            if n > most.0 {
+                most = (n, stored(&dir), partials(&dir));
+            }
+        };
+        let not_asked = |files: &[&String]| files.iter().all(|f| fake.pulls_of(f).is_empty());
+
+        // Both first pulls under way, held: neither can end.
+        let both = [(a.clone(), HELD_AT as u64), (b.clone(), HELD_AT as u64)];
+        let under_way = wait_until(PULL_LIMIT, || {
+            sample();
+            partials(&dir) == both
+        });
+        assert!(under_way, "{:?}\n{}", partials(&dir), ps_h.log());
+        assert_eq!(fake.sending.most(), 2, "files asked for at once");
+        assert!(not_asked(&[c, d]), "c or d asked for\n{}", ps_h.log());
+
+        // a stored, b under way: c and d do not fit, and are not asked for.
+        release_a.store(true, Ordering::SeqCst);
+        let refused = |f: &str| ps_h.lines_with(&format!("{f} does not fit in --hub-max-size")) > 0;
+        let decided = wait_until(PULL_LIMIT, || {
+            sample();
+            (refused(c) && refused(d)) || !not_asked(&[c, d])
+        });
+        assert!(
+            not_asked(&[c, d]),
+            "asked for c or d with a held and b under way: {:?}\n{}",
+            fake.asked(),
+            ps_h.log()
+        );
+        assert!(decided, "{}", ps_h.log());
+        assert_eq!(held(&dir), [a.as_str()]);
+        assert_eq!(partials(&dir), [(b.clone(), HELD_AT as u64)]);
+        let st = hub_status(&ps_h);
+        assert_eq!(in_flight(&st), 1, "{st:?}");
+
+        // Later rounds: c and d in place of a and b.
+        release_b.store(true, Ordering::SeqCst);
+        let done = wait_until(PULL_LIMIT, || {
+            sample();
+            held(&dir) == [c.as_str(), d.as_str()] && partials(&dir).is_empty()
+        });
+        assert!(
+            done,
+            "{:?} {:?}\n{}",
+            held(&dir),
+            partials(&dir),
+            ps_h.log()
+        );
+        let st = wait_hub_status(&ps_h, |st| evictions(st).len() >= 2);
+        // Newest first; each once (two workers may both decide to evict the same file).
+        let mut gone = evictions(&st);
+        gone.dedup();
+        let budget_why = "budget".to_string();
+        assert_eq!(
+            gone,
+            [(b.clone(), budget_why.clone()), (a.clone(), budget_why)],
+            "{st:?}"
+        );
+        // And so it stays: a and b are not asked for again.
+        let polls = fake.polls();
+        assert!(wait_until(PULL_LIMIT, || {
+            sample();
+            fake.polls() >= polls + 3
+        }));
+        assert_eq!(held(&dir), [c.as_str(), d.as_str()], "{}", ps_h.log());
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        for (file, _) in &files {
+            assert_eq!(fake.pulls_of(file).len(), 1, "{file}\n{}", ps_h.log());
+        }
+        let st = hub_status(&ps_h);
+        assert_eq!((st.num("files"), st.num("bytes")), (2, 2 * MIB as u64));
+        assert!(
+            most.0 <= BUDGET,
+            "{} bytes in the directory, {BUDGET} allowed: {:?} {:?}\n{}",
+            most.0,
+            most.1,
+            most.2,
+            ps_h.log()
+        );
+        for (file, bytes) in &files[2..] {
+            assert_same_bytes(&fs::read(dir.join(file)).unwrap(), bytes, file);
+        }
+    });
+}
+
+/// A pull that cannot fit in `--hub-max-size` evicts nothing: room is made for a file only
+/// if it then fits, with the pulls under way. Budget 2.5 MiB, two pulls at once, a and b
+/// of 1 MiB (b held after 64 KiB), y of 2 MiB and z of 3 MiB (more than the budget). With
+/// a stored and b under way, y and z do not fit and a stays (evicting it would not make
+/// room for y while b comes). Once b is stored, a later round evicts a and b for y, the
+/// least recently used first; z, refused every round, never takes y, and is never asked
+/// for.
+#[test]
+fn a_pull_that_does_not_fit_evicts_nothing() {
+    Pacman::Debian6.run_test(|| {
+        const MIB: usize = 1024 * 1024;
+        const HELD_AT: usize = 64 * 1024;
+        let lan = Lan::new("nofit", 56, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let files: Vec<(String, Vec<u8>)> =
+            [("a", MIB), ("b", MIB), ("y", 2 * MIB), ("z", 3 * MIB)]
+                .iter()
+                .map(|(n, len)| named(&format!("nofit{n}"), "1-1", "x86_64", *len))
+                .collect();
+        let (a, b, y, z) = (&files[0].0, &files[1].0, &files[2].0, &files[3].0);
+        let release_b = Arc::new(AtomicBool::new(false));
+        let offers = vec![
+            Offered::honest(a, files[0].1.clone()),
+            Offered::honest(b, files[1].1.clone()).held_after(HELD_AT, &release_b),
+            Offered::honest(y, files[2].1.clone()),
+            Offered::honest(z, files[3].1.clone()),
+        ];
+        let fake = FakePeer::start(&f_ns, &lan.net.addr(F), offers);
+        let dir = h.hub_dir();
+        let budget = (5 * MIB / 2).to_string();
+        let ps_h = h.hub(&[
+            "--hub-max-size",
+            &budget,
+            "--hub-pulls",
+            "2",
+            "--pacserver",
+            &fake.authority(),
+        ]);
+        let refused = |f: &str| ps_h.lines_with(&format!("{f} does not fit in --hub-max-size"));
+
+        // a stored, b under way: neither y nor z fits, and a stays.
+        assert!(
+            wait_until(PULL_LIMIT, || refused(y) > 0 && refused(z) > 0),
+            "{}",
+            ps_h.log()
+        );
+        assert_eq!(held(&dir), [a.as_str()], "{}", ps_h.log());
+        assert_eq!(partials(&dir), [(b.clone(), HELD_AT as u64)]);
+        let st = hub_status(&ps_h);
+        assert!(evictions(&st).is_empty(), "{st:?}\n{}", ps_h.log());
+        assert_eq!(st.num("evicted_files"), 0, "{st:?}");
+
+        // b stored: a later round makes room for y.
+        release_b.store(true, Ordering::SeqCst);
+        wait_held(&ps_h, &dir, &[y]);
+        let st = wait_hub_status(&ps_h, |st| evictions(st).len() >= 2);
+        let budget_why = "budget".to_string();
+        assert_eq!(
+            evictions(&st),
+            [(b.clone(), budget_why.clone()), (a.clone(), budget_why)],
+            "{st:?}"
+        );
+        // z, refused round after round, never takes y.
+        let (polls, before) = (fake.polls(), refused(z));
+        assert!(wait_until(PULL_LIMIT, || fake.polls() >= polls + 3));
+        assert!(refused(z) > before, "{}", ps_h.log());
+        assert_eq!(held(&dir), [y.as_str()], "{}", ps_h.log());
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        let st = hub_status(&ps_h);
+        assert_eq!(st.num("evicted_files"), 2, "{st:?}");
+        assert!(fake.pulls_of(z).is_empty(), "{}", ps_h.log());
+        for (file, _) in &files[..3] {
+            assert_eq!(fake.pulls_of(file).len(), 1, "{file}\n{}", ps_h.log());
+        }
+        assert_same_bytes(&fs::read(dir.join(y)).unwrap(), &files[2].1, y);
+    });
+}
+
+/// A peer that lists a file of a size no file has (2^64 - 1 bytes): the hub never asks for
+/// it, and the sums of its budget and free-space checks cannot overflow (they would wrap
+/// past `--hub-max-size` and `--hub-min-free`, or stop the hub). It stores the peer's
+/// honest file and goes on polling.
+#[test]
+fn a_listed_size_no_file_has_is_never_asked_for() {
+    Pacman::Debian6.run_test(|| {
+        let lan = Lan::new("huge", 57, &[]);
+        let h = lan.host("h", H);
+        let f_ns = lan.net.add_host("f", F);
+        let (ok, ok_bytes) = named("aok", "1-1", "x86_64", 4000);
+        let (huge, huge_bytes) = named("huge", "1-1", "x86_64", 4000);
+        let mut lie = Offered::honest(&huge, huge_bytes);
+        lie.listed = u64::MAX;
+        let fake = FakePeer::start(
+            &f_ns,
+            &lan.net.addr(F),
+            vec![Offered::honest(&ok, ok_bytes.clone()), lie],
+        );
+        let dir = h.hub_dir();
+        let ps_h = h.hub(&["--hub-max-size", "1M", "--pacserver", &fake.authority()]);
+        wait_held(&ps_h, &dir, &[&ok]);
+        let polls = fake.polls();
+        assert!(
+            wait_until(PULL_LIMIT, || fake.polls() >= polls + 3),
+            "the hub stopped polling\n{}",
+            ps_h.log()
+        );
+        assert!(fake.pulls_of(&huge).is_empty(), "{}", ps_h.log());
+        assert_eq!(held(&dir), [ok.as_str()]);
+        assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+        let st = hub_status(&ps_h);
+        assert_eq!((st.num("files"), st.num("bytes")), (1, 4000), "{st:?}");
+        assert_eq!(in_flight(&st), 0, "{st:?}");
+        assert_same_bytes(&fs::read(dir.join(&ok)).unwrap(), &ok_bytes, &ok);
     });
 }
 

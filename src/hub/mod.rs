@@ -286,11 +286,14 @@ impl Hub {
         st.bytes = held_bytes(&held);
     }
 
-    /// Remove what retention says goes, `incoming` bytes to come.
+    /// Remove what retention says goes, `incoming` bytes to come beside the pulls under way.
     fn evict(&self, round: &Round, incoming: u64) {
         let mut gone: Vec<(Vec<String>, u64, retention::Why)> = Vec::new();
         {
             let held = crate::lock(&round.held);
+            // Read with the files held: a stored file leaves the pulls under way in the
+            // step that counts it held.
+            let under_way: u64 = crate::lock(&self.state).pulling.iter().map(|x| x.2).sum();
             let mut files: Vec<retention::Held<'_>> = Vec::with_capacity(held.len());
             for h in held.iter() {
                 files.push(retention::Held {
@@ -301,7 +304,8 @@ impl Hub {
                 });
             }
             let keep = self.args.keep;
-            for e in retention::evictions(&files, keep, self.args.max_size, incoming) {
+            let max = self.args.max_size;
+            for e in retention::evictions(&files, keep, max, incoming, under_way) {
                 let mut names = Vec::new();
                 for f in e.files {
                     names.push(f.to_string());

@@ -6,16 +6,21 @@
 
 use crate::app::urls::{FileKind, classify};
 use crate::hub::{order, package};
+use crate::limits::HUB_MAX_FILE_BYTES;
 use crate::names::valid_file;
 use crate::version::vercmp;
 
 /// The entries of an `/info` body (`NAME SIZE` lines, `#` comments): package files with a
-/// size, anything else skipped (a peer's listing is as hostile as any other input).
+/// size of 1 to [`HUB_MAX_FILE_BYTES`], anything else skipped (a peer's listing is as
+/// hostile as any other input).
 pub fn listing(body: &[u8]) -> impl Iterator<Item = (&str, u64)> {
     body.split(|b| *b == b'\n').filter_map(|line| {
         let (name, size) = std::str::from_utf8(line).ok()?.split_once(' ')?;
         let size: u64 = match size.bytes().all(|b| b.is_ascii_digit()) {
-            true => size.parse().ok().filter(|n| *n > 0)?,
+            true => size
+                .parse()
+                .ok()
+                .filter(|n| (1..=HUB_MAX_FILE_BYTES).contains(n))?,
             false => return None,
         };
         (valid_file(name) && classify(name) == Some(FileKind::Package)).then_some((name, size))
@@ -178,6 +183,9 @@ mod tests {
             e-1-1-any.pkg.tar.zst 12 extra\n\
             \xff-1-1-any.pkg.tar.zst 3\n\
             f-1-1-any.pkg.tar.zst 99999999999999999999999\n\
+            h-1-1-any.pkg.tar.zst 18446744073709551615\n\
+            i-1-1-any.pkg.tar.zst 1099511627777\n\
+            j-1-1-any.pkg.tar.zst 1099511627776\n\
             g-1-1-any.pkg.tar.zst 7";
         let got: Vec<(&str, u64)> = listing(body).collect();
         assert_eq!(
@@ -185,6 +193,8 @@ mod tests {
             [
                 ("a-1-1-any.pkg.tar.zst", 10),
                 ("a-1-1-any.pkg.tar.zst.sig", 1),
+                // At most HUB_MAX_FILE_BYTES.
+                ("j-1-1-any.pkg.tar.zst", 1 << 40),
                 ("g-1-1-any.pkg.tar.zst", 7)
             ]
         );

@@ -7,6 +7,8 @@
 //!    pulled) fits: the older versions first (the oldest of a package before its newer
 //!    ones, then the least recently used), then the newest versions, least recently used
 //!    first. "Used" is the later of when the unit was last served and when it was pulled.
+//!    Room is made for a file about to be pulled only if it then fits, beside the pulls
+//!    under way; otherwise it is not pulled, and only the rest must fit.
 //! 3. A `.sig` whose package is gone goes.
 
 use std::cmp::Reverse;
@@ -65,12 +67,14 @@ struct Unit<'a> {
 }
 
 /// What goes from `held` with `keep` versions per package, at most `max_bytes` (when set)
-/// held once `incoming` more bytes arrive; in the order above.
+/// held once `incoming` more bytes arrive beside `under_way` bytes of pulls under way;
+/// in the order above.
 pub fn evictions<'a>(
     held: &[Held<'a>],
     keep: usize,
     max_bytes: Option<u64>,
     incoming: u64,
+    under_way: u64,
 ) -> Vec<Evict<'a>> {
     let mut units: Vec<Unit<'a>> = Vec::new();
     let unit = |h: &Held<'a>, orphan| Unit {
@@ -146,30 +150,46 @@ pub fn evictions<'a>(
     let Some(max) = max_bytes else {
         return out;
     };
-    let mut total = incoming;
-    for u in &kept {
-        total += u.bytes;
-    }
     order::sort_by(&mut kept, |a, b| {
         budget_order(a)
             .cmp(&budget_order(b))
             .then(a.files.cmp(&b.files))
     });
-    for u in kept {
+    let mut bytes = 0;
+    for u in &kept {
+        bytes += u.bytes;
+    }
+    let (mut go, left) = over_budget(&kept, max, bytes + incoming);
+    if left + under_way > max {
+        // The file would not be pulled: evicting for it would leave less for nothing.
+        go = over_budget(&kept, max, bytes).0;
+    }
+    for (i, u) in kept.into_iter().enumerate() {
+        if go.contains(&i) {
+            out.push(Evict {
+                files: u.files,
+                bytes: u.bytes,
+                why: Why::Budget,
+            });
+        }
+    }
+    out
+}
+
+/// Which of `units` (by index, in their order) go until `total` bytes fit in `max`, those
+/// being sent aside, and the bytes then left.
+fn over_budget(units: &[Unit<'_>], max: u64, mut total: u64) -> (Vec<usize>, u64) {
+    let mut go = Vec::new();
+    for (i, u) in units.iter().enumerate() {
         if total <= max {
             break;
         }
-        if u.busy {
-            continue;
+        if !u.busy {
+            total -= u.bytes;
+            go.push(i);
         }
-        total -= u.bytes;
-        out.push(Evict {
-            files: u.files,
-            bytes: u.bytes,
-            why: Why::Budget,
-        });
     }
-    out
+    (go, total)
 }
 
 /// Older versions before newest ones, the oldest first, then the least recently used.
@@ -206,7 +226,7 @@ mod tests {
             // Another architecture is another package.
             h("p-0.1-1-aarch64.pkg.tar.zst", 10, 0),
         ];
-        let e = evictions(&held, 2, None, 0);
+        let e = evictions(&held, 2, None, 0, 0);
         assert_eq!(
             gone(&e),
             [(
@@ -218,8 +238,8 @@ mod tests {
             )]
         );
         assert_eq!(e[0].bytes, 11);
-        assert_eq!(gone(&evictions(&held, 3, None, 0)), []);
-        let one = evictions(&held, 1, None, 0);
+        assert_eq!(gone(&evictions(&held, 3, None, 0, 0)), []);
+        let one = evictions(&held, 1, None, 0, 0);
         assert_eq!(one.len(), 2, "{one:?}");
         assert!(
             one.iter()
@@ -229,7 +249,7 @@ mod tests {
         // does not change the others' ranks.
         let mut with_orphan = held.to_vec();
         with_orphan.push(h("p-1.0-1.5-x86_64.pkg.tar.zst.sig", 1, 9));
-        let e = evictions(&with_orphan, 2, None, 0);
+        let e = evictions(&with_orphan, 2, None, 0, 0);
         assert_eq!(
             gone(&e),
             [
@@ -257,7 +277,7 @@ mod tests {
             h("d-2-1-any.pkg.tar.zst", 100, 70),
             h("d-1-1-any.pkg.tar.zst", 100, 80),
         ];
-        let order: Vec<&str> = evictions(&held, 5, Some(0), 0)
+        let order: Vec<&str> = evictions(&held, 5, Some(0), 0, 0)
             .iter()
             .map(|e| *e.files.last().unwrap())
             .collect();
@@ -277,10 +297,45 @@ mod tests {
             ]
         );
         // Just enough goes: 701 held, 451 allowed, 50 incoming: three units.
-        let e = evictions(&held, 5, Some(451), 50);
+        let e = evictions(&held, 5, Some(451), 50, 0);
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e.iter().all(|e| e.why == Why::Budget));
-        assert_eq!(gone(&evictions(&held, 5, Some(701), 0)), []);
+        assert_eq!(gone(&evictions(&held, 5, Some(701), 0, 0)), []);
+    }
+
+    /// The last file of each unit that goes.
+    fn last<'a>(e: &[Evict<'a>]) -> Vec<&'a str> {
+        e.iter().map(|e| *e.files.last().unwrap()).collect()
+    }
+
+    #[test]
+    fn nothing_goes_for_a_file_that_would_not_fit_even_then() {
+        let mut held = vec![
+            h("a-1-1-any.pkg.tar.zst", 100, 1),
+            h("b-1-1-any.pkg.tar.zst", 100, 2),
+            h("c-1-1-any.pkg.tar.zst", 100, 3),
+        ];
+        let all = [
+            "a-1-1-any.pkg.tar.zst",
+            "b-1-1-any.pkg.tar.zst",
+            "c-1-1-any.pkg.tar.zst",
+        ];
+        // 300 held, 250 allowed: 250 incoming fits once all go; 251 never does (bigger
+        // than the budget), so only the rest is brought under it.
+        assert_eq!(last(&evictions(&held, 5, Some(250), 250, 0)), all);
+        assert_eq!(last(&evictions(&held, 5, Some(250), 251, 0)), all[..1]);
+        assert_eq!(last(&evictions(&held, 5, Some(300), 301, 0)), [""; 0]);
+        // Beside 100 under way: room for 100 more (a) is not enough in 300, so a stays;
+        // room for 50 more (a, 100) leaves room for 50 under way too, so a goes. The
+        // rest is brought under the budget whatever comes: 300 held in 250, a goes.
+        assert_eq!(last(&evictions(&held, 5, Some(300), 100, 100)), [""; 0]);
+        assert_eq!(last(&evictions(&held, 5, Some(300), 100, 0)), all[..1]);
+        assert_eq!(last(&evictions(&held, 5, Some(300), 50, 50)), all[..1]);
+        assert_eq!(last(&evictions(&held, 5, Some(250), 150, 100)), all[..1]);
+        // Beside a unit being sent (which stays), 150 fits in 250 and 151 does not.
+        held[2].busy = true;
+        assert_eq!(last(&evictions(&held, 5, Some(250), 150, 0)), all[..2]);
+        assert_eq!(last(&evictions(&held, 5, Some(250), 151, 0)), all[..1]);
     }
 
     #[test]
@@ -292,7 +347,7 @@ mod tests {
             h("b-1-1-any.pkg.tar.zst.sig", 1, 1),
         ];
         held[1].busy = true;
-        let e = evictions(&held, 1, Some(0), 0);
+        let e = evictions(&held, 1, Some(0), 0, 0);
         // The old a stays (its .sig is being sent); the orphan .sig goes; then the budget
         // takes the newest a, never the busy pair.
         assert_eq!(
@@ -303,7 +358,7 @@ mod tests {
             ]
         );
         held[1].busy = false;
-        let e = evictions(&held, 1, None, 0);
+        let e = evictions(&held, 1, None, 0, 0);
         assert_eq!(
             e[0].files,
             ["a-1-1-any.pkg.tar.zst.sig", "a-1-1-any.pkg.tar.zst"]
