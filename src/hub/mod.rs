@@ -319,6 +319,10 @@ impl Hub {
         let mut held = crate::lock(&round.held);
         let mut st = crate::lock(&self.state);
         for (files, bytes, why) in gone {
+            // Another worker may have evicted it between the two locks: counted once.
+            if !held.iter().any(|h| files.contains(&h.file)) {
+                continue;
+            }
             match self.store.evict(&files) {
                 Ok(true) => {}
                 Ok(false) => continue,
