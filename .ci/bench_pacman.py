@@ -535,15 +535,18 @@ def run_pacman(ns, which, conf, args):
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=err, env=dict(os.environ, LC_ALL="C"))
-        while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - t0 > PACMAN_LIMIT:
-                p.kill()
-                pid, status, ru = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.002)
+        try:
+            while True:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() - t0 > PACMAN_LIMIT:
+                    raise TimeoutError(f"pacman {args[0]} ran over {PACMAN_LIMIT:.0f} s")
+                time.sleep(0.002)
+        except BaseException:  # the limit, or a signal: pacman goes too, by its pid
+            p.kill()
+            p.wait(timeout=10)
+            raise
         dt = time.monotonic() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
