@@ -932,13 +932,15 @@ def render_costs(results):
         lines.append(f"| {links} | A's pacserve CPU per first ask (ms; sum) | {per[0]:.3f} | "
                      f"| {per[0] * len(files_of(costs, 'hit')):.0f} | {per[1]:.3f} | "
                      f"| {per[1] * len(files_of(costs, 'miss')):.0f} |")
-    lines += ["", f"With ParallelDownloads = {PARALLEL}, at most {PARALLEL} lookups wait at "
-              f"once: they cost pacman at least (sum of first asks) / {PARALLEL}:", ""]
+    lines += ["", f"With ParallelDownloads = {PARALLEL}, {PARALLEL} downloads wait for lookups "
+              f"side by side: the lookups' latency delays pacman by (sum of first asks) / "
+              f"{PARALLEL} at most (when every download waits for each of its lookups and "
+              "pacman has nothing else to do meanwhile):", ""]
     for links, which, case, res in cases_of(results):
         lost = (med_sw(res["pacserve"]) - med_sw(res[LIMIT[case]])) * 1000
         least = sum(results["costs"][links][case]["cold"]["ms"]) / PARALLEL
         lines.append(f"- {links}, pacman {PACMAN_NAMES[which]}, {case}: {lost:+.0f} ms over "
-                     f"the limit; the lookups' latency, {least:.0f} ms at least.")
+                     f"the limit; the lookups' latency, {least:.0f} ms at most.")
     return lines
 
 
