@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The hub's benchmark (not part of the tests; run as root, it makes network namespaces).
 
-    python3 .ci/bench_hub.py [--size-mib 512] [--runs 3] [--files 20000]
+    python3 .ci/bench_hub.py [--size-mib 512] [--runs 3] [--files 20000] [--shaped]
 
 Builds pacserve (release, static x86_64 musl when that target is installed) and prints a
 markdown table (also written to target/bench/results-hub.md):
@@ -37,6 +37,8 @@ PORT = 15678
 PEER_IP, HUB_IP = "10.233.0.1", "10.233.0.2"
 WAIT = 600.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# --shaped: a wired gigabit LAN (the same shaping as .ci/bench_pacman.py).
+SHAPE = ["rate", "1gbit", "burst", "256kb", "latency", "5ms"]
 
 
 def sh(*args, **kw):
@@ -138,6 +140,8 @@ def main():
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--shaped", action="store_true",
+                    help="both ends of the veth pair shaped to 1 Gbit/s (tc tbf), as a wired LAN")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_hub.py makes network namespaces: run it as root")
@@ -158,6 +162,9 @@ def main():
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            if a.shaped:
+                sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+                   "tbf", *SHAPE)
 
         # The peer, holding one package, hashed before anything is timed.
         pdir = os.path.join(tmp, "peer")
@@ -266,7 +273,8 @@ def main():
                          f"({min(r) / 2**20:.0f}–{max(r) / 2**20:.0f})")
         hub_med, curl_med = statistics.median(hub_rates), statistics.median(curl_rates)
         lines = [
-            f"Hub benchmark ({target} binary, {a.size_mib} MiB package over a veth pair, "
+            f"Hub benchmark ({target} binary, {a.size_mib} MiB package over a veth pair"
+            f"{' shaped to 1 Gbit/s' if a.shaped else ''}, "
             f"median of {a.runs}, min–max in brackets):",
             "",
             "| figure | value |",
@@ -288,7 +296,9 @@ def main():
         text = "\n".join(lines)
         print(text)
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
-        with open(os.path.join(ROOT, "target", "bench", "results-hub.md"), "w") as f:
+        with open(os.path.join(ROOT, "target", "bench",
+                               "results-hub-shaped.md" if a.shaped else "results-hub.md"),
+                  "w") as f:
             f.write(text + "\n")
     finally:
         procs.stop_all()
