@@ -78,6 +78,13 @@ pub const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// LAN behind it, say.
 pub const MAX_CONNECTIONS_PER_TRUSTED: usize = 256;
 
+/// Idle client connections kept for the next HEAD to the same peer or mirror: per server,
+/// in all, and for how long (pacserve closes idle ones after [`IDLE_TIMEOUT`], nginx after
+/// 65 s, Apache after 5 s).
+pub const CLIENT_IDLE_PER_SERVER: usize = 4;
+pub const CLIENT_IDLE_MAX: usize = 16;
+pub const CLIENT_IDLE_TIME: Duration = Duration::from_secs(2);
+
 /// Bytes handed to one sendfile(2) call; bounded so one fast client cannot hog the executor.
 pub const SENDFILE_CHUNK: usize = 1024 * 1024;
 

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client, I/O (name lookup, one socket), for probing mirrors and asking
-//! peers: one HEAD request per connection, bounded in bytes and time.
+//! A minimal HTTP/1.1 client, I/O (name lookup, sockets), for probing mirrors and asking
+//! peers: HEAD requests bounded in bytes and time, on a connection kept from the last one to
+//! the same server when there is one (`pool`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -11,6 +12,7 @@ use smol::io::AsyncWriteExt;
 use crate::http::head::{Head, HeadBuf};
 use crate::http::message::{HOP_HEADER, PACSERVE_AGENT_PREFIX};
 use crate::http::parse::{ParseError, Parsed, ResponseHead, parse_response};
+use crate::http::pool;
 use crate::http::url::{Scheme, Url};
 use crate::sys::rt::within;
 
@@ -51,49 +53,90 @@ async fn head_with(
         ));
     }
     let deadline = Instant::now() + timeout;
+    // The User-Agent and the hop field tell a pacserve at the other end (a peer, or this
+    // very one under another name) never to pass the request on.
+    let extra = extra.map_or(String::new(), |(k, v)| format!("{k}: {v}\r\n"));
+    let request = format!(
+        "HEAD {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {PACSERVE_AGENT_PREFIX}{}\r\n\
+         {HOP_HEADER}: 1\r\n{extra}\r\n",
+        url.path,
+        url.authority(),
+        env!("CARGO_PKG_VERSION")
+    );
     within(timeout, "no answer in time", async {
+        if let Some(stream) = pool::take(&url.host, url.port) {
+            match exchange(&stream, &request, deadline).await {
+                Ok(answer) => return Ok(kept(url, stream, answer)),
+                // The server closed the kept connection meanwhile: a new one.
+                Err(e) if stale(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let stream = connect(&url.host, url.port).await?;
         stream.get_ref().set_nodelay(true)?;
-        // The User-Agent and the hop field tell a pacserve at the other end (a peer, or this
-        // very one under another name) never to pass the request on.
-        let extra = extra.map_or(String::new(), |(k, v)| format!("{k}: {v}\r\n"));
-        let request = format!(
-            "HEAD {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {PACSERVE_AGENT_PREFIX}{}\r\n\
-             {HOP_HEADER}: 1\r\n{extra}Connection: close\r\n\r\n",
-            url.path,
-            url.authority(),
-            env!("CARGO_PKG_VERSION")
-        );
-        (&stream).write_all(request.as_bytes()).await?;
-        // The deadline is the same as the race's: read_head needs it to give its verdict on
-        // what arrived.
-        let head = HeadBuf::new()
-            .read_head(&mut &stream, deadline, answer)
-            .await?;
-        match head {
-            Head::Complete(answer) => Ok(answer),
-            Head::Closed | Head::Malformed(ParseError::Incomplete) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )),
-            Head::Malformed(e) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad response: {}", e.reason()),
-            )),
-            Head::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
-        }
+        let answer = exchange(&stream, &request, deadline).await?;
+        Ok(kept(url, stream, answer))
     })
     .await
 }
 
-fn answer(buf: &[u8]) -> Result<Parsed<HeadAnswer>, ParseError> {
-    let answer = |h: ResponseHead<'_>| HeadAnswer {
-        status: h.status,
-        has_sig: h
-            .pacserve_sig
-            .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
-        length: h.content_length,
-        sha256: h.pacserve_sha256.and_then(crate::names::parse_sha256),
+/// The answer; the connection goes back to the pool when the server keeps it open.
+fn kept(url: &Url, stream: Async<TcpStream>, (answer, keep): (HeadAnswer, bool)) -> HeadAnswer {
+    if keep {
+        pool::put(&url.host, url.port, stream);
+    }
+    answer
+}
+
+/// How a kept connection the server has closed fails: nothing came back.
+fn stale(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// `request` sent on `stream` and the response head read by `deadline`: the answer, and
+/// whether the connection may carry another request (HTTP/1.1, no `Connection: close`,
+/// nothing after the head).
+async fn exchange(
+    stream: &Async<TcpStream>,
+    request: &str,
+    deadline: Instant,
+) -> io::Result<(HeadAnswer, bool)> {
+    let mut stream = stream;
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = HeadBuf::new();
+    let head = buf.read_head(&mut stream, deadline, answer).await?;
+    match head {
+        Head::Complete((answer, keep)) => Ok((answer, keep && buf.buffered().is_empty())),
+        Head::Closed | Head::Malformed(ParseError::Incomplete) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        )),
+        Head::Malformed(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad response: {}", e.reason()),
+        )),
+        Head::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
+    }
+}
+
+/// The answer in a response head, and whether the server keeps the connection open.
+fn answer(buf: &[u8]) -> Result<Parsed<(HeadAnswer, bool)>, ParseError> {
+    let answer = |h: ResponseHead<'_>| {
+        let answer = HeadAnswer {
+            status: h.status,
+            has_sig: h
+                .pacserve_sig
+                .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            length: h.content_length,
+            sha256: h.pacserve_sha256.and_then(crate::names::parse_sha256),
+        };
+        (answer, h.minor_version >= 1 && !h.connection_close)
     };
     parse_response(buf).map(|p| p.map(answer))
 }
@@ -237,7 +280,142 @@ mod tests {
             "{request}"
         );
         assert!(request.contains(&format!("\r\nHost: 127.0.0.1:{}\r\n", url.port)));
-        assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
+        // HTTP/1.1 keeps the connection open unless told otherwise: it can be asked again.
+        assert!(!request.contains("Connection:"), "{request}");
+        assert!(request.ends_with("\r\n\r\n"), "{request}");
+    }
+
+    /// What the keep-alive test server does with each connection: answer this many
+    /// requests, then read one more and close without an answer (`true`) or hold on.
+    type Plan = Vec<(usize, bool)>;
+
+    /// A server that takes one connection per entry of `plan`, answering each request with
+    /// `answer`; the URL to ask and a count of the requests it read per connection.
+    fn keeping_server(plan: Plan, answer: &'static str) -> (Url, mpsc::Receiver<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local address").port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for (answered, close) in plan {
+                let (mut s, _) = listener.accept().expect("accept");
+                s.set_read_timeout(Some(BOUND)).expect("read timeout");
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 1024];
+                let mut requests = 0;
+                while requests < answered + usize::from(close) {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        requests += 1;
+                        if requests <= answered {
+                            let _ = s.write_all(answer.as_bytes());
+                        }
+                    }
+                }
+                let _ = tx.send(requests);
+                if !close {
+                    let _ = s.read(&mut chunk);
+                }
+            }
+        });
+        let url = Url {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".to_string(),
+            port,
+            path: "/peer/core/x86_64/a-1-1-any.pkg.tar.zst".to_string(),
+        };
+        (url, rx)
+    }
+
+    const KEPT: &str = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
+
+    #[test]
+    fn heads_to_one_server_share_a_connection() {
+        let (url, requests) = keeping_server(vec![(3, true), (1, false)], KEPT);
+        for _ in 0..3 {
+            assert_eq!(ask(&url, BOUND).expect("an answer").status, 200);
+        }
+        assert_eq!(pool::held(&url.host, url.port), 1, "kept for the next one");
+        // The server reads a fourth request on that connection and closes it unanswered:
+        // the request goes again on a new connection.
+        assert_eq!(ask(&url, BOUND).expect("asked again").status, 200);
+        assert_eq!(
+            requests.recv_timeout(BOUND).unwrap(),
+            4,
+            "three answered, one not"
+        );
+        assert_eq!(
+            requests.recv_timeout(BOUND).unwrap(),
+            1,
+            "on the second connection"
+        );
+    }
+
+    #[test]
+    fn a_connection_the_server_closes_or_http_1_0_is_not_kept() {
+        for answer in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n",
+            // Bytes after the head that nobody asked for.
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nextra",
+        ] {
+            let (url, requests) = keeping_server(vec![(1, false), (1, false)], answer);
+            assert_eq!(ask(&url, BOUND).expect("an answer").status, 200, "{answer}");
+            assert_eq!(pool::held(&url.host, url.port), 0, "{answer}");
+            assert_eq!(ask(&url, BOUND).expect("again").status, 200, "{answer}");
+            assert_eq!(requests.recv_timeout(BOUND).unwrap(), 1, "{answer}");
+            assert_eq!(requests.recv_timeout(BOUND).unwrap(), 1, "{answer}");
+        }
+    }
+
+    #[test]
+    fn a_kept_connection_closed_meanwhile_is_not_used() {
+        // Answer one, then close (after reading what comes, which is nothing).
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().unwrap().port();
+        let (closed_tx, closed) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut chunk = [0u8; 1024];
+            let _ = s.read(&mut chunk);
+            let _ = s.write_all(KEPT.as_bytes());
+            let _ = s.shutdown(Shutdown::Both);
+            let _ = closed_tx.send(());
+            let (mut s, _) = listener.accept().expect("accept again");
+            let _ = s.read(&mut chunk);
+            let _ = s.write_all(KEPT.as_bytes());
+            let _ = s.read(&mut chunk);
+        });
+        let url = Url {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".to_string(),
+            port,
+            path: "/x".to_string(),
+        };
+        assert_eq!(ask(&url, BOUND).unwrap().status, 200);
+        closed.recv_timeout(BOUND).unwrap();
+        // The close has arrived when the peek sees it; wait for that, bounded.
+        let mut peeked = 0;
+        while pool::held(&url.host, url.port) == 1 && peeked < 100 {
+            let kept = pool::take(&url.host, url.port);
+            match kept {
+                Some(k) => {
+                    pool::put(&url.host, url.port, k);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                None => break,
+            }
+            peeked += 1;
+        }
+        assert_eq!(
+            pool::held(&url.host, url.port),
+            0,
+            "a closed connection was kept"
+        );
+        assert_eq!(ask(&url, BOUND).unwrap().status, 200);
     }
 
     #[test]

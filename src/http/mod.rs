@@ -11,6 +11,7 @@ pub mod head;
 pub mod listen;
 pub mod message;
 pub mod parse;
+pub mod pool;
 pub mod range;
 pub mod server;
 pub mod slots;
