@@ -145,6 +145,29 @@ impl LanHost {
         .in_netns(&self.ns)
     }
 
+    /// pacserve on this host sharing `client`'s cache, as pacman and pacserve do on a
+    /// laptop, with the LAN's mirror for `core`.
+    fn sharing_cache(
+        &self,
+        lan: &Lan,
+        name: &str,
+        client: &PacmanClient,
+        extra: &[&str],
+    ) -> Pacserve {
+        let conf = write_server_conf(
+            &self.host.dir,
+            &[client.cache_dir()],
+            &[("core", &[lan.repo.server()])],
+        );
+        Pacserve::builder(&conf)
+            .name(name)
+            .in_netns(&self.ns)
+            .address("0.0.0.0")
+            .port(PORT)
+            .args(extra)
+            .start()
+    }
+
     /// The hub's directory on this host (made by pacserve).
     fn hub_dir(&self) -> PathBuf {
         self.host.dir.join("hub")
@@ -592,17 +615,7 @@ fn a_hub_keeps_what_a_laptop_downloaded_after_it_is_gone() {
     let (l, d, h) = (lan.host("l", L), lan.host("d", D), lan.host("h", H));
     // L's pacman and pacserve share the cache, as on a laptop.
     let l_client = l.client();
-    let l_conf = write_server_conf(
-        &l.host.dir,
-        &[l_client.cache_dir()],
-        &[("core", &[lan.repo.server()])],
-    );
-    let ps_l = Pacserve::builder(&l_conf)
-        .name("laptop")
-        .in_netns(&l.ns)
-        .address("0.0.0.0")
-        .port(PORT)
-        .start();
+    let ps_l = l.sharing_cache(&lan, "laptop", &l_client, &[]);
     let ps_h = h.hub(&["--pacserver", &l.authority()]);
     let dump = || logs(&[&ps_l, &ps_h], lan.mirror());
     l_client.sync().assert_ok("-Sy on L", &dump());
@@ -661,18 +674,7 @@ fn a_file_asked_for_and_missed_is_pulled_as_soon_as_a_peer_holds_it() {
     let p = lan.repo.pkg("hubm");
     let (d, h) = (lan.host("d", D), lan.host("h", H));
     let client = d.client();
-    let d_conf = write_server_conf(
-        &d.host.dir,
-        &[client.cache_dir()],
-        &[("core", &[lan.repo.server()])],
-    );
-    let ps_d = Pacserve::builder(&d_conf)
-        .name("desktop")
-        .in_netns(&d.ns)
-        .address("0.0.0.0")
-        .port(PORT)
-        .args(&["--pacserver", &h.authority()])
-        .start();
+    let ps_d = d.sharing_cache(&lan, "desktop", &client, &["--pacserver", &h.authority()]);
     let ps_h = h
         .hub_every("3600", &["--pacserver", &d.authority()])
         .start();
