@@ -191,6 +191,20 @@ impl LanHost {
     }
 }
 
+/// pacman on D (its pacserve `ps_d`, the hub `ps_h` its peer) syncs and fetches `p`: D's
+/// pacserve asks the hub, which lacks it (404), and sends pacman to the mirror.
+fn fetch_past_the_hub(lan: &Lan, client: &PacmanClient, ps_d: &Pacserve, ps_h: &Pacserve, p: &Pkg) {
+    let dump = || logs(&[ps_d, ps_h], lan.mirror());
+    client.sync().assert_ok("-Sy on D", &dump());
+    client.fetch(p, dump);
+    assert_eq!(
+        ps_d.expect_lookup("GET", &p.request_path(), 307).outcome,
+        "mirror"
+    );
+    ps_h.wait_request(|r| r.path == p.peer_path() && r.status == 404)
+        .unwrap_or_else(|| panic!("D did not ask the hub, or the hub had it\n{}", dump()));
+}
+
 /// The complete files in a hub's directory, sorted (its `.partial` aside).
 fn held(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -680,15 +694,7 @@ fn a_file_asked_for_and_missed_is_pulled_as_soon_as_a_peer_holds_it() {
         .start();
     // The hub's first round, at start, found D empty.
     assert!(ps_d.wait_request(|r| r.path == "/info").is_some(), "{}", ps_d.log());
-    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
-    client.sync().assert_ok("-Sy on D", &dump());
-    client.fetch(p, dump);
-    assert_eq!(
-        ps_d.expect_lookup("GET", &p.request_path(), 307).outcome,
-        "mirror"
-    );
-    ps_h.wait_request(|r| r.path == p.peer_path() && r.status == 404)
-        .unwrap_or_else(|| panic!("D did not ask the hub\n{}", dump()));
+    fetch_past_the_hub(&lan, &client, &ps_d, &ps_h, p);
     wait_held(&ps_h, &h.hub_dir(), &[&p.file]);
     assert_same_bytes(&fs::read(h.hub_dir().join(&p.file)).unwrap(), &p.bytes, "P on H");
 }
@@ -850,15 +856,7 @@ fn an_interrupted_pull_resumes_with_a_range_and_is_never_served_half() {
     assert!(!ps_h.get("/info").text().contains(&big.file));
     let ps_d = d.start(&["--pacserver", &h.authority()]);
     let client = d.client();
-    let dump = || logs(&[&ps_d, &ps_h], lan.mirror());
-    client.sync().assert_ok("-Sy on D", &dump());
-    client.fetch(big, dump);
-    assert_eq!(
-        ps_d.expect_lookup("GET", &big.request_path(), 307).outcome,
-        "mirror"
-    );
-    ps_h.wait_request(|r| r.path == big.peer_path() && r.status == 404)
-        .unwrap_or_else(|| panic!("H was not asked, or answered\n{}", dump()));
+    fetch_past_the_hub(&lan, &client, &ps_d, &ps_h, big);
     let pulling = hub_status(&ps_h).field("pulling").clone();
     assert_eq!(pulling.as_array().map(|p| p.len()), Some(1), "{pulling:?}");
 
